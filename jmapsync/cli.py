@@ -1,0 +1,201 @@
+"""Command line: argparse, and the ONE place where errors become messages and exit codes.
+
+Exit codes: 0 everything succeeded; 1 at least one account failed (one line
+per account on stderr); 2 the command line or the config is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from jmapsync import __version__, log
+from jmapsync.config import Config, load
+from jmapsync.errors import ConfigError, JmapsyncError
+from jmapsync.jmap.client import JmapClient
+from jmapsync.jmap.types import CORE, MAIL, WEBSOCKET
+from jmapsync.state.db import StateDB
+from jmapsync.sync.engine import SyncReport, progress_bar_factory, sync_accounts
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="jmapsync", description="Mirror JMAP mail accounts into local Maildir folders."
+    )
+    p.add_argument("-c", "--config", type=Path, help="config file (default:"
+                   " $XDG_CONFIG_HOME/jmapsync/config.ini)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    p.add_argument("--log-format", choices=("auto", "console", "json"), default="auto")
+    p.add_argument("--version", action="version", version=f"jmapsync {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sync", help="one pass over every (or the named) account")
+    s.add_argument("--account", action="append", metavar="NAME", help="only this account")
+    c = sub.add_parser("check", help="validate the config, connect, show what the server offers")
+    c.add_argument("--account", action="append", metavar="NAME")
+    st = sub.add_parser("status", help="per account: last sync, states, counts, pending work")
+    st.add_argument("--account", action="append", metavar="NAME")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    d = sub.add_parser("daemon", help="sync in a loop (push and watching come later)")
+    d.add_argument("--account", action="append", metavar="NAME")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    log.setup(args.log_format, args.verbose)
+    try:
+        config = load(args.config)
+        if args.command == "sync":
+            return cmd_sync(config, args.account)
+        if args.command == "check":
+            return cmd_check(config, args.account)
+        if args.command == "status":
+            return cmd_status(config, args.account, as_json=args.json)
+        if args.command == "daemon":
+            return cmd_daemon(config, args.account)
+    except ConfigError as exc:
+        print(f"jmapsync: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except JmapsyncError as exc:
+        print(f"jmapsync: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("jmapsync: interrupted", file=sys.stderr)
+        return 130
+    return EXIT_USAGE  # pragma: no cover - argparse requires a command
+
+
+def _report_results(results: dict[str, SyncReport | JmapsyncError]) -> int:
+    failed = 0
+    for name, result in results.items():
+        if isinstance(result, JmapsyncError):
+            failed += 1
+            print(f"jmapsync: account {name}: {result}", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_sync(config: Config, names: list[str] | None) -> int:
+    results = asyncio.run(sync_accounts(config, names, progress_bar_factory()))
+    return _report_results(results)
+
+
+def cmd_daemon(config: Config, names: list[str] | None) -> int:
+    """Until the push daemon lands: sync, sleep poll_interval, repeat; SIGTERM ends it."""
+    stop = asyncio.Event()
+
+    async def loop() -> int:
+        aio = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            aio.add_signal_handler(sig, stop.set)
+        while not stop.is_set():
+            await sync_accounts(config, names)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=config.poll_interval_s)
+            except TimeoutError:
+                pass
+        return EXIT_OK
+
+    return asyncio.run(loop())
+
+
+def cmd_check(config: Config, names: list[str] | None) -> int:
+    async def one(name: str) -> bool:
+        account = config.account(name)
+        print(f"account {name}: {account.session_url}")
+        try:
+            async with JmapClient(account) as client:
+                s = await client.connect()
+        except JmapsyncError as exc:
+            print(f"  FAILED: {exc}")
+            return False
+        lim = s.limits
+        print(f"  session:      {s.url}")
+        print(f"  username:     {s.username}")
+        print(f"  accounts:     " + ", ".join(f"{k} ({v})" for k, v in s.accounts.items()))
+        print(f"  mail account: {s.account_id}")
+        print(f"  api:          {s.api_url}")
+        print("  capabilities: " + ", ".join(sorted(s.capabilities)))
+        push = []
+        if s.websocket_url:
+            push.append(f"websocket {s.websocket_url}")
+        if s.event_source_url:
+            push.append(f"eventsource {s.event_source_url}")
+        push.append("poll")
+        print("  push:         " + "; ".join(push))
+        print(
+            f"  limits:       maxConcurrentRequests={lim.max_concurrent_requests}"
+            f" maxCallsInRequest={lim.max_calls_in_request}"
+            f" maxObjectsInGet={lim.max_objects_in_get} maxObjectsInSet={lim.max_objects_in_set}"
+            f" maxSizeRequest={lim.max_size_request} maxSizeUpload={lim.max_size_upload}"
+        )
+        print(f"  maildir:      {account.maildir} ({account.layout}, {account.direction})")
+        missing = [c for c in (CORE, MAIL) if c not in s.capabilities]
+        if missing:  # pragma: no cover - Session.parse refuses these already
+            print("  MISSING: " + ", ".join(missing))
+            return False
+        if WEBSOCKET not in s.capabilities:
+            print("  note: no WebSocket push; the daemon will use EventSource or polling")
+        return True
+
+    async def run() -> list[bool]:
+        return [await one(a.name) for a in config.select(names)]
+
+    oks = asyncio.run(run())
+    print(f"config {config.path}: OK")
+    return EXIT_OK if all(oks) else EXIT_FAILED
+
+
+def _when(value: str | None) -> str:
+    if not value:
+        return "never"
+    return dt.datetime.fromtimestamp(float(value), tz=dt.UTC).isoformat(timespec="seconds")
+
+
+def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int:
+    out: dict[str, Any] = {}
+    for account in config.select(names):
+        db_path = config.state_dir / f"{account.name}.sqlite3"
+        if not db_path.exists():
+            out[account.name] = {"synced": False}
+            continue
+        db = StateDB(db_path)
+        try:
+            summary = db.summary()
+        finally:
+            db.close()
+        summary["maildir"] = str(account.maildir)
+        summary["local_files"] = _count_files(account.maildir)
+        out[account.name] = summary
+    if as_json:
+        print(json.dumps(out, indent=2, default=str))
+        return EXIT_OK
+    for name, s in out.items():
+        print(f"account {name}:")
+        if not s.get("synced", True):
+            print("  never synced")
+            continue
+        counts = s["counts"]
+        print(f"  last sync:      {_when(s['last_sync_at'])} ({s['last_result'] or 'n/a'})")
+        print(f"  email state:    {s['email_state']}")
+        print(f"  mailbox state:  {s['mailbox_state']}")
+        print(f"  mailboxes:      {counts['mailboxes']}")
+        print(f"  emails:         {counts['emails']}")
+        print(f"  files (state):  {counts['files']}")
+        print(f"  files (disk):   {s['local_files']} under {s['maildir']}")
+        print(f"  pending:        {counts['journal']} journaled intent(s)")
+    return EXIT_OK
+
+
+def _count_files(root: Path) -> int:
+    total = 0
+    for sub in ("cur", "new"):
+        total += sum(1 for p in root.rglob(sub) if p.is_dir() for _ in p.iterdir())
+    return total

@@ -1,0 +1,286 @@
+"""INI configuration -> frozen dataclasses, validated once at start.
+
+The file format is documented key by key in config.example.ini.  Secrets are
+wrapped in `Secret` as soon as they are read, so that no repr, log line or
+traceback can show them; `password_command` / `token_command` run only when
+the secret is needed (at connect time), never while parsing.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shlex
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, cast
+
+from jmapsync.errors import ConfigError, SecretError
+
+Layout = Literal["verbatim", "maildir++"]
+Direction = Literal["two-way", "pull"]
+
+_ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
+_SECRET_TIMEOUT_S = 60
+
+
+class Secret:
+    """A password or token that never shows itself in repr(), str() or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself; call only where it is put on the wire."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to authenticate: exactly one of password, password_command, token_command."""
+
+    username: str | None
+    password: Secret | None = None
+    password_command: str | None = None
+    token_command: str | None = None
+
+    @property
+    def scheme(self) -> Literal["basic", "bearer"]:
+        return "bearer" if self.token_command else "basic"
+
+    def resolve(self) -> Secret:
+        """Return the password or token, running the configured command if any.
+
+        The command's stderr is not captured into our error message, because a
+        password manager may print the secret there on failure.
+        """
+        if self.password is not None:
+            return self.password
+        command = self.token_command or self.password_command
+        if command is None:  # pragma: no cover - excluded by validation
+            raise SecretError("no password, password_command or token_command configured")
+        key = "token_command" if self.token_command else "password_command"
+        try:
+            done = subprocess.run(
+                shlex.split(command),
+                stdout=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                timeout=_SECRET_TIMEOUT_S,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SecretError(f"{key} could not run: {type(exc).__name__}") from None
+        if done.returncode != 0:
+            raise SecretError(f"{key} exited with status {done.returncode}")
+        value = done.stdout.decode("utf-8", "replace").split("\n", 1)[0].rstrip("\r")
+        if not value:
+            raise SecretError(f"{key} printed nothing")
+        return Secret(value)
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """One `[account NAME]` section."""
+
+    name: str
+    session_url: str
+    credentials: Credentials
+    maildir: Path
+    layout: Layout = "verbatim"
+    direction: Direction = "two-way"
+    # jmapsync-specific knobs with safe defaults (see config.example.ini)
+    download_connections: int = 0  # 0 = the server's maxConcurrentRequests
+    timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole file."""
+
+    path: Path | None
+    state_dir: Path
+    accounts: tuple[AccountConfig, ...] = field(default_factory=tuple)
+    poll_interval_s: float = 300.0
+
+    def account(self, name: str) -> AccountConfig:
+        for account in self.accounts:
+            if account.name == name:
+                return account
+        known = ", ".join(a.name for a in self.accounts) or "none"
+        raise ConfigError(f"no account named {name!r} in the config (known: {known})")
+
+    def select(self, names: list[str] | None) -> list[AccountConfig]:
+        if not names:
+            return list(self.accounts)
+        return [self.account(n) for n in names]
+
+
+def default_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "jmapsync" / "config.ini"
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "jmapsync"
+
+
+def _expand(value: str) -> Path:
+    return Path(os.path.expandvars(os.path.expanduser(value)))
+
+
+def _choice(section: configparser.SectionProxy, key: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = section.get(key, default).strip()
+    if value not in allowed:
+        raise ConfigError(
+            f"[{section.name}] {key} = {value!r}: expected one of {', '.join(allowed)}"
+        )
+    return value
+
+
+def _positive_float(section: configparser.SectionProxy, key: str, default: float) -> float:
+    raw = section.get(key)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"[{section.name}] {key} = {raw!r}: expected a number") from None
+    if value <= 0:
+        raise ConfigError(f"[{section.name}] {key} must be positive")
+    return value
+
+
+def _parse_account(name: str, section: configparser.SectionProxy, config_dir: Path) -> AccountConfig:
+    if not _ACCOUNT_NAME.match(name):
+        raise ConfigError(
+            f"account name {name!r}: use letters, digits and . _ @ + - (it names the state file)"
+        )
+    known = {
+        "session_url", "username", "password", "password_command", "token_command",
+        "maildir", "layout", "direction", "download_connections", "timeout",
+    }
+    unknown = sorted(set(section.keys()) - known - set(section.parser.defaults()))
+    if unknown:
+        raise ConfigError(f"[{section.name}] unknown key(s): {', '.join(unknown)}")
+    session_url = section.get("session_url", "").strip()
+    if not session_url:
+        raise ConfigError(f"[{section.name}] session_url is required")
+    if not re.match(r"^https?://", session_url):
+        raise ConfigError(f"[{section.name}] session_url must start with http:// or https://")
+    sources = [k for k in ("password", "password_command", "token_command") if section.get(k)]
+    if len(sources) != 1:
+        raise ConfigError(
+            f"[{section.name}] set exactly one of password, password_command, token_command"
+            f" (found {len(sources)})"
+        )
+    username = section.get("username", "").strip() or None
+    if sources[0] != "token_command" and username is None:
+        raise ConfigError(f"[{section.name}] username is required for Basic auth")
+    password = section.get("password")
+    credentials = Credentials(
+        username=username,
+        password=Secret(password) if password else None,
+        password_command=section.get("password_command") or None,
+        token_command=section.get("token_command") or None,
+    )
+    maildir_raw = section.get("maildir", "").strip()
+    if not maildir_raw:
+        raise ConfigError(f"[{section.name}] maildir is required")
+    maildir = _expand(maildir_raw)
+    if not maildir.is_absolute():
+        maildir = config_dir / maildir
+    try:
+        connections = int(section.get("download_connections", "0"))
+    except ValueError:
+        raise ConfigError(f"[{section.name}] download_connections must be an integer") from None
+    if connections < 0:
+        raise ConfigError(f"[{section.name}] download_connections must be >= 0")
+    return AccountConfig(
+        name=name,
+        session_url=session_url,
+        credentials=credentials,
+        maildir=maildir,
+        layout=cast(Layout, _choice(section, "layout", "verbatim", ("verbatim", "maildir++"))),
+        direction=cast(Direction, _choice(section, "direction", "two-way", ("two-way", "pull"))),
+        download_connections=connections,
+        timeout_s=_positive_float(section, "timeout", 60.0),
+    )
+
+
+def parse(text: str, path: Path | None = None) -> Config:
+    """Parse config text; `path` is used for messages and relative paths."""
+    parser = configparser.ConfigParser(
+        interpolation=None, inline_comment_prefixes=(";", "#"), default_section="__defaults__"
+    )
+    where = str(path) if path else "<config>"
+    try:
+        parser.read_string(text, source=where)
+    except configparser.Error as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    config_dir = path.parent if path else Path.cwd()
+    state_dir = default_state_dir()
+    poll = 300.0
+    accounts: list[AccountConfig] = []
+    for section_name in parser.sections():
+        section = parser[section_name]
+        if section_name == "jmapsync":
+            unknown = sorted(set(section.keys()) - {"state_dir", "poll_interval"})
+            if unknown:
+                raise ConfigError(f"[jmapsync] unknown key(s): {', '.join(unknown)}")
+            if section.get("state_dir"):
+                state_dir = _expand(section["state_dir"].strip())
+                if not state_dir.is_absolute():
+                    state_dir = config_dir / state_dir
+            poll = _positive_float(section, "poll_interval", poll)
+            continue
+        kind, _, name = section_name.partition(" ")
+        if kind != "account" or not name.strip():
+            raise ConfigError(f"{where}: unknown section [{section_name}] (want [account NAME])")
+        accounts.append(_parse_account(name.strip(), section, config_dir))
+    if not accounts:
+        raise ConfigError(f"{where}: no [account NAME] section")
+    names = [a.name for a in accounts]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: duplicate account names")
+    roots = [a.maildir.resolve() for a in accounts]
+    for i, a in enumerate(roots):
+        for b in roots[i + 1 :]:
+            if a == b or a in b.parents or b in a.parents:
+                raise ConfigError(f"{where}: two accounts share or nest a maildir ({a}, {b})")
+    return Config(path=path, state_dir=state_dir, accounts=tuple(accounts), poll_interval_s=poll)
+
+
+def load(path: Path | None = None) -> Config:
+    """Read and validate the config file (default: $XDG_CONFIG_HOME/jmapsync/config.ini)."""
+    path = path or default_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    return parse(text, path)
+
+
+def iter_secret_values(config: Config) -> Iterator[str]:
+    """Literal secrets in the config, for tests that check logs never contain them."""
+    for account in config.accounts:
+        if account.credentials.password is not None:
+            yield account.credentials.password.reveal()

@@ -1,0 +1,132 @@
+"""Every error jmapsync raises on purpose, in one tree.
+
+Each error carries a retry class that tells the caller (the CLI today, the
+daemon later) what to do without looking at the concrete type::
+
+    JmapsyncError                 retry: see subclass
+    ├── ConfigError               fatal    the config file is wrong; needs the user
+    ├── SecretError               fatal    password_command / token_command failed
+    ├── LockedError               backoff  another jmapsync process syncs this account
+    ├── StateError                fatal    the state database is unusable (schema too new, corrupt)
+    ├── LocalError                fatal    the Maildir cannot be used (permissions, not a directory)
+    └── RemoteError               see subclass
+        ├── TransportError        temporary  connection refused / reset / timed out
+        ├── AuthError             fatal    HTTP 401 / 403: wrong credentials
+        ├── HTTPStatusError       backoff  any other unexpected HTTP status
+        ├── ProtocolError         fatal    the server broke the protocol (bad JSON, missing
+        │                                  capability, unsafe mailbox name, absurd size)
+        └── MethodError           backoff  a JMAP method answered ["error", {...}]
+            └── CannotCalculateChanges   (plan: full reconcile, never retried as is)
+
+The retry classes mirror isync's FAIL_TEMP / FAIL_WAIT / FAIL_FINAL.  Messages
+never contain credentials: the Secret type in config.py has no readable repr,
+and nothing here formats request headers.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+
+class Retry(enum.Enum):
+    """What a caller may do after the error."""
+
+    TEMPORARY = "temporary"  # retry now
+    BACKOFF = "backoff"  # retry later, with growing delays
+    FATAL = "fatal"  # needs the user; retrying changes nothing
+
+
+class JmapsyncError(Exception):
+    """Base of all errors jmapsync raises on purpose."""
+
+    retry: Retry = Retry.FATAL
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(JmapsyncError):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+class SecretError(JmapsyncError):
+    """A password_command or token_command failed or printed nothing."""
+
+
+class LockedError(JmapsyncError):
+    """Another process holds the per-account lock."""
+
+    retry = Retry.BACKOFF
+
+
+class StateError(JmapsyncError):
+    """The state database cannot be used."""
+
+
+class LocalError(JmapsyncError):
+    """The local Maildir cannot be used as asked."""
+
+
+class RemoteError(JmapsyncError):
+    """Anything that went wrong talking to the server."""
+
+    retry = Retry.BACKOFF
+
+
+class TransportError(RemoteError):
+    """The connection failed (refused, reset, timed out)."""
+
+    retry = Retry.TEMPORARY
+
+
+class AuthError(RemoteError):
+    """The server refused the credentials."""
+
+    retry = Retry.FATAL
+
+
+class HTTPStatusError(RemoteError):
+    """An HTTP status the protocol does not explain."""
+
+    def __init__(self, message: str, *, status: int, **fields: Any) -> None:
+        super().__init__(message, status=status, **fields)
+        self.status = status
+
+
+class ProtocolError(RemoteError):
+    """The server sent something that breaks RFC 8620/8621 or our safety rules."""
+
+    retry = Retry.FATAL
+
+
+class MethodError(RemoteError):
+    """A JMAP method call answered with an error invocation."""
+
+    def __init__(self, method: str, error_type: str, description: str | None = None) -> None:
+        text = f"{method} failed: {error_type}"
+        if description:
+            text += f" ({description})"
+        super().__init__(text, method=method, type=error_type)
+        self.method = method
+        self.type = error_type
+        self.description = description
+
+
+class CannotCalculateChanges(MethodError):
+    """The server cannot compute changes since our state: do a full reconcile."""
+
+
+def method_error(method: str, args: dict[str, Any]) -> MethodError:
+    """Build the typed error for an ["error", args] response."""
+    error_type = str(args.get("type", "serverFail"))
+    description = args.get("description")
+    desc = str(description) if description is not None else None
+    if error_type == "cannotCalculateChanges":
+        return CannotCalculateChanges(method, error_type, desc)
+    return MethodError(method, error_type, desc)

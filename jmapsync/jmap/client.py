@@ -1,0 +1,315 @@
+"""The only code that speaks HTTP: session discovery, API calls, blob download.
+
+`JmapClient` wraps one httpx.AsyncClient per account.  It knows the session
+limits and obeys them: requests never carry more than maxCallsInRequest calls,
+gets never ask for more than maxObjectsInGet ids, and no more than
+maxConcurrentRequests requests are in flight at once.
+
+Connection reuse is a measured choice, not a default: Cyrus answers on a
+reused keep-alive connection ~44 ms late (its Nagle meets our delayed ACK)
+while a fresh loopback connection answers in 1-2 ms.  `keepalive="auto"`
+therefore opens a fresh connection per request for plain http:// (test and
+LAN servers) and reuses connections for https://, where a TLS handshake costs
+more than the stall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+
+from jmapsync import log
+from jmapsync.config import AccountConfig, Secret
+from jmapsync.errors import (
+    AuthError,
+    HTTPStatusError,
+    ProtocolError,
+    TransportError,
+    method_error,
+)
+from jmapsync.jmap.types import MAX_MESSAGE_BYTES, USING, Session
+
+Invocation = tuple[str, dict[str, Any], str]
+KeepAlive = Literal["auto", "yes", "no"]
+
+_MAX_SESSION_BYTES = 4 * 1024 * 1024
+_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+_CHUNK = 256 * 1024
+
+
+@contextmanager
+def map_transport_errors(what: str) -> Iterator[None]:
+    """Turn httpx's exceptions into ours, in ONE place (httpx does the same for httpcore)."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise TransportError(f"{what}: timed out ({type(exc).__name__})") from None
+    except httpx.TransportError as exc:
+        raise TransportError(f"{what}: {type(exc).__name__}: {exc}") from None
+    except httpx.InvalidURL as exc:
+        raise ProtocolError(f"{what}: invalid URL ({exc})") from None
+
+
+def expand_template(template: str, **values: str) -> str:
+    """RFC 6570 level-1 expansion: every value is percent-encoded (no reserved chars)."""
+    out = template
+    for key, value in values.items():
+        out = out.replace("{" + key + "}", quote(value, safe=""))
+    return out
+
+
+def well_known_url(session_url: str) -> str:
+    """`https://host` (no path) means RFC 8620 2.2 discovery at /.well-known/jmap."""
+    parts = urlsplit(session_url)
+    if parts.path in ("", "/"):
+        return urlunsplit((parts.scheme, parts.netloc, "/.well-known/jmap", "", ""))
+    return session_url
+
+
+@dataclass
+class Responses:
+    """The method responses of one request, addressable by call id."""
+
+    items: list[tuple[str, dict[str, Any], str]]
+    methods: dict[str, str]  # call id -> method name of the request
+
+    def result(self, call_id: str) -> dict[str, Any]:
+        """The arguments of the response to `call_id`; a method error raises typed.
+
+        A call id answered twice (a method with implicit calls) yields the last
+        answer, which per RFC 8620 3.4 is the one for the call itself."""
+        found = None
+        for name, args, cid in self.items:
+            if cid == call_id:
+                if name == "error":
+                    raise method_error(self.methods.get(call_id, "?"), args)
+                found = args
+        if found is None:
+            raise ProtocolError(f"no response for method call {call_id}")
+        return found
+
+
+class JmapClient:
+    """One account's connection to its JMAP server."""
+
+    def __init__(
+        self,
+        account: AccountConfig,
+        *,
+        keepalive: KeepAlive = "auto",
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.account = account
+        self._secret: Secret | None = None
+        self._transport = transport
+        self._keepalive = keepalive
+        self._http: httpx.AsyncClient | None = None
+        self.session: Session | None = None
+        self._api_sem = asyncio.Semaphore(1)
+        self._log = log.get().bind(account=account.name)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def __aenter__(self) -> JmapClient:
+        self._http = httpx.AsyncClient(
+            transport=self._transport,
+            timeout=httpx.Timeout(self.account.timeout_s, connect=min(self.account.timeout_s, 15)),
+            follow_redirects=True,
+            headers={"User-Agent": "jmapsync/0.1"},
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            raise RuntimeError("JmapClient used outside 'async with'")
+        return self._http
+
+    def _auth_header(self) -> dict[str, str]:
+        if self._secret is None:
+            # Runs password_command / token_command once per client.
+            self._secret = self.account.credentials.resolve()
+        creds = self.account.credentials
+        if creds.scheme == "bearer":
+            return {"Authorization": "Bearer " + self._secret.reveal()}
+        raw = f"{creds.username}:{self._secret.reveal()}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
+
+    def _fresh_connections(self, url: str) -> bool:
+        if self._keepalive == "auto":
+            return url.startswith("http:")
+        return self._keepalive == "no"
+
+    def _headers(self, url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = self._auth_header()
+        if self._fresh_connections(url):
+            headers["Connection"] = "close"
+        if extra:
+            headers.update(extra)
+        return headers
+
+    # -- session -------------------------------------------------------------------
+
+    async def connect(self) -> Session:
+        """Fetch and validate the session resource (RFC 8620 2)."""
+        url = well_known_url(self.account.session_url)
+        with map_transport_errors(f"session {url}"):
+            response = await self.http.get(url, headers=self._headers(url))
+        self._check_status(response, "session")
+        if len(response.content) > _MAX_SESSION_BYTES:
+            raise ProtocolError("session resource is larger than 4 MiB")
+        data = self._json(response, "session")
+        session = Session.parse(data, str(response.url))
+        self.session = session
+        self._api_sem = asyncio.Semaphore(session.limits.max_concurrent_requests)
+        self._log.debug("session", api_url=session.api_url, account_id=session.account_id)
+        return session
+
+    def _require_session(self) -> Session:
+        if self.session is None:
+            raise RuntimeError("call connect() first")
+        return self.session
+
+    # -- API calls -----------------------------------------------------------------
+
+    async def call(self, calls: Sequence[Invocation], using: Sequence[str] = USING) -> Responses:
+        """Send ONE request.  Back-references work only within one request, so the
+        caller must keep it within maxCallsInRequest; this raises if it does not."""
+        session = self._require_session()
+        if len(calls) > session.limits.max_calls_in_request:
+            raise ValueError(
+                f"{len(calls)} calls exceed maxCallsInRequest={session.limits.max_calls_in_request}"
+            )
+        body = json.dumps(
+            {"using": list(using), "methodCalls": [list(c) for c in calls]},
+            separators=(",", ":"),
+        ).encode()
+        if len(body) > session.limits.max_size_request:
+            raise ValueError(f"request of {len(body)} bytes exceeds maxSizeRequest")
+        names = ",".join(c[0] for c in calls)
+        async with self._api_sem:
+            with map_transport_errors(f"API request {names}"):
+                response = await self.http.post(
+                    session.api_url,
+                    content=body,
+                    headers=self._headers(session.api_url, {"Content-Type": "application/json"}),
+                )
+        self._check_status(response, f"API request {names}")
+        if len(response.content) > _MAX_RESPONSE_BYTES:
+            raise ProtocolError("API response larger than 256 MiB")
+        data = self._json(response, f"API request {names}")
+        items = data.get("methodResponses") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise ProtocolError(f"API response to {names} has no methodResponses list")
+        parsed: list[tuple[str, dict[str, Any], str]] = []
+        for item in items:
+            if (
+                not isinstance(item, list)
+                or len(item) != 3
+                or not isinstance(item[0], str)
+                or not isinstance(item[1], dict)
+                or not isinstance(item[2], str)
+            ):
+                raise ProtocolError(f"malformed method response in reply to {names}")
+            parsed.append((item[0], item[1], item[2]))
+        return Responses(parsed, {c[2]: c[0] for c in calls})
+
+    async def call_each(self, calls: Sequence[Invocation]) -> Responses:
+        """Send independent calls (no back-references between them), as many
+        requests as maxCallsInRequest needs, concurrently up to the server limit."""
+        session = self._require_session()
+        size = session.limits.max_calls_in_request
+        chunks = [calls[i : i + size] for i in range(0, len(calls), size)]
+        results = await asyncio.gather(*(self.call(chunk) for chunk in chunks))
+        merged: list[tuple[str, dict[str, Any], str]] = []
+        methods: dict[str, str] = {}
+        for r in results:
+            merged.extend(r.items)
+            methods.update(r.methods)
+        return Responses(merged, methods)
+
+    # -- blobs ---------------------------------------------------------------------
+
+    def download_url(self, blob_id: str, name: str = "message.eml") -> str:
+        session = self._require_session()
+        return expand_template(
+            session.download_url,
+            accountId=session.account_id,
+            blobId=blob_id,
+            name=name,
+            type="message/rfc822",
+        )
+
+    @asynccontextmanager
+    async def open_blob(self, blob_id: str) -> AsyncIterator[httpx.Response]:
+        url = self.download_url(blob_id)
+        with map_transport_errors(f"download {blob_id}"):
+            async with self.http.stream("GET", url, headers=self._headers(url)) as response:
+                self._check_status(response, f"download {blob_id}")
+                yield response
+
+    async def download_to(self, blob_id: str, fd: int, expected_size: int | None) -> int:
+        """Stream a blob into an open file descriptor; return the byte count.
+
+        Refuses (ProtocolError) a blob larger than the Email's declared size or
+        than MAX_MESSAGE_BYTES, so a lying server cannot fill the disk.
+        """
+        limit = MAX_MESSAGE_BYTES if expected_size is None else expected_size
+        written = 0
+        async with self.open_blob(blob_id) as response:
+            with map_transport_errors(f"download {blob_id}"):
+                async for chunk in response.aiter_raw(_CHUNK):
+                    written += len(chunk)
+                    if written > limit:
+                        raise ProtocolError(
+                            f"blob {blob_id} is larger than the {limit} bytes the server declared"
+                        )
+                    view = memoryview(chunk)
+                    while view:
+                        n = os.write(fd, view)
+                        view = view[n:]
+        if expected_size is not None and written != expected_size:
+            raise ProtocolError(
+                f"blob {blob_id}: got {written} bytes, the server declared {expected_size}"
+            )
+        return written
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _check_status(self, response: httpx.Response, what: str) -> None:
+        status = response.status_code
+        if status in (401, 403):
+            raise AuthError(f"{what}: the server refused the credentials (HTTP {status})")
+        if status >= 400 or status < 200:
+            detail = ""
+            ctype = response.headers.get("content-type", "")
+            if "json" in ctype and not response.is_stream_consumed and response.is_closed:
+                try:
+                    problem = response.json()
+                    if isinstance(problem, dict) and "type" in problem:
+                        detail = f" ({problem['type']})"
+                except ValueError:
+                    pass
+            raise HTTPStatusError(f"{what}: HTTP {status}{detail}", status=status)
+
+    @staticmethod
+    def _json(response: httpx.Response, what: str) -> Any:
+        try:
+            return response.json()
+        except (ValueError, UnicodeDecodeError):
+            raise ProtocolError(f"{what}: the server's answer is not valid JSON") from None

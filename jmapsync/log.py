@@ -1,0 +1,47 @@
+"""structlog setup: human-readable on a TTY, JSON lines otherwise.
+
+Every event is one line with an `event` name and key/value fields; account
+names travel as the `account` key (bound by the engine).  Nothing logs
+request headers, so credentials cannot reach a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal
+
+import structlog
+
+LogFormat = Literal["auto", "console", "json"]
+
+
+def setup(fmt: LogFormat = "auto", verbose: int = 0) -> None:
+    """Configure structlog to write to stderr.
+
+    `verbose` 0 shows info and up, 1 and more shows debug.
+    """
+    level = logging.DEBUG if verbose > 0 else logging.INFO
+    use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    renderer: structlog.types.Processor
+    if use_console:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    else:
+        renderer = structlog.processors.JSONRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get(name: str = "jmapsync") -> structlog.stdlib.BoundLogger:
+    """A logger; bind `account=` on it before use in per-account code."""
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
+    return logger

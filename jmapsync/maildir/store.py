@@ -1,0 +1,346 @@
+"""The local side on disk: scan folders, deliver atomically, rename, link, remove.
+
+Every path this module touches is checked to lie inside the Maildir root
+(`_inside`), whatever the caller computed.  Writes follow the Maildir rule:
+write under tmp/, fsync the file, rename into cur/ or new/, fsync the
+directory.  Directory fsyncs are batched by `DirSync`: each file is fsynced
+before its rename, and each touched directory once per batch, before the
+state database records the batch.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from jmapsync.errors import LocalError
+from jmapsync.maildir.flags import parse_name
+
+Subdir = Literal["cur", "new"]
+SUBDIRS = ("cur", "new", "tmp")
+
+# Our file names: "<Email id>.jmapsync[:2,FLAGS]".  The id lets a scan after a
+# crash recognise what already arrived, so nothing is downloaded twice.
+SUFFIX = ".jmapsync"
+_OUR_BASE = re.compile(r"^([A-Za-z0-9_-]{1,255})\.jmapsync$")
+PART_SUFFIX = ".jmapsync-part"
+# A folder holding the files of a mailbox move interrupted by a crash is an
+# ordinary mail folder; this dot-directory is never a mailbox in either layout.
+
+
+def base_name(email_id: str) -> str:
+    return email_id + SUFFIX
+
+
+def email_id_of(base: str) -> str | None:
+    m = _OUR_BASE.match(base)
+    return m.group(1) if m else None
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """One message file found by a scan."""
+
+    folder: str  # relative folder path ("" is the root in maildir++)
+    subdir: Subdir
+    name: str  # file name within cur/ or new/
+    email_id: str | None  # None: not written by jmapsync (an MUA's file)
+    flags: str  # the ":2," flags field ("" if none)
+    inode: int = 0
+
+    @property
+    def relpath(self) -> str:
+        return join(self.folder, self.subdir, self.name)
+
+
+def join(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+def _inside(root: Path, rel: str) -> Path:
+    """root/rel, refusing anything that could leave the root."""
+    if rel.startswith("/") or "\x00" in rel:
+        raise LocalError(f"refusing a path outside the Maildir root: {rel!r}")
+    parts = rel.split("/") if rel else []
+    if any(p in ("", ".", "..") for p in parts):
+        raise LocalError(f"refusing a path outside the Maildir root: {rel!r}")
+    return root.joinpath(*parts)
+
+
+class DirSync:
+    """Directories whose entries changed and must be fsynced before a commit."""
+
+    def __init__(self) -> None:
+        self._dirs: set[Path] = set()
+
+    def add(self, path: Path) -> None:
+        self._dirs.add(path)
+
+    def flush(self) -> int:
+        count = 0
+        for d in sorted(self._dirs):
+            try:
+                fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                continue  # removed later in the same batch: nothing to persist
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            count += 1
+        self._dirs.clear()
+        return count
+
+
+class MaildirStore:
+    """One account's Maildir root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dirsync = DirSync()
+
+    def path(self, rel: str) -> Path:
+        return _inside(self.root, rel)
+
+    # -- folders -------------------------------------------------------------------
+
+    def ensure_root(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LocalError(f"cannot create Maildir root {self.root}: {exc.strerror}") from None
+        if not self.root.is_dir():
+            raise LocalError(f"Maildir root {self.root} is not a directory")
+
+    def is_folder(self, folder: str) -> bool:
+        p = self.path(folder)
+        return all((p / s).is_dir() for s in ("cur", "new"))
+
+    def ensure_folder(self, folder: str) -> bool:
+        """Create cur/ new/ tmp/ of a folder; True if anything was created."""
+        p = self.path(folder)
+        created = False
+        for sub in SUBDIRS:
+            d = p / sub
+            if not d.is_dir():
+                try:
+                    d.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise LocalError(f"cannot create folder {folder or '.'}: {exc.strerror}") from None
+                self.dirsync.add(p)
+                self.dirsync.add(p.parent)
+                created = True
+        return created
+
+    def move_folder(self, src: str, dst: str) -> bool:
+        """Move a folder's cur/ new/ tmp/ to another path, one rename each.
+
+        Child folders stay where they are (their own moves follow), so the
+        order of moves does not matter.  Returns False, having moved nothing,
+        when the destination already holds mail: the per-file plan then moves
+        the messages one by one instead.
+        """
+        s, d = self.path(src), self.path(dst)
+        if s == d or not self.is_folder(src):
+            return False
+        for sub in SUBDIRS:
+            target = d / sub
+            if target.exists() and any(target.iterdir()):
+                return False
+        d.mkdir(parents=True, exist_ok=True)
+        for sub in SUBDIRS:
+            if not (s / sub).exists():
+                continue
+            target = d / sub
+            if target.exists():
+                target.rmdir()  # empty, checked above
+            os.rename(s / sub, target)
+        self.dirsync.add(s)
+        self.dirsync.add(d)
+        self.dirsync.add(d.parent)
+        return True
+
+    def remove_folder_if_empty(self, folder: str) -> bool:
+        """Remove an emptied folder and its empty parents (never the root).
+
+        Refuses (returns False) when any message file or other entry remains,
+        so a removed mailbox never takes a user's file with it.
+        """
+        p = self.path(folder)
+        if p == self.root:
+            return False
+        for sub in SUBDIRS:
+            d = p / sub
+            if d.is_dir():
+                leftover = [e for e in os.listdir(d) if not e.endswith(PART_SUFFIX)]
+                if leftover:
+                    return False
+        for sub in SUBDIRS:
+            d = p / sub
+            if d.is_dir():
+                for e in os.listdir(d):
+                    (d / e).unlink()
+                d.rmdir()
+        try:
+            p.rmdir()
+        except OSError:
+            return True  # children folders remain; cur/new/tmp are gone
+        self.dirsync.add(p.parent)
+        parent = p.parent
+        while parent != self.root and self.root in parent.parents:
+            try:
+                parent.rmdir()  # only succeeds when empty (no cur/ of its own)
+            except OSError:
+                break
+            self.dirsync.add(parent.parent)
+            parent = parent.parent
+        return True
+
+    def folders(self, layout: str) -> list[str]:
+        """Every Maildir folder under the root, as relative paths."""
+        found: list[str] = []
+        if not self.root.is_dir():
+            return found
+        if layout == "maildir++":
+            if self.is_folder(""):
+                found.append("")
+            for entry in sorted(os.listdir(self.root)):
+                if entry.startswith(".") and entry not in (".", "..") and self.is_folder(entry):
+                    found.append(entry)
+            return found
+
+        def walk(rel: str) -> None:
+            p = self.path(rel)
+            try:
+                entries = sorted(os.listdir(p))
+            except OSError:
+                return
+            if rel and self.is_folder(rel):
+                found.append(rel)
+            for entry in entries:
+                if entry.startswith(".") or (rel and entry in SUBDIRS):
+                    continue
+                if (p / entry).is_dir() and not (p / entry).is_symlink():
+                    walk(join(rel, entry))
+
+        walk("")
+        return found
+
+    # -- messages ------------------------------------------------------------------
+
+    def scan(self, folders: Iterable[str]) -> Iterator[LocalFile]:
+        """Message files in cur/ and new/ of the given folders (dot-files skipped)."""
+        for folder in folders:
+            base = self.path(folder)
+            for sub in ("cur", "new"):
+                try:
+                    with os.scandir(base / sub) as it:
+                        entries = list(it)
+                except FileNotFoundError:
+                    continue
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue
+                    try:
+                        if not entry.is_file(follow_symlinks=False):
+                            continue
+                        inode = entry.inode()
+                    except OSError:
+                        continue
+                    parsed = parse_name(entry.name)
+                    yield LocalFile(
+                        folder=folder,
+                        subdir="cur" if sub == "cur" else "new",
+                        name=entry.name,
+                        email_id=email_id_of(parsed.base),
+                        flags=parsed.flags,
+                        inode=inode,
+                    )
+
+    def clean_partials(self, folders: Iterable[str]) -> int:
+        """Remove our own unfinished downloads from tmp/ (left by a crash)."""
+        removed = 0
+        for folder in folders:
+            tmp = self.path(folder) / "tmp"
+            try:
+                names = os.listdir(tmp)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if name.endswith(PART_SUFFIX):
+                    (tmp / name).unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    def open_partial(self, folder: str, email_id: str) -> tuple[int, Path]:
+        """Create tmp/<id>.jmapsync-part for writing (O_EXCL after removing a stale one)."""
+        tmp = self.path(folder) / "tmp" / (email_id + PART_SUFFIX)
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        return fd, tmp
+
+    def commit_partial(self, fd: int, tmp: Path, rel_dest: str) -> None:
+        """fsync the written file, close it, rename it into place."""
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        dest = self.path(rel_dest)
+        os.rename(tmp, dest)
+        self.dirsync.add(dest.parent)
+
+    def link(self, rel_src: str, rel_dst: str) -> None:
+        """Hard-link a message into another folder (copy where links fail)."""
+        src, dst = self.path(rel_src), self.path(rel_dst)
+        try:
+            os.link(src, dst)
+        except FileExistsError:
+            if os.path.samefile(src, dst):
+                return
+            raise
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise
+            self._copy(src, dst)
+        self.dirsync.add(dst.parent)
+
+    def _copy(self, src: Path, dst: Path) -> None:
+        tmp = dst.parent.parent / "tmp" / (dst.name.split(":", 1)[0] + PART_SUFFIX)
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            while chunk := fin.read(1 << 20):
+                fout.write(chunk)
+            fout.flush()
+            os.fsync(fout.fileno())
+        os.rename(tmp, dst)
+
+    def rename(self, rel_src: str, rel_dst: str) -> bool:
+        """Rename a message; False if it vanished meanwhile (an MUA renamed it)."""
+        src, dst = self.path(rel_src), self.path(rel_dst)
+        if src == dst:
+            return True
+        try:
+            os.rename(src, dst)
+        except FileNotFoundError:
+            if not src.parent.exists() or not dst.parent.exists():
+                raise
+            return False
+        self.dirsync.add(src.parent)
+        self.dirsync.add(dst.parent)
+        return True
+
+    def remove(self, rel: str) -> bool:
+        p = self.path(rel)
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            return False
+        self.dirsync.add(p.parent)
+        return True
+
+    def read(self, rel: str) -> bytes:
+        return self.path(rel).read_bytes()

@@ -1,0 +1,1 @@
+"""Persistent per-account sync state (SQLite)."""

@@ -1,0 +1,287 @@
+"""Per-account state in SQLite: what was last synced, and the JMAP state strings.
+
+One database per account (`<state_dir>/<account>.sqlite3`), WAL mode with
+synchronous=FULL, so a commit survives a power cut.  A second file,
+`<account>.lock`, is held with flock() for the whole sync: two jmapsync
+processes never sync one account at once.
+
+What the tables hold, and why:
+
+- meta: schema version, the Email and Mailbox state strings, the last sync
+  time and outcome.  A state string is written in the SAME transaction as the
+  records it covers, and only after the engine has put them on disk.
+- mailboxes: the remote mailbox tree as last synced, with the folder path we
+  gave each one, so that a rename is recognised as a folder move.
+- emails: id, blobId, mailboxIds and keywords as last synced (the base of the
+  three-way merge of two-way sync).
+- files: the local files as last synced (folder, name -> Email id); a later
+  scan is compared with it to find what the user changed.
+- journal: intents written before side effects a rescan could not recognise
+  (used by two-way sync; empty in pull mode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from jmapsync.errors import LockedError, StateError
+from jmapsync.jmap.types import BlobId, Email, EmailId, Mailbox, MailboxId, State
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS mailboxes (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    parent_id TEXT,
+    role TEXT,
+    path TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS emails (
+    id TEXT PRIMARY KEY,
+    blob_id TEXT NOT NULL,
+    mailbox_ids TEXT NOT NULL,
+    keywords TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    received_at TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS files (
+    folder TEXT NOT NULL,
+    name TEXT NOT NULL,
+    email_id TEXT NOT NULL,
+    PRIMARY KEY (folder, name)
+);
+CREATE INDEX IF NOT EXISTS files_by_email ON files (email_id);
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    folder: str
+    name: str  # "cur/<file>" or "new/<file>"
+    email_id: str
+
+
+class AccountLock:
+    """An exclusive flock() on `<state_dir>/<account>.lock`, released on close or death."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockedError(
+                f"another jmapsync process is syncing this account (lock {self.path})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> AccountLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _split(value: str) -> frozenset[str]:
+    return frozenset(value.split()) if value else frozenset()
+
+
+def _join(values: Iterable[str]) -> str:
+    return " ".join(sorted(values))
+
+
+class StateDB:
+    """The state database of one account."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"state database {path} is unusable: {exc}") from None
+        except OSError as exc:
+            raise StateError(f"cannot open state database {path}: {exc.strerror}") from None
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o600)
+
+    @classmethod
+    def for_account(cls, state_dir: Path, account: str) -> StateDB:
+        return cls(state_dir / f"{account}.sqlite3")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _migrate(self) -> None:
+        self.conn.executescript(_SCHEMA)
+        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            self.conn.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise StateError(
+                f"state database {self.path} has schema {row[0]}, newer than this jmapsync"
+                f" ({SCHEMA_VERSION}); upgrade jmapsync"
+            )
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- meta ----------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    @staticmethod
+    def set_meta(conn: sqlite3.Connection, key: str, value: str | None) -> None:
+        if value is None:
+            conn.execute("DELETE FROM meta WHERE key=?", (key,))
+        else:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    @property
+    def email_state(self) -> State | None:
+        v = self.get_meta("email_state")
+        return State(v) if v else None
+
+    @property
+    def mailbox_state(self) -> State | None:
+        v = self.get_meta("mailbox_state")
+        return State(v) if v else None
+
+    # -- records -------------------------------------------------------------------
+
+    def mailboxes(self) -> dict[MailboxId, tuple[Mailbox, str]]:
+        """Mailbox id -> (mailbox as last synced, its folder path)."""
+        out: dict[MailboxId, tuple[Mailbox, str]] = {}
+        for mid, name, parent, role, path in self.conn.execute(
+            "SELECT id, name, parent_id, role, path FROM mailboxes"
+        ):
+            out[MailboxId(mid)] = (
+                Mailbox(MailboxId(mid), name, MailboxId(parent) if parent else None, role),
+                path,
+            )
+        return out
+
+    def emails(self) -> dict[EmailId, Email]:
+        out: dict[EmailId, Email] = {}
+        for eid, blob, mids, kws, size, received in self.conn.execute(
+            "SELECT id, blob_id, mailbox_ids, keywords, size, received_at FROM emails"
+        ):
+            out[EmailId(eid)] = Email(
+                EmailId(eid),
+                BlobId(blob),
+                frozenset(MailboxId(m) for m in _split(mids)),
+                _split(kws),
+                size,
+                received,
+            )
+        return out
+
+    def files(self) -> list[FileRecord]:
+        return [
+            FileRecord(folder, name, eid)
+            for folder, name, eid in self.conn.execute("SELECT folder, name, email_id FROM files")
+        ]
+
+    @staticmethod
+    def put_mailboxes(conn: sqlite3.Connection, boxes: Iterable[tuple[Mailbox, str]]) -> None:
+        """Replace the whole mailbox table (mailboxes are few)."""
+        conn.execute("DELETE FROM mailboxes")
+        conn.executemany(
+            "INSERT INTO mailboxes VALUES (?, ?, ?, ?, ?)",
+            [(m.id, m.name, m.parent_id, m.role, path) for m, path in boxes],
+        )
+
+    @staticmethod
+    def put_emails(conn: sqlite3.Connection, emails: Iterable[Email]) -> None:
+        conn.executemany(
+            "INSERT OR REPLACE INTO emails VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (e.id, e.blob_id, _join(e.mailbox_ids), _join(e.keywords), e.size, e.received_at)
+                for e in emails
+            ],
+        )
+
+    @staticmethod
+    def delete_emails(conn: sqlite3.Connection, ids: Iterable[str]) -> None:
+        conn.executemany("DELETE FROM emails WHERE id=?", [(i,) for i in ids])
+
+    @staticmethod
+    def replace_files(
+        conn: sqlite3.Connection, removed: Iterable[tuple[str, str]], added: Iterable[FileRecord]
+    ) -> None:
+        conn.executemany("DELETE FROM files WHERE folder=? AND name=?", list(removed))
+        conn.executemany(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?)",
+            [(f.folder, f.name, f.email_id) for f in added],
+        )
+
+    def counts(self) -> dict[str, int]:
+        out = {}
+        for table in ("mailboxes", "emails", "files", "journal"):
+            out[table] = int(self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+        return out
+
+    def record_result(self, ok: bool, detail: str = "") -> None:
+        with self.transaction() as conn:
+            now = str(time.time())
+            self.set_meta(conn, "last_attempt_at", now)
+            self.set_meta(conn, "last_result", "ok" if ok else "error: " + detail[:500])
+            if ok:
+                self.set_meta(conn, "last_sync_at", now)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "email_state": self.email_state,
+            "mailbox_state": self.mailbox_state,
+            "last_sync_at": self.get_meta("last_sync_at"),
+            "last_result": self.get_meta("last_result"),
+            "counts": self.counts(),
+            "journal": [
+                json.loads(p) | {"kind": k}
+                for k, p in self.conn.execute("SELECT kind, payload FROM journal ORDER BY seq")
+            ],
+        }

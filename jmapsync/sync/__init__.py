@@ -1,0 +1,1 @@
+"""Deciding (plan.py, pure) and doing (engine.py)."""

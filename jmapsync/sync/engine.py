@@ -1,0 +1,375 @@
+"""Thin executor: gather the remote model and a local scan, plan, do, record.
+
+One pass for one account (`sync_account`):
+
+1. Take the account lock; open the state database.
+2. Remote: if we hold Email and Mailbox states, fetch the changes since them
+   (one round trip when nothing changed); a state the server cannot compute
+   from means a full reconcile.  Without states: full reconcile.
+3. Apply the delta to the Emails recorded in the database -> the remote model.
+4. Folders: map mailboxes to folder paths, move renamed mailboxes' folders,
+   create missing folders.
+5. Scan the local folders and plan (sync/plan.py, pure).
+6. Execute: renames, links, downloads (concurrent, each tmp -> fsync ->
+   rename), removes; then fsync every touched directory.
+7. Record mailboxes, Emails, files and the NEW state strings in one
+   transaction.  A crash before this point leaves the old states: the next run
+   fetches the same changes again, and the plan, finding the files already in
+   place, has nothing left to do for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from jmapsync import log
+from jmapsync.config import AccountConfig, Config
+from jmapsync.errors import CannotCalculateChanges, JmapsyncError, LocalError
+from jmapsync.jmap import mail
+from jmapsync.jmap.client import JmapClient
+from jmapsync.jmap.types import Email, EmailId, Mailbox, MailboxId, State
+from jmapsync.maildir.names import MailboxNode, folder_paths
+from jmapsync.maildir.store import MaildirStore
+from jmapsync.state.db import AccountLock, FileRecord, StateDB
+from jmapsync.sync import plan as planner
+from jmapsync.sync.plan import Download, FilePlan
+
+
+@dataclass
+class SyncReport:
+    """What one pass did, for the CLI, logs and tests."""
+
+    account: str
+    mode: str = "incremental"  # or "full"
+    downloaded: int = 0
+    bytes: int = 0
+    renamed: int = 0
+    linked: int = 0
+    removed: int = 0
+    folders_created: int = 0
+    folders_moved: int = 0
+    folders_removed: int = 0
+    foreign: int = 0
+    seconds: float = 0.0
+    email_state: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "warnings"} | {
+            "warnings": len(self.warnings)
+        }
+
+
+ProgressFactory = Callable[[int, int], "Progress"]
+
+
+class Progress:
+    """Download progress; the CLI swaps in a tqdm bar on a TTY."""
+
+    def update(self, n: int, nbytes: int) -> None:  # noqa: B027 - optional hook
+        """Called after each finished download."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Called once at the end."""
+
+
+class Engine:
+    """Syncs one account, one pass at a time."""
+
+    def __init__(
+        self,
+        config: Config,
+        account: AccountConfig,
+        *,
+        client_factory: Callable[[AccountConfig], JmapClient] | None = None,
+        progress: ProgressFactory | None = None,
+    ) -> None:
+        self.config = config
+        self.account = account
+        self.client_factory = client_factory or (lambda a: JmapClient(a))
+        self.progress = progress
+        self.log = log.get().bind(account=account.name)
+        self.store = MaildirStore(account.maildir)
+
+    async def sync(self) -> SyncReport:
+        self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = AccountLock(self.config.state_dir / f"{self.account.name}.lock")
+        with lock:
+            db = StateDB.for_account(self.config.state_dir, self.account.name)
+            try:
+                try:
+                    report = await self._sync(db)
+                except JmapsyncError as exc:
+                    db.record_result(False, str(exc))
+                    raise
+                db.record_result(True)
+                return report
+            finally:
+                db.close()
+
+    # -- the pass ------------------------------------------------------------------
+
+    async def _sync(self, db: StateDB) -> SyncReport:
+        started = time.monotonic()
+        report = SyncReport(self.account.name)
+        stored_files = db.files()
+        root_existed = self.account.maildir.is_dir()
+        if not root_existed and stored_files:
+            # Pull mode: the server is the truth, so a vanished root is simply
+            # rebuilt.  Say so loudly: it may be an unmounted disk.
+            msg = f"Maildir root {self.account.maildir} is missing; rebuilding it from the server"
+            self.log.warning("local-root-missing", path=str(self.account.maildir))
+            report.warnings.append(msg)
+        self.store.ensure_root()
+
+        async with self.client_factory(self.account) as client:
+            session = await client.connect()
+            old_boxes = db.mailboxes()
+            emails, mailboxes, mailbox_state, email_state, touched = await self._remote(
+                client, db, report
+            )
+            if any(m not in mailboxes for e in emails.values() for m in e.mailbox_ids):
+                # An Email names a mailbox created after our Mailbox read.
+                mailbox_state, mailboxes = await mail.fetch_mailboxes(client)
+
+            paths = folder_paths(
+                (MailboxNode(m.id, m.name, m.parent_id, m.role) for m in mailboxes.values()),
+                self.account.layout,
+            )
+            folder_of = {MailboxId(k): v for k, v in paths.items()}
+            self._folders_before(report, {m: p for m, (_, p) in old_boxes.items()}, folder_of)
+
+            local_folders = set(self.store.folders(self.account.layout)) | set(folder_of.values())
+            self.store.clean_partials(local_folders)
+            scan = list(self.store.scan(sorted(local_folders)))
+            plan = planner.plan_files(emails, folder_of, scan)
+            report.foreign = len(plan.foreign)
+            if plan.foreign:
+                self.log.info(
+                    "local-files-left-alone",
+                    count=len(plan.foreign),
+                    reason="not written by jmapsync; pull mode never touches them",
+                )
+            await self._execute(client, plan, report)
+
+        self._folders_after(report, {m: p for m, (_, p) in old_boxes.items()}, folder_of)
+        self.store.dirsync.flush()
+        self._record(db, session.account_id, mailboxes, folder_of, emails, touched, plan,
+                     stored_files, mailbox_state, email_state)
+        report.email_state = email_state
+        report.seconds = round(time.monotonic() - started, 3)
+        self.log.info("sync-done", **report.as_dict())
+        return report
+
+    async def _remote(
+        self, client: JmapClient, db: StateDB, report: SyncReport
+    ) -> tuple[dict[EmailId, Email], dict[MailboxId, Mailbox], State, State, set[EmailId] | None]:
+        """The remote model; `touched` is None after a full reconcile."""
+        stored_emails = db.emails()
+        es, ms = db.email_state, db.mailbox_state
+        assert client.session is not None  # noqa: S101 - connected by the caller
+        # States are per account: after the config points at another account,
+        # the stored ones mean nothing there.
+        same_account = db.get_meta("account_id") in (None, client.session.account_id)
+        if es and ms and same_account:
+            try:
+                delta = await mail.fetch_changes(client, ms, es)
+            except CannotCalculateChanges as exc:
+                self.log.info("full-reconcile", reason=str(exc))
+            else:
+                emails = dict(stored_emails)
+                for eid in delta.destroyed:
+                    emails.pop(eid, None)
+                emails.update(delta.changed)
+                if delta.mailboxes is None:
+                    mailboxes = {m: box for m, (box, _) in db.mailboxes().items()}
+                else:
+                    mailboxes = delta.mailboxes
+                touched = set(delta.changed) | delta.destroyed
+                self.log.debug(
+                    "remote-changes",
+                    changed=len(delta.changed),
+                    destroyed=len(delta.destroyed),
+                    mailboxes_changed=delta.mailboxes is not None,
+                )
+                return emails, mailboxes, delta.mailbox_state, delta.email_state, touched
+        report.mode = "full"
+        snap = await mail.fetch_all(client)
+        self.log.info("remote-read", emails=len(snap.emails), mailboxes=len(snap.mailboxes))
+        return snap.emails, snap.mailboxes, snap.mailbox_state, snap.email_state, None
+
+    # -- folders -------------------------------------------------------------------
+
+    def _folders_before(
+        self, report: SyncReport, old: Mapping[MailboxId, str], new: Mapping[MailboxId, str]
+    ) -> None:
+        fplan = planner.plan_folders(old, new)
+        for src, dst in fplan.moves:
+            if self.store.move_folder(src, dst):
+                report.folders_moved += 1
+                self.log.info("folder-moved", src=src, dst=dst)
+        for folder in fplan.create:
+            if self.store.ensure_folder(folder):
+                report.folders_created += 1
+
+    def _folders_after(
+        self, report: SyncReport, old: Mapping[MailboxId, str], new: Mapping[MailboxId, str]
+    ) -> None:
+        for folder in planner.plan_folders(old, new).remove_if_empty:
+            if not self.store.is_folder(folder):
+                continue
+            if self.store.remove_folder_if_empty(folder):
+                report.folders_removed += 1
+                self.log.info("folder-removed", folder=folder)
+            else:
+                msg = f"folder {folder!r} belongs to no mailbox any more but holds other files; kept"
+                self.log.warning("folder-kept", folder=folder, reason="not empty")
+                report.warnings.append(msg)
+
+    # -- actions -------------------------------------------------------------------
+
+    async def _execute(self, client: JmapClient, plan: FilePlan, report: SyncReport) -> None:
+        store = self.store
+        for r in plan.renames:
+            if store.rename(r.src, r.dst):
+                report.renamed += 1
+            else:
+                raise LocalError(f"{r.src} vanished while syncing; run sync again")
+        for lk in plan.links:
+            store.link(lk.src, lk.dst)
+            report.linked += 1
+        if plan.downloads:
+            await self._download_all(client, plan.downloads, report)
+        for rm in plan.removes:
+            if store.remove(rm.path):
+                report.removed += 1
+
+    async def _download_all(
+        self, client: JmapClient, downloads: list[Download], report: SyncReport
+    ) -> None:
+        assert client.session is not None  # noqa: S101
+        width = self.account.download_connections or client.session.limits.max_concurrent_requests
+        total_bytes = sum(d.size for d in downloads)
+        progress = self.progress(len(downloads), total_bytes) if self.progress else Progress()
+        queue: asyncio.Queue[Download] = asyncio.Queue()
+        for d in downloads:
+            queue.put_nowait(d)
+
+        async def worker() -> None:
+            while True:
+                try:
+                    d = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                n = await self._download_one(client, d)
+                report.downloaded += 1
+                report.bytes += n
+                report.linked += len(d.links)
+                progress.update(1, n)
+
+        try:
+            workers = [asyncio.create_task(worker()) for _ in range(max(1, width))]
+            try:
+                await asyncio.gather(*workers)
+            except BaseException:
+                for w in workers:
+                    w.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+                raise
+        finally:
+            progress.close()
+
+    async def _download_one(self, client: JmapClient, d: Download) -> int:
+        folder, sub, _name = planner.split_rel(d.dst)
+        fd, tmp = self.store.open_partial(folder, d.email_id)
+        try:
+            n = await client.download_to(d.blob_id, fd, d.size)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        # fsync in a thread: ~1 ms each, and it must not stall the other downloads.
+        await asyncio.to_thread(self.store.commit_partial, fd, tmp, d.dst)
+        for dst in d.links:
+            self.store.link(d.dst, dst)
+        return n
+
+    # -- record --------------------------------------------------------------------
+
+    def _record(
+        self,
+        db: StateDB,
+        account_id: str,
+        mailboxes: Mapping[MailboxId, Mailbox],
+        folder_of: Mapping[MailboxId, str],
+        emails: Mapping[EmailId, Email],
+        touched: set[EmailId] | None,
+        plan: FilePlan,
+        stored_files: list[FileRecord],
+        mailbox_state: State,
+        email_state: State,
+    ) -> None:
+        before = {(f.folder, f.name): f.email_id for f in stored_files}
+        after: dict[tuple[str, str], str] = {}
+        for rel, eid in plan.final.items():
+            folder, sub, name = planner.split_rel(rel)
+            after[(folder, f"{sub}/{name}")] = eid
+        removed = [k for k in before if k not in after]
+        added = [FileRecord(k[0], k[1], v) for k, v in after.items() if before.get(k) != v]
+        with db.transaction() as conn:
+            db.put_mailboxes(conn, ((m, folder_of[m.id]) for m in mailboxes.values()))
+            if touched is None:
+                conn.execute("DELETE FROM emails")
+                db.put_emails(conn, emails.values())
+            else:
+                db.delete_emails(conn, (e for e in touched if e not in emails))
+                db.put_emails(conn, (emails[e] for e in touched if e in emails))
+            db.replace_files(conn, removed, added)
+            db.set_meta(conn, "account_id", account_id)
+            # Only now, with every file of this pass on disk and the
+            # directories fsynced, do the states advance.
+            db.set_meta(conn, "email_state", email_state)
+            db.set_meta(conn, "mailbox_state", mailbox_state)
+
+
+def progress_bar_factory() -> ProgressFactory | None:
+    """A tqdm bar on a TTY, nothing otherwise (structured logs say the rest)."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm  # only on a TTY: keeps start-up light
+
+    class Bar(Progress):
+        def __init__(self, total: int, total_bytes: int) -> None:
+            self.bar = tqdm(total=total, unit="msg", desc="downloading", leave=False)
+
+        def update(self, n: int, nbytes: int) -> None:
+            self.bar.update(n)
+
+        def close(self) -> None:
+            self.bar.close()
+
+    return Bar
+
+
+async def sync_accounts(
+    config: Config, names: list[str] | None, progress: ProgressFactory | None = None
+) -> dict[str, SyncReport | JmapsyncError]:
+    """Sync the named (or all) accounts concurrently; errors are returned, not raised."""
+    accounts = config.select(names)
+
+    async def one(account: AccountConfig) -> SyncReport | JmapsyncError:
+        try:
+            return await Engine(config, account, progress=progress).sync()
+        except JmapsyncError as exc:
+            log.get().error("sync-failed", account=account.name, error=str(exc),
+                            retry=exc.retry.value)
+            return exc
+
+    results = await asyncio.gather(*(one(a) for a in accounts))
+    return {a.name: r for a, r in zip(accounts, results, strict=True)}

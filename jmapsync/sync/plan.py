@@ -1,0 +1,241 @@
+"""PURE: decide what must happen on the local side so that it mirrors the remote.
+
+No network, no disk: the engine gathers the remote model (Emails and the
+folder of each Mailbox) and a scan of the local files, and this module returns
+the actions that make the scan equal to the model.  Because the plan converges
+on a target instead of replaying events, running it again after a crash
+finishes the job: a file that already arrived is recognised by the Email id in
+its name and is neither downloaded nor written twice.
+
+Per Email, with D = the folders of its mailboxes and F = its Maildir flags:
+
+1. In each folder of D keep one of its files (prefer the exact wanted name,
+   then the right flags); rename it if its standard flags differ from F
+   (other letters on disk, e.g. Dovecot keyword letters, are kept).
+   Further copies in the same folder are duplicates: removed.
+2. Folders of D without a file are "missing"; files of the Email in folders
+   outside D are "extra".  Each missing folder takes an extra file by rename
+   (a server-side move becomes a local rename, never a re-download).
+3. Remaining missing folders are hard-linked from a kept file, or, when the
+   Email has no file at all, filled by one download (then links).
+4. Remaining extra files are removed (the Email left that mailbox, or was
+   destroyed on the server).
+
+Conservative rules: an Email in a mailbox we cannot map, or with no mailbox
+at all, is left exactly as it is on disk; files not written by jmapsync (no
+Email id in the name) are never touched by the pull plan.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from jmapsync.jmap.types import Email, MailboxId
+from jmapsync.maildir.flags import flags_from_keywords, format_name, merge_flags
+from jmapsync.maildir.store import LocalFile, base_name, join
+
+STANDARD = set("DFPRS")
+
+
+def standard(flags: str) -> str:
+    return "".join(sorted(set(flags) & STANDARD))
+
+
+def wanted_name(email_id: str, flags: str, subdir: str | None = None) -> tuple[str, str]:
+    """(subdir, file name) for an Email with these flags.
+
+    Seen mail goes to cur/, unseen mail to new/ (with its flags in the name
+    when it has any: mutt honours flags in new/ too).
+    """
+    base = base_name(email_id)
+    if subdir is None:
+        subdir = "cur" if "S" in flags else "new"
+    if subdir == "new" and not flags:
+        return "new", base
+    return subdir, format_name(base, flags)
+
+
+@dataclass(frozen=True)
+class Rename:
+    src: str  # relative path "folder/cur/name"
+    dst: str
+    email_id: str
+    reason: str  # "flags" | "move"
+
+
+@dataclass(frozen=True)
+class Link:
+    src: str
+    dst: str
+    email_id: str
+
+
+@dataclass(frozen=True)
+class Download:
+    email_id: str
+    blob_id: str
+    size: int
+    dst: str  # the first file; the others are Links from it
+    links: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Remove:
+    path: str
+    email_id: str
+    reason: str  # "destroyed" | "left-mailbox" | "duplicate"
+
+
+@dataclass
+class FilePlan:
+    renames: list[Rename] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
+    downloads: list[Download] = field(default_factory=list)
+    removes: list[Remove] = field(default_factory=list)
+    foreign: list[LocalFile] = field(default_factory=list)
+    # Every file jmapsync owns as it will be after the plan: relpath -> Email id.
+    final: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.renames or self.links or self.downloads or self.removes)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "renames": len(self.renames),
+            "links": len(self.links),
+            "downloads": len(self.downloads),
+            "removes": len(self.removes),
+            "foreign": len(self.foreign),
+        }
+
+
+def _split_rel(rel: str) -> tuple[str, str, str]:
+    """"a/b/cur/name" -> ("a/b", "cur", "name")."""
+    head, name = rel.rsplit("/", 1)
+    if "/" in head:
+        folder, sub = head.rsplit("/", 1)
+    else:
+        folder, sub = "", head
+    return folder, sub, name
+
+
+def plan_files(
+    emails: Mapping[str, Email],
+    folder_of: Mapping[MailboxId, str],
+    scan: Iterable[LocalFile],
+) -> FilePlan:
+    """Actions that make the local files mirror `emails` (see module docstring)."""
+    plan = FilePlan()
+    by_email: dict[str, list[LocalFile]] = defaultdict(list)
+    for f in scan:
+        if f.email_id is None:
+            plan.foreign.append(f)
+        else:
+            by_email[f.email_id].append(f)
+
+    for email_id in sorted(set(by_email) | set(emails)):
+        files = by_email.get(email_id, [])
+        email = emails.get(email_id)
+        if email is None:
+            for f in files:
+                plan.removes.append(Remove(f.relpath, email_id, "destroyed"))
+            continue
+        if not email.mailbox_ids or any(m not in folder_of for m in email.mailbox_ids):
+            for f in files:  # cannot place it safely: leave it as it is
+                plan.final[f.relpath] = email_id
+            continue
+        _plan_email(plan, email, {folder_of[m] for m in email.mailbox_ids}, files)
+    return plan
+
+
+def _plan_email(plan: FilePlan, email: Email, folders: set[str], files: list[LocalFile]) -> None:
+    flags = flags_from_keywords(email.keywords)
+    eid = email.id
+    in_folder: dict[str, list[LocalFile]] = defaultdict(list)
+    for f in files:
+        in_folder[f.folder].append(f)
+
+    kept: list[str] = []  # final relpaths of files that stay
+    missing: list[str] = []
+
+    exact_sub, exact_name = wanted_name(eid, flags)
+    for folder in sorted(folders):
+        candidates = in_folder.pop(folder, [])
+        if not candidates:
+            missing.append(folder)
+            continue
+        exact = join(folder, exact_sub, exact_name)
+        candidates.sort(
+            key=lambda f: (f.relpath != exact, standard(f.flags) != flags, f.subdir, f.name)
+        )
+        final = _keep(plan, candidates[0], flags, eid)
+        plan.final[final] = eid
+        kept.append(final)
+        for dupe in candidates[1:]:
+            plan.removes.append(Remove(dupe.relpath, eid, "duplicate"))
+
+    extras = sorted((f for fs in in_folder.values() for f in fs), key=lambda f: f.relpath)
+    unfilled: list[str] = []
+    for folder in missing:
+        dst = join(folder, exact_sub, exact_name)
+        plan.final[dst] = eid
+        if extras:
+            plan.renames.append(Rename(extras.pop(0).relpath, dst, eid, "move"))
+            kept.append(dst)
+        else:
+            unfilled.append(dst)
+    if unfilled and kept:
+        plan.links.extend(Link(kept[0], dst, eid) for dst in unfilled)
+    elif unfilled:
+        # One download per Email; its other folders are hard links to it.
+        plan.downloads.append(
+            Download(eid, email.blob_id, email.size, unfilled[0], tuple(unfilled[1:]))
+        )
+    for f in extras:
+        plan.removes.append(Remove(f.relpath, eid, "left-mailbox"))
+
+
+def _final_path(f: LocalFile, flags: str, email_id: str) -> str:
+    if standard(f.flags) == flags and not (f.subdir == "new" and "S" in flags):
+        return f.relpath
+    merged = merge_flags(f.flags, flags)
+    sub = "cur" if (f.subdir == "cur" or "S" in flags) else "new"
+    sub, name = wanted_name(email_id, merged, sub)
+    return join(f.folder, sub, name)
+
+
+def _keep(plan: FilePlan, f: LocalFile, flags: str, email_id: str) -> str:
+    dst = _final_path(f, flags, email_id)
+    if dst != f.relpath:
+        plan.renames.append(Rename(f.relpath, dst, email_id, "flags"))
+    return dst
+
+
+@dataclass(frozen=True)
+class FolderPlan:
+    create: tuple[str, ...]
+    moves: tuple[tuple[str, str], ...]  # (old path, new path) of renamed mailboxes
+    remove_if_empty: tuple[str, ...]  # folders of mailboxes that are gone
+
+
+def plan_folders(old: Mapping[MailboxId, str], new: Mapping[MailboxId, str]) -> FolderPlan:
+    """Folder-level actions from the mailbox paths last synced and now wanted.
+
+    A renamed mailbox is a folder move (its files move with it, nothing is
+    downloaded again); the per-file plan afterwards catches whatever a move
+    could not carry (e.g. a destination that already held mail).
+    """
+    moves = tuple(
+        sorted((old[m], new[m]) for m in old.keys() & new.keys() if old[m] != new[m])
+    )
+    wanted = set(new.values())
+    gone = tuple(sorted(p for p in set(old.values()) - wanted))
+    return FolderPlan(create=tuple(sorted(wanted)), moves=moves, remove_if_empty=gone)
+
+
+def split_rel(rel: str) -> tuple[str, str, str]:
+    """Public alias used by the engine to find a path's folder."""
+    return _split_rel(rel)
