@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import signal
@@ -30,8 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jmapsync", description="Mirror JMAP mail accounts into local Maildir folders."
     )
-    p.add_argument("-c", "--config", type=Path, help="config file (default:"
-                   " $XDG_CONFIG_HOME/jmapsync/config.ini)")
+    p.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help="config file (default: $XDG_CONFIG_HOME/jmapsync/config.ini)",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     p.add_argument("--log-format", choices=("auto", "console", "json"), default="auto")
     p.add_argument("--version", action="version", version=f"jmapsync {__version__}")
@@ -97,10 +102,8 @@ def cmd_daemon(config: Config, names: list[str] | None) -> int:
             aio.add_signal_handler(sig, stop.set)
         while not stop.is_set():
             await sync_accounts(config, names)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=config.poll_interval_s)
-            except TimeoutError:
-                pass
         return EXIT_OK
 
     return asyncio.run(loop())
@@ -119,7 +122,7 @@ def cmd_check(config: Config, names: list[str] | None) -> int:
         lim = s.limits
         print(f"  session:      {s.url}")
         print(f"  username:     {s.username}")
-        print(f"  accounts:     " + ", ".join(f"{k} ({v})" for k, v in s.accounts.items()))
+        print("  accounts:     " + ", ".join(f"{k} ({v})" for k, v in s.accounts.items()))
         print(f"  mail account: {s.account_id}")
         print(f"  api:          {s.api_url}")
         print("  capabilities: " + ", ".join(sorted(s.capabilities)))

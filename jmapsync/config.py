@@ -145,7 +145,9 @@ def _expand(value: str) -> Path:
     return Path(os.path.expandvars(os.path.expanduser(value)))
 
 
-def _choice(section: configparser.SectionProxy, key: str, default: str, allowed: tuple[str, ...]) -> str:
+def _choice(
+    section: configparser.SectionProxy, key: str, default: str, allowed: tuple[str, ...]
+) -> str:
     value = section.get(key, default).strip()
     if value not in allowed:
         raise ConfigError(
@@ -167,14 +169,24 @@ def _positive_float(section: configparser.SectionProxy, key: str, default: float
     return value
 
 
-def _parse_account(name: str, section: configparser.SectionProxy, config_dir: Path) -> AccountConfig:
+def _parse_account(
+    name: str, section: configparser.SectionProxy, config_dir: Path
+) -> AccountConfig:
     if not _ACCOUNT_NAME.match(name):
         raise ConfigError(
             f"account name {name!r}: use letters, digits and . _ @ + - (it names the state file)"
         )
     known = {
-        "session_url", "username", "password", "password_command", "token_command",
-        "maildir", "layout", "direction", "download_connections", "timeout",
+        "session_url",
+        "username",
+        "password",
+        "password_command",
+        "token_command",
+        "maildir",
+        "layout",
+        "direction",
+        "download_connections",
+        "timeout",
     }
     unknown = sorted(set(section.keys()) - known - set(section.parser.defaults()))
     if unknown:

@@ -172,9 +172,7 @@ async def fetch_all(
     return Snapshot(mailbox_state, email_state, mailboxes, emails)
 
 
-async def fetch_changes(
-    client: JmapClient, mailbox_state: State, email_state: State
-) -> Delta:
+async def fetch_changes(client: JmapClient, mailbox_state: State, email_state: State) -> Delta:
     """Everything changed since the two states; raises CannotCalculateChanges
     (also for invalidArguments) when a full reconcile is needed."""
     aid = _aid(client)

@@ -131,7 +131,9 @@ class MaildirStore:
                 try:
                     d.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
-                    raise LocalError(f"cannot create folder {folder or '.'}: {exc.strerror}") from None
+                    raise LocalError(
+                        f"cannot create folder {folder or '.'}: {exc.strerror}"
+                    ) from None
                 self.dirsync.add(p)
                 self.dirsync.add(p.parent)
                 created = True

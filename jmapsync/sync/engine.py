@@ -72,10 +72,10 @@ ProgressFactory = Callable[[int, int], "Progress"]
 class Progress:
     """Download progress; the CLI swaps in a tqdm bar on a TTY."""
 
-    def update(self, n: int, nbytes: int) -> None:  # noqa: B027 - optional hook
+    def update(self, n: int, nbytes: int) -> None:
         """Called after each finished download."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Called once at the end."""
 
 
@@ -92,7 +92,7 @@ class Engine:
     ) -> None:
         self.config = config
         self.account = account
-        self.client_factory = client_factory or (lambda a: JmapClient(a))
+        self.client_factory = client_factory or (JmapClient)
         self.progress = progress
         self.log = log.get().bind(account=account.name)
         self.store = MaildirStore(account.maildir)
@@ -160,8 +160,18 @@ class Engine:
 
         self._folders_after(report, {m: p for m, (_, p) in old_boxes.items()}, folder_of)
         self.store.dirsync.flush()
-        self._record(db, session.account_id, mailboxes, folder_of, emails, touched, plan,
-                     stored_files, mailbox_state, email_state)
+        self._record(
+            db,
+            session.account_id,
+            mailboxes,
+            folder_of,
+            emails,
+            touched,
+            plan,
+            stored_files,
+            mailbox_state,
+            email_state,
+        )
         report.email_state = email_state
         report.seconds = round(time.monotonic() - started, 3)
         self.log.info("sync-done", **report.as_dict())
@@ -228,7 +238,9 @@ class Engine:
                 report.folders_removed += 1
                 self.log.info("folder-removed", folder=folder)
             else:
-                msg = f"folder {folder!r} belongs to no mailbox any more but holds other files; kept"
+                msg = (
+                    f"folder {folder!r} belongs to no mailbox any more but holds other files; kept"
+                )
                 self.log.warning("folder-kept", folder=folder, reason="not empty")
                 report.warnings.append(msg)
 
@@ -286,7 +298,7 @@ class Engine:
             progress.close()
 
     async def _download_one(self, client: JmapClient, d: Download) -> int:
-        folder, sub, _name = planner.split_rel(d.dst)
+        folder, _sub, _name = planner.split_rel(d.dst)
         fd, tmp = self.store.open_partial(folder, d.email_id)
         try:
             n = await client.download_to(d.blob_id, fd, d.size)
@@ -367,8 +379,9 @@ async def sync_accounts(
         try:
             return await Engine(config, account, progress=progress).sync()
         except JmapsyncError as exc:
-            log.get().error("sync-failed", account=account.name, error=str(exc),
-                            retry=exc.retry.value)
+            log.get().error(
+                "sync-failed", account=account.name, error=str(exc), retry=exc.retry.value
+            )
             return exc
 
     results = await asyncio.gather(*(one(a) for a in accounts))

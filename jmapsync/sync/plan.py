@@ -32,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from jmapsync.jmap.types import Email, MailboxId
+from jmapsync.jmap.types import Email, EmailId, MailboxId
 from jmapsync.maildir.flags import flags_from_keywords, format_name, merge_flags
 from jmapsync.maildir.store import LocalFile, base_name, join
 
@@ -113,7 +113,7 @@ class FilePlan:
 
 
 def _split_rel(rel: str) -> tuple[str, str, str]:
-    """"a/b/cur/name" -> ("a/b", "cur", "name")."""
+    """ "a/b/cur/name" -> ("a/b", "cur", "name")."""
     head, name = rel.rsplit("/", 1)
     if "/" in head:
         folder, sub = head.rsplit("/", 1)
@@ -123,7 +123,7 @@ def _split_rel(rel: str) -> tuple[str, str, str]:
 
 
 def plan_files(
-    emails: Mapping[str, Email],
+    emails: Mapping[EmailId, Email],
     folder_of: Mapping[MailboxId, str],
     scan: Iterable[LocalFile],
 ) -> FilePlan:
@@ -137,8 +137,9 @@ def plan_files(
             by_email[f.email_id].append(f)
 
     for email_id in sorted(set(by_email) | set(emails)):
+        eid = EmailId(email_id)
         files = by_email.get(email_id, [])
-        email = emails.get(email_id)
+        email = emails.get(eid)
         if email is None:
             for f in files:
                 plan.removes.append(Remove(f.relpath, email_id, "destroyed"))
@@ -228,9 +229,7 @@ def plan_folders(old: Mapping[MailboxId, str], new: Mapping[MailboxId, str]) -> 
     downloaded again); the per-file plan afterwards catches whatever a move
     could not carry (e.g. a destination that already held mail).
     """
-    moves = tuple(
-        sorted((old[m], new[m]) for m in old.keys() & new.keys() if old[m] != new[m])
-    )
+    moves = tuple(sorted((old[m], new[m]) for m in old.keys() & new.keys() if old[m] != new[m]))
     wanted = set(new.values())
     gone = tuple(sorted(p for p in set(old.values()) - wanted))
     return FolderPlan(create=tuple(sorted(wanted)), moves=moves, remove_if_empty=gone)
