@@ -273,7 +273,7 @@ class JmapClient:
         written = 0
         async with self.open_blob(blob_id) as response:
             with map_transport_errors(f"download {blob_id}"):
-                async for chunk in response.aiter_raw(_CHUNK):
+                async for chunk in response.aiter_bytes(_CHUNK):
                     written += len(chunk)
                     if written > limit:
                         raise ProtocolError(

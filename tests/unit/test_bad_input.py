@@ -1,0 +1,164 @@
+"""A hostile or broken server gets clear errors; nothing lands outside the Maildir;
+the state is not advanced past what was applied; credentials never reach a log."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+import structlog
+
+from jmapsync.config import Config
+from jmapsync.errors import AuthError, ProtocolError
+from jmapsync.state.db import StateDB
+from jmapsync.sync.engine import Engine, SyncReport
+from fakeserver import FakeEmail, FakeServer, account_config, client_factory
+
+MSG = b"From: a@b.example\r\nSubject: hi\r\n\r\nbody\r\n"
+
+
+def run(tmp_path: Path, server: FakeServer) -> SyncReport:
+    account = account_config(tmp_path, server)
+    config = Config(path=None, state_dir=tmp_path / "state", accounts=(account,))
+    engine = Engine(config, account, client_factory=client_factory(server))
+    return asyncio.run(engine.sync())
+
+
+def all_paths(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def server_with(*names: str) -> FakeServer:
+    s = FakeServer()
+    s.add_mailbox("inbox", "Inbox", role="inbox")
+    for i, name in enumerate(names):
+        s.add_mailbox(f"mb{i}", name)
+    return s
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../../etc", "/abs", "..", ".", "nul\x00byte", "a/../../b", "cur", "tmp", ".notmuch",
+     "ctrl\x1b[31m", "x" * 200],
+)
+def test_hostile_mailbox_name_stays_inside_the_maildir(tmp_path: Path, name: str) -> None:
+    server = server_with(name)
+    server.emails.append(FakeEmail("M1", MSG, ["mb0"]))
+    run(tmp_path, server)
+    # Only the maildir and the state dir exist next to each other.
+    assert {p.name for p in tmp_path.iterdir()} == {"mail", "state"}
+    files = [p for p in (tmp_path / "mail").rglob("*") if p.is_file()]
+    assert [f.read_bytes() for f in files] == [MSG]
+    top = {p.name for p in (tmp_path / "mail").iterdir()}
+    assert all(not n.startswith(".") for n in top), top
+    assert "INBOX" in top
+
+
+def test_empty_mailbox_name_is_a_clear_error_and_nothing_is_recorded(tmp_path: Path) -> None:
+    server = server_with("")
+    server.emails.append(FakeEmail("M1", MSG, ["mb0"]))
+    with pytest.raises(ProtocolError, match="empty"):
+        run(tmp_path, server)
+    db = StateDB.for_account(tmp_path / "state", "fake")
+    assert db.email_state is None
+    assert db.get_meta("last_result", ).startswith("error")  # type: ignore[union-attr]
+    db.close()
+
+
+def test_absurd_size_is_refused_before_download(tmp_path: Path) -> None:
+    server = server_with()
+    server.emails.append(FakeEmail("M1", MSG, ["inbox"], size=10**13))
+    with pytest.raises(ProtocolError, match="size"):
+        run(tmp_path, server)
+    assert not any(r.startswith("GET /jmap/download") for r in server.requests)
+    assert not [p for p in (tmp_path / "mail").rglob("*") if p.is_file()]
+
+
+def test_blob_longer_than_declared_size_is_refused_and_leaves_no_file(tmp_path: Path) -> None:
+    server = server_with()
+    server.emails.append(FakeEmail("M1", MSG * 100, ["inbox"], size=len(MSG)))
+    with pytest.raises(ProtocolError, match="larger than"):
+        run(tmp_path, server)
+    assert not [p for p in (tmp_path / "mail").rglob("*") if p.is_file()]
+    db = StateDB.for_account(tmp_path / "state", "fake")
+    assert db.email_state is None
+    db.close()
+
+
+@pytest.mark.parametrize("bad_id", ["../etc", "a/b", "", "x" * 300, "M1\x00", 42])
+def test_unsafe_email_id_is_refused(tmp_path: Path, bad_id: object) -> None:
+    server = server_with()
+    server.emails.append(FakeEmail(bad_id, MSG, ["inbox"]))  # type: ignore[arg-type]
+    with pytest.raises(ProtocolError, match="invalid email id"):
+        run(tmp_path, server)
+    assert not [p for p in (tmp_path / "mail").rglob("*") if p.is_file()]
+
+
+def test_invalid_json_is_a_protocol_error(tmp_path: Path) -> None:
+    server = server_with()
+
+    def broken(request: httpx.Request) -> httpx.Response | None:
+        if request.url.path == "/jmap/api/":
+            return httpx.Response(200, content=b"{not json", headers={"content-type": "application/json"})
+        return None
+
+    server.override = broken
+    with pytest.raises(ProtocolError, match="not valid JSON"):
+        run(tmp_path, server)
+
+
+def test_missing_mail_capability_is_named(tmp_path: Path) -> None:
+    server = server_with()
+    server.capabilities = {"urn:ietf:params:jmap:core": {}}
+    with pytest.raises(ProtocolError, match="urn:ietf:params:jmap:mail"):
+        run(tmp_path, server)
+
+
+def test_broken_state_then_good_sync_recovers(tmp_path: Path) -> None:
+    """After a failed pass the next good one completes, with nothing lost."""
+    server = server_with()
+    server.emails.append(FakeEmail("M1", MSG, ["inbox"], size=10**13))
+    with pytest.raises(ProtocolError):
+        run(tmp_path, server)
+    server.emails[0].size = None
+    report = run(tmp_path, server)
+    assert report.downloaded == 1
+    assert (tmp_path / "mail/INBOX/new/M1.jmapsync").read_bytes() == MSG
+
+
+def test_credentials_never_reach_logs_or_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = server_with()
+    server.password = "right-password"
+    account = account_config(tmp_path, server)
+    server.password = "server-wants-another"  # so ours is refused: 401
+    config = Config(path=None, state_dir=tmp_path / "state", accounts=(account,))
+    engine = Engine(config, account, client_factory=client_factory(server))
+    with structlog.testing.capture_logs() as logs, pytest.raises(AuthError) as info:
+        asyncio.run(engine.sync())
+    text = repr(logs) + str(info.value) + repr(info.value.fields) + repr(account)
+    out = capsys.readouterr()
+    text += out.out + out.err
+    db_bytes = b"".join(p.read_bytes() for p in (tmp_path / "state").iterdir() if p.is_file())
+    for secret in ("right-password", "server-wants-another"):
+        assert secret not in text
+        assert secret.encode() not in db_bytes
+    assert "refused the credentials" in str(info.value)
+
+
+def test_nothing_written_outside_root_even_with_symlinked_folder(tmp_path: Path) -> None:
+    """A folder that is a symlink to elsewhere is not followed by the scan."""
+    server = server_with("Work")
+    server.emails.append(FakeEmail("M1", MSG, ["mb0"]))
+    outside = tmp_path / "outside"
+    (outside / "cur").mkdir(parents=True)
+    (outside / "new").mkdir()
+    (outside / "cur" / "M9.jmapsync:2,S").write_bytes(b"not ours to delete")
+    (tmp_path / "mail").mkdir()
+    os.symlink(outside, tmp_path / "mail" / "Elsewhere")
+    run(tmp_path, server)
+    assert (outside / "cur" / "M9.jmapsync:2,S").read_bytes() == b"not ours to delete"
