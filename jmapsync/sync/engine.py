@@ -231,12 +231,16 @@ class Engine:
     def _folders_after(
         self, report: SyncReport, old: Mapping[MailboxId, str], new: Mapping[MailboxId, str]
     ) -> None:
-        for folder in planner.plan_folders(old, new).remove_if_empty:
-            if not self.store.is_folder(folder):
+        gone = planner.plan_folders(old, new).remove_if_empty
+        # Deepest first, so that a parent emptied by its children's moves goes too.
+        for folder in sorted(gone, key=lambda f: f.count("/"), reverse=True):
+            if not self.store.path(folder).is_dir():
                 continue
+            was_folder = self.store.is_folder(folder)  # else: a leftover of a folder move
             if self.store.remove_folder_if_empty(folder):
-                report.folders_removed += 1
-                self.log.info("folder-removed", folder=folder)
+                if was_folder:
+                    report.folders_removed += 1
+                    self.log.info("folder-removed", folder=folder)
             else:
                 msg = (
                     f"folder {folder!r} belongs to no mailbox any more but holds other files; kept"

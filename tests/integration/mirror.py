@@ -1,0 +1,172 @@
+"""Run jmapsync against a test account and check the Maildir mirrors it exactly.
+
+`Mirror` syncs in-process (Engine, for the SyncReport) or through the real
+command line (`python -m jmapsync`, for exit codes, stderr and crash tests).
+`assert_exact_mirror` compares the whole Maildir with what the server says
+over JMAP, byte for byte, independently of jmapsync's own state database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mailtools import Account
+
+from jmapsync.config import load
+from jmapsync.maildir.flags import flags_from_keywords, parse_name
+from jmapsync.sync.engine import Engine, SyncReport
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Mirror:
+    account: Account
+    base: Path
+    layout: str = "verbatim"
+    direction: str = "pull"
+    name: str = "test"
+
+    def __post_init__(self) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(
+            "[jmapsync]\n"
+            f"state_dir = {self.state_dir}\n"
+            f"[account {self.name}]\n"
+            f"session_url = {self.account.session_url}\n"
+            f"username = {self.account.user}\n"
+            f"password = {self.account.password}\n"
+            f"maildir = {self.maildir}\n"
+            f"layout = {self.layout}\n"
+            f"direction = {self.direction}\n"
+        )
+
+    @property
+    def config_path(self) -> Path:
+        return self.base / "config.ini"
+
+    @property
+    def maildir(self) -> Path:
+        return self.base / "mail"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.base / "state"
+
+    def sync(self) -> SyncReport:
+        config = load(self.config_path)
+        return asyncio.run(Engine(config, config.account(self.name)).sync())
+
+    def cli(self, *args: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "jmapsync", "-c", str(self.config_path), *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=False,
+            **kw,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"jmapsync {args} exited {done.returncode}:\n{done.stderr}")
+        return done
+
+    def popen(self, *args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "jmapsync", "-c", str(self.config_path), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+        )
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
+    """relpath -> (inode, mtime_ns, size) of every file and directory under root."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            out[str(p.relative_to(root))] = (st.st_ino, st.st_mtime_ns, st.st_size)
+    return out
+
+
+def message_files(root: Path) -> dict[str, Path]:
+    """relpath -> path of every file in a cur/ or new/ directory."""
+    return {
+        str(p.relative_to(root)): p
+        for p in root.rglob("*")
+        if p.is_file() and p.parent.name in ("cur", "new")
+    }
+
+
+def stray_files(root: Path) -> list[str]:
+    """Files that are neither messages in cur/new nor anything in tmp/."""
+    return [
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and p.parent.name not in ("cur", "new", "tmp")
+    ]
+
+
+def folder_of_paths(account: Account, layout: str = "verbatim") -> dict[str, str]:
+    """Mailbox id -> folder path, computed here for PLAIN names (no escaping needed)."""
+    j = account.jmap()
+    out = {}
+    for path, mb in j.mailbox_paths().items():
+        if mb.get("role") == "inbox":
+            parts = ["INBOX"]
+        else:
+            parts = path.split("/")
+        if layout == "verbatim":
+            out[mb["id"]] = "/".join(parts)
+        else:
+            out[mb["id"]] = "" if parts == ["INBOX"] else "." + ".".join(parts)
+    return out
+
+
+def assert_exact_mirror(
+    mirror: Mirror, folder_of: dict[str, str] | None = None, *, check_bytes: bool = True
+) -> dict[str, Any]:
+    """Every Email is in the folder of each of its mailboxes, exactly once,
+    with the right flags and the server's bytes; nothing else is there."""
+    account = mirror.account
+    j = account.jmap()
+    folder_of = folder_of or folder_of_paths(account, mirror.layout)
+    ids = j.email_ids()
+    emails = j.get_emails(ids, ["id", "blobId", "mailboxIds", "keywords", "size"]) if ids else []
+    files = message_files(mirror.maildir)
+    expected: dict[str, tuple[str, str]] = {}  # "folder|id" -> (flags, blobId)
+    for e in emails:
+        for mid in e["mailboxIds"]:
+            expected[f"{folder_of[mid]}|{e['id']}"] = (flags_from_keywords(e["keywords"]), e["blobId"])
+    found: dict[str, tuple[str, Path]] = {}
+    for rel, path in files.items():
+        folder = str(path.parent.parent.relative_to(mirror.maildir))
+        folder = "" if folder == "." else folder
+        parsed = parse_name(path.name)
+        assert parsed.base.endswith(".jmapsync"), f"foreign file {rel}"
+        key = f"{folder}|{parsed.base.removesuffix('.jmapsync')}"
+        assert key not in found, f"duplicate: {rel} and {found[key][1]}"
+        found[key] = (parsed.flags, path)
+        if path.parent.name == "new":
+            assert "S" not in parsed.flags, rel
+    assert sorted(found) == sorted(expected), (
+        f"missing {sorted(set(expected) - set(found))[:10]}, "
+        f"extra {sorted(set(found) - set(expected))[:10]}"
+    )
+    blobs: dict[str, bytes] = {}
+    for key, (flags, path) in found.items():
+        want_flags, blob_id = expected[key]
+        assert "".join(sorted(set(flags) & set("DFPRS"))) == want_flags, (key, flags, want_flags)
+        if check_bytes:
+            if blob_id not in blobs:
+                blobs[blob_id] = j.download(blob_id)
+            assert path.read_bytes() == blobs[blob_id], f"{path} differs from blob {blob_id}"
+    assert not stray_files(mirror.maildir), stray_files(mirror.maildir)
+    return {"emails": len(emails), "files": len(found)}
