@@ -45,8 +45,9 @@ class FakeServer:
     requests: list[str] = field(default_factory=list)
 
     def add_mailbox(self, mid: str, name: str, parent: str | None = None, role: str | None = None):
-        self.mailboxes.append({"id": mid, "name": name, "parentId": parent, "role": role,
-                               "totalEmails": 0})
+        self.mailboxes.append(
+            {"id": mid, "name": name, "parentId": parent, "role": role, "totalEmails": 0}
+        )
 
     # -- HTTP ---------------------------------------------------------------------
 
@@ -69,8 +70,8 @@ class FakeServer:
             body = json.loads(request.content)
             out = []
             results: dict[str, Any] = {}
-            for name, args, cid in body["methodCalls"]:
-                args = self._resolve(args, results)
+            for name, raw_args, cid in body["methodCalls"]:
+                args = self._resolve(raw_args, results)
                 try:
                     res = getattr(self, "m_" + name.replace("/", "_"))(args)
                     out.append([name, res, cid])
@@ -90,14 +91,24 @@ class FakeServer:
         caps = self.capabilities
         if caps is None:
             caps = {
-                "urn:ietf:params:jmap:core": {"maxConcurrentRequests": 2, "maxCallsInRequest": 16,
-                                              "maxObjectsInGet": 50, "maxObjectsInSet": 50},
+                "urn:ietf:params:jmap:core": {
+                    "maxConcurrentRequests": 2,
+                    "maxCallsInRequest": 16,
+                    "maxObjectsInGet": 50,
+                    "maxObjectsInSet": 50,
+                },
                 "urn:ietf:params:jmap:mail": {},
             }
         return {
             "capabilities": caps,
-            "accounts": {"acc1": {"name": "fake", "isPersonal": True, "isReadOnly": False,
-                                  "accountCapabilities": {}}},
+            "accounts": {
+                "acc1": {
+                    "name": "fake",
+                    "isPersonal": True,
+                    "isReadOnly": False,
+                    "accountCapabilities": {},
+                }
+            },
             "primaryAccounts": {"urn:ietf:params:jmap:mail": "acc1"},
             "username": self.user,
             "apiUrl": "/jmap/api/",
@@ -123,15 +134,19 @@ class FakeServer:
         return {
             "id": e.id,
             "blobId": e.blob_id or f"G{e.id}",
-            "mailboxIds": {m: True for m in e.mailbox_ids},
-            "keywords": {k: True for k in e.keywords},
+            "mailboxIds": dict.fromkeys(e.mailbox_ids, True),
+            "keywords": dict.fromkeys(e.keywords, True),
             "size": len(e.blob) if e.size is None else e.size,
             "receivedAt": "2024-01-01T00:00:00Z",
         }
 
     def m_Mailbox_get(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"accountId": "acc1", "state": str(self.state), "list": self.mailboxes,
-                "notFound": []}
+        return {
+            "accountId": "acc1",
+            "state": str(self.state),
+            "list": self.mailboxes,
+            "notFound": [],
+        }
 
     def m_Email_get(self, args: dict[str, Any]) -> dict[str, Any]:
         ids = args["ids"]
@@ -145,14 +160,25 @@ class FakeServer:
             start = ids.index(args["anchor"]) + args.get("anchorOffset", 0)
         limit = args.get("limit", len(ids))
         page = ids[start : start + limit]
-        return {"accountId": "acc1", "queryState": "q", "ids": page, "position": start,
-                "total": len(ids)}
+        return {
+            "accountId": "acc1",
+            "queryState": "q",
+            "ids": page,
+            "position": start,
+            "total": len(ids),
+        }
 
     def m_Email_changes(self, args: dict[str, Any]) -> dict[str, Any]:
         if args["sinceState"] == str(self.state):
-            return {"accountId": "acc1", "oldState": str(self.state),
-                    "newState": str(self.state), "hasMoreChanges": False,
-                    "created": [], "updated": [], "destroyed": []}
+            return {
+                "accountId": "acc1",
+                "oldState": str(self.state),
+                "newState": str(self.state),
+                "hasMoreChanges": False,
+                "created": [],
+                "updated": [],
+                "destroyed": [],
+            }
         raise LookupError("cannotCalculateChanges")
 
     def m_Mailbox_changes(self, args: dict[str, Any]) -> dict[str, Any]:

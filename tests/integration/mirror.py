@@ -119,10 +119,7 @@ def folder_of_paths(account: Account, layout: str = "verbatim") -> dict[str, str
     j = account.jmap()
     out = {}
     for path, mb in j.mailbox_paths().items():
-        if mb.get("role") == "inbox":
-            parts = ["INBOX"]
-        else:
-            parts = path.split("/")
+        parts = ["INBOX"] if mb.get("role") == "inbox" else path.split("/")
         if layout == "verbatim":
             out[mb["id"]] = "/".join(parts)
         else:
@@ -144,7 +141,10 @@ def assert_exact_mirror(
     expected: dict[str, tuple[str, str]] = {}  # "folder|id" -> (flags, blobId)
     for e in emails:
         for mid in e["mailboxIds"]:
-            expected[f"{folder_of[mid]}|{e['id']}"] = (flags_from_keywords(e["keywords"]), e["blobId"])
+            expected[f"{folder_of[mid]}|{e['id']}"] = (
+                flags_from_keywords(e["keywords"]),
+                e["blobId"],
+            )
     found: dict[str, tuple[str, Path]] = {}
     for rel, path in files.items():
         folder = str(path.parent.parent.relative_to(mirror.maildir))

@@ -55,7 +55,9 @@ def kill_when(mirror: Mirror, files_at_least: int, timeout: float = 60) -> tuple
 
 
 @pytest.mark.slow
-def test_first_sync_killed_at_several_points_resumes_exactly(loaded: Account, tmp_path: Path) -> None:
+def test_first_sync_killed_at_several_points_resumes_exactly(
+    loaded: Account, tmp_path: Path
+) -> None:
     mirror = Mirror(loaded, tmp_path)
     killed = []
     for point in (0, 1, 40, 150, 280):

@@ -106,7 +106,9 @@ def test_email_in_three_mailboxes_is_hard_linked(account: Account, tmp_path: Pat
     mirror = Mirror(account, tmp_path)
     report = mirror.sync()
     assert report.downloaded == 1 and report.linked == 2
-    paths = [mirror.maildir / f / "cur" / f"{eid}.jmapsync:2,S" for f in ("INBOX", "Archive", "Three")]
+    paths = [
+        mirror.maildir / f / "cur" / f"{eid}.jmapsync:2,S" for f in ("INBOX", "Archive", "Three")
+    ]
     inodes = {p.stat().st_ino for p in paths}
     assert len(inodes) == 1 and paths[0].stat().st_nlink == 3
     assert_exact_mirror(mirror)
@@ -218,7 +220,9 @@ def test_sync_with_nothing_new_changes_no_file(account: Account, tmp_path: Path)
     db.close()
 
 
-def test_pull_mode_restores_local_flag_edits_and_deletions(account: Account, tmp_path: Path) -> None:
+def test_pull_mode_restores_local_flag_edits_and_deletions(
+    account: Account, tmp_path: Path
+) -> None:
     seed_basic(account)
     mirror = Mirror(account, tmp_path)
     mirror.sync()
@@ -286,6 +290,8 @@ def test_two_processes_never_sync_one_account_at_once(account: Account, tmp_path
         done = mirror.cli("sync", check=False)
     assert done.returncode == 1
     assert "another jmapsync process" in done.stderr
-    assert done.stderr.count("\njmapsync: account test:") + done.stderr.startswith(
-        "jmapsync: account test:"
-    ) == 1
+    assert (
+        done.stderr.count("\njmapsync: account test:")
+        + done.stderr.startswith("jmapsync: account test:")
+        == 1
+    )

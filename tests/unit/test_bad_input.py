@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 import structlog
+from fakeserver import FakeEmail, FakeServer, account_config, client_factory
 
 from jmapsync.config import Config
 from jmapsync.errors import AuthError, ProtocolError
 from jmapsync.state.db import StateDB
 from jmapsync.sync.engine import Engine, SyncReport
-from fakeserver import FakeEmail, FakeServer, account_config, client_factory
 
 MSG = b"From: a@b.example\r\nSubject: hi\r\n\r\nbody\r\n"
 
@@ -41,8 +41,19 @@ def server_with(*names: str) -> FakeServer:
 
 @pytest.mark.parametrize(
     "name",
-    ["../../etc", "/abs", "..", ".", "nul\x00byte", "a/../../b", "cur", "tmp", ".notmuch",
-     "ctrl\x1b[31m", "x" * 200],
+    [
+        "../../etc",
+        "/abs",
+        "..",
+        ".",
+        "nul\x00byte",
+        "a/../../b",
+        "cur",
+        "tmp",
+        ".notmuch",
+        "ctrl\x1b[31m",
+        "x" * 200,
+    ],
 )
 def test_hostile_mailbox_name_stays_inside_the_maildir(tmp_path: Path, name: str) -> None:
     server = server_with(name)
@@ -64,7 +75,9 @@ def test_empty_mailbox_name_is_a_clear_error_and_nothing_is_recorded(tmp_path: P
         run(tmp_path, server)
     db = StateDB.for_account(tmp_path / "state", "fake")
     assert db.email_state is None
-    assert db.get_meta("last_result", ).startswith("error")  # type: ignore[union-attr]
+    assert db.get_meta(
+        "last_result",
+    ).startswith("error")  # type: ignore[union-attr]
     db.close()
 
 
@@ -102,7 +115,9 @@ def test_invalid_json_is_a_protocol_error(tmp_path: Path) -> None:
 
     def broken(request: httpx.Request) -> httpx.Response | None:
         if request.url.path == "/jmap/api/":
-            return httpx.Response(200, content=b"{not json", headers={"content-type": "application/json"})
+            return httpx.Response(
+                200, content=b"{not json", headers={"content-type": "application/json"}
+            )
         return None
 
     server.override = broken

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""jmapsync at work, without an account: `./dev demo`.
+
+Starts a throwaway Cyrus IMAP server on 127.0.0.1 (tools/cyrus.py), loads
+sample mail into it (nested and non-ASCII folders, flags, one message in two
+folders), mirrors it with the real `jmapsync sync` into ./demo-mail, lists
+what arrived, then changes things on the server (a flag, a move, a delete, a
+new delivery) and syncs again to show the incremental pass.  The server is
+stopped and removed at the end; ./demo-mail stays so you can read it:
+
+    mutt -f demo-mail/INBOX
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from mailtools import Account, make_message  # noqa: E402
+
+from tools.cyrus import CyrusServer  # noqa: E402
+
+OUT = ROOT / "demo-mail"
+WORK = ROOT / ".demo"
+
+SAMPLES = [
+    # (folder, subject, keywords)
+    ("INBOX", "Welcome to jmapsync", ["$seen"]),
+    ("INBOX", "Lunch tomorrow?", []),
+    ("INBOX", "Your invoice #4711", ["$flagged"]),
+    ("INBOX", "Re: quarterly report", ["$seen", "$answered"]),
+    ("Work", "Build failed on main", ["$seen"]),
+    ("Work/Projects", "Project kickoff", ["$seen", "project-x"]),
+    ("Work/Projects/Alpha", "Alpha: first milestone", []),
+    ("Lists/python-dev", "[python-dev] PEP discussion", ["$seen"]),
+    ("Reisen ✈ Übersicht", "Grüße aus München ✈", ["$seen", "$flagged"]),
+    ("Archive", "Old newsletter", ["$seen"]),
+    ("Sent", "Re: Lunch tomorrow?", ["$seen"]),
+    ("Drafts", "Unfinished thoughts", ["$seen", "$draft"]),
+]
+
+
+def run(*args: str) -> None:
+    cmd = [sys.executable, "-m", "jmapsync", "-c", str(WORK / "config.ini"), *args]
+    print(f"\n$ jmapsync {' '.join(args)}", flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)})
+
+
+def tree() -> None:
+    print(f"\n{OUT.relative_to(ROOT)}/  (folder: files in new/ + cur/)")
+    for cur in sorted(OUT.rglob("cur")):
+        folder = cur.parent
+        files = [f"new/{p.name}" for p in sorted((folder / "new").iterdir())]
+        files += [f"cur/{p.name}" for p in sorted(cur.iterdir())]
+        print(f"  {folder.relative_to(OUT)}: {len(files)}")
+        for name in files[:3]:
+            print(f"      {name}")
+
+
+def main() -> int:
+    if OUT.exists():
+        if not (WORK / "config.ini").exists():
+            print(f"{OUT} exists and is not a previous demo: not touching it", file=sys.stderr)
+            return 1
+        shutil.rmtree(OUT)
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir()
+    server_dir = tempfile.mkdtemp(prefix="jmapsync-demo-", dir="/tmp")
+    os.chmod(server_dir, 0o755)  # noqa: S103 - Cyrus runs as user cyrus and must reach it
+    print("starting a throwaway Cyrus IMAP 3.6 server on 127.0.0.1 ...", flush=True)
+    server = CyrusServer(server_dir).start()
+    try:
+        server.add_user("demo")
+        account = Account.of(server, "demo")
+        with account.imap() as imap:
+            for n, (folder, subject, kws) in enumerate(SAMPLES):
+                if folder not in ("INBOX", "Archive", "Sent", "Drafts"):
+                    imap.create_folder(folder, exist_ok=True)
+                imap.append(folder, make_message(n, subject=subject, seed="demo"), keywords=kws)
+        j = account.jmap()
+        both = j.emails_in("Work")[0]
+        j.set_mailboxes(both, [j.mailbox_id("Work"), j.mailbox_id("Archive")])
+        print(f"loaded {len(SAMPLES)} messages for user 'demo' at {server.session_url}")
+
+        (WORK / "config.ini").write_text(
+            "[jmapsync]\n"
+            f"state_dir = {WORK / 'state'}\n"
+            "[account demo]\n"
+            f"session_url = {server.session_url}\n"
+            "username = demo\n"
+            "password = secret\n"
+            f"maildir = {OUT}\n"
+            "layout = verbatim\n"
+            "direction = pull\n"
+        )
+        run("check")
+        run("sync")
+        tree()
+
+        print("\nnow, on the server: flag one, move one, delete one, deliver one ...")
+        inbox = j.emails_in("INBOX")
+        j.add_keyword(inbox[1], "$flagged")
+        j.move(inbox[0], j.mailbox_id("INBOX"), j.mailbox_id("Archive"))
+        j.destroy(j.emails_in("Lists/python-dev")[0])
+        j.import_message(
+            make_message(99, subject="Fresh delivery", seed="demo"), [j.mailbox_id("INBOX")]
+        )
+        run("sync")
+        run("status")
+        tree()
+    finally:
+        server.stop()
+        shutil.rmtree(server_dir, ignore_errors=True)
+    print(f"\nThe mirror stays in {OUT}: try `mutt -f {OUT.relative_to(ROOT)}/INBOX`.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
