@@ -303,7 +303,9 @@ class Engine:
 
     async def _download_one(self, client: JmapClient, d: Download) -> int:
         folder, _sub, _name = planner.split_rel(d.dst)
-        fd, tmp = self.store.open_partial(folder, d.email_id)
+        # open() and fsync() run in threads: on ext4 a file create waits for the
+        # journal while other downloads fsync (measured ~0.65 ms per open inline).
+        fd, tmp = await asyncio.to_thread(self.store.open_partial, folder, d.email_id)
         try:
             n = await client.download_to(d.blob_id, fd, d.size)
         except BaseException:
