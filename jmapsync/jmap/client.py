@@ -36,6 +36,7 @@ from jmapsync.errors import (
     TransportError,
     method_error,
 )
+from jmapsync.jmap.blobs import FreshConnectionFetcher
 from jmapsync.jmap.types import MAX_MESSAGE_BYTES, USING, Session
 
 Invocation = tuple[str, dict[str, Any], str]
@@ -115,6 +116,7 @@ class JmapClient:
         self._http: httpx.AsyncClient | None = None
         self.session: Session | None = None
         self._api_sem = asyncio.Semaphore(1)
+        self._fetcher = FreshConnectionFetcher(account.timeout_s)
         self._log = log.get().bind(account=account.name)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -271,18 +273,28 @@ class JmapClient:
         """
         limit = MAX_MESSAGE_BYTES if expected_size is None else expected_size
         written = 0
-        async with self.open_blob(blob_id) as response:
-            with map_transport_errors(f"download {blob_id}"):
-                async for chunk in response.aiter_bytes(_CHUNK):
-                    written += len(chunk)
-                    if written > limit:
-                        raise ProtocolError(
-                            f"blob {blob_id} is larger than the {limit} bytes the server declared"
-                        )
-                    view = memoryview(chunk)
-                    while view:
-                        n = os.write(fd, view)
-                        view = view[n:]
+
+        def sink(chunk: bytes) -> None:
+            nonlocal written
+            written += len(chunk)
+            if written > limit:
+                raise ProtocolError(
+                    f"blob {blob_id} is larger than the {limit} bytes the server declared"
+                )
+            view = memoryview(chunk)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+
+        url = self.download_url(blob_id)
+        done = False
+        if self._fresh_connections(url) and self._transport is None:
+            done = await self._fetcher.get(url, self._auth_header(), sink)
+        if not done:
+            async with self.open_blob(blob_id) as response:
+                with map_transport_errors(f"download {blob_id}"):
+                    async for chunk in response.aiter_bytes(_CHUNK):
+                        sink(chunk)
         if expected_size is not None and written != expected_size:
             raise ProtocolError(
                 f"blob {blob_id}: got {written} bytes, the server declared {expected_size}"
