@@ -16,6 +16,7 @@ through httpx, which knows every corner of HTTP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -76,10 +77,8 @@ class FreshConnectionFetcher:
             return True
         finally:
             writer.close()
-            try:
+            with contextlib.suppress(OSError, ssl.SSLError):
                 await writer.wait_closed()
-            except (OSError, ssl.SSLError):
-                pass
 
     @staticmethod
     async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
