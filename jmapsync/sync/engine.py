@@ -59,6 +59,7 @@ class SyncReport:
     seconds: float = 0.0
     email_state: str | None = None
     warnings: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "warnings"} | {
@@ -134,6 +135,7 @@ class Engine:
             emails, mailboxes, mailbox_state, email_state, touched = await self._remote(
                 client, db, report
             )
+            report.phases["remote"] = round(time.monotonic() - started, 3)
             if any(m not in mailboxes for e in emails.values() for m in e.mailbox_ids):
                 # An Email names a mailbox created after our Mailbox read.
                 mailbox_state, mailboxes = await mail.fetch_mailboxes(client)
@@ -147,8 +149,10 @@ class Engine:
 
             local_folders = set(self.store.folders(self.account.layout)) | set(folder_of.values())
             self.store.clean_partials(local_folders)
+            t = time.monotonic()
             scan = list(self.store.scan(sorted(local_folders)))
             plan = planner.plan_files(emails, folder_of, scan)
+            report.phases["scan_plan"] = round(time.monotonic() - t, 3)
             report.foreign = len(plan.foreign)
             if plan.foreign:
                 self.log.info(
@@ -156,7 +160,9 @@ class Engine:
                     count=len(plan.foreign),
                     reason="not written by jmapsync; pull mode never touches them",
                 )
+            t = time.monotonic()
             await self._execute(client, plan, report)
+            report.phases["execute"] = round(time.monotonic() - t, 3)
 
         self._folders_after(report, {m: p for m, (_, p) in old_boxes.items()}, folder_of)
         self.store.dirsync.flush()
