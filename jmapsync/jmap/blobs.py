@@ -1,12 +1,19 @@
-"""Blob download on a fresh connection per blob, without httpx's per-request cost.
+"""Blob download over pooled keep-alive connections that ACK at once.
 
 Why a second HTTP client: measured on Cyrus 3.6, a blob download on a reused
-keep-alive connection waits ~44 ms (server-side Nagle meets our delayed ACK)
-while a fresh loopback connection answers in 1-2 ms.  With fresh
-connections, httpx's per-request machinery (anyio, httpcore, h11) cost
-~1.5 ms of CPU per message, more than the server's answer.  This is a plain
-HTTP/1.1 GET over asyncio streams: one request, `Connection: close`,
-Content-Length or chunked or read-to-close bodies.
+keep-alive connection waits ~44 ms: the server writes headers and body
+separately, its Nagle holds the body until the headers are ACKed, and our
+kernel delays that ACK.  Setting TCP_QUICKACK after sending each request and
+after reading each header block removes the stall; httpx offers no hook for
+that.  Measured for 2 000 blobs (60 MB) on loopback: httpx with fresh
+connections 2.9 s and ~1.3 s of client CPU; this pool with 8 connections
+2.1-2.5 s and ~0.6 s of CPU.  (TCP_QUICKACK is Linux-only; elsewhere the
+option is skipped.)
+
+It is a plain HTTP/1.1 GET over asyncio streams (Content-Length, chunked or
+read-to-close bodies) and handles only the expected answer, 200 with a body.
+Anything else -- a redirect, an odd status -- returns False and the caller
+repeats the request through httpx, which knows every corner of HTTP.
 
 It handles only the expected answer (200 with a body).  Anything else -- a
 redirect, an odd status -- returns None and the caller repeats the request
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -28,21 +36,49 @@ _CHUNK = 256 * 1024
 Sink = Callable[[bytes], Awaitable[None] | None]
 
 
-class FreshConnectionFetcher:
-    """GET a URL on a new connection and stream the body into `sink`."""
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
+def _quickack(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None and _QUICKACK is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+
+
+class _Conn:
+    def __init__(self, key: tuple[str, str, int], r: asyncio.StreamReader, w: asyncio.StreamWriter):
+        self.key = key
+        self.reader = r
+        self.writer = w
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await self.writer.wait_closed()
+
+
+class BlobFetcher:
+    """GET URLs over a small pool of keep-alive connections; stream bodies into a sink."""
 
     def __init__(self, timeout_s: float, ssl_context: ssl.SSLContext | None = None) -> None:
         self.timeout_s = timeout_s
         self._ssl = ssl_context
+        self._idle: list[_Conn] = []
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
             self._ssl = ssl.create_default_context()
         return self._ssl
 
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
+
     async def get(self, url: str, headers: dict[str, str], sink: Callable[[bytes], None]) -> bool:
         """Stream the body of a 200 answer into sink; False if the answer was
-        something else that httpx should handle (the body was not consumed)."""
+        something else that httpx should handle (no body byte reached the sink)."""
         try:
             return await asyncio.wait_for(self._get(url, headers, sink), self.timeout_s)
         except TimeoutError:
@@ -50,35 +86,79 @@ class FreshConnectionFetcher:
         except (OSError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
             raise TransportError(f"GET {urlsplit(url).path}: {type(exc).__name__}: {exc}") from None
 
+    async def _connect(self, key: tuple[str, str, int]) -> tuple[_Conn, bool]:
+        """A connection for key, and whether it came from the pool."""
+        for i, conn in enumerate(self._idle):
+            if conn.key == key:
+                del self._idle[i]
+                return conn, True
+        scheme, host, port = key
+        reader, writer = await asyncio.open_connection(
+            host,
+            port,
+            ssl=self._ssl_context() if scheme == "https" else None,
+            limit=_MAX_HEADER_BYTES,
+        )
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return _Conn(key, reader, writer), False
+
     async def _get(self, url: str, headers: dict[str, str], sink: Callable[[bytes], None]) -> bool:
         parts = urlsplit(url)
-        secure = parts.scheme == "https"
-        host = parts.hostname or ""
-        port = parts.port or (443 if secure else 80)
+        key = (
+            parts.scheme,
+            parts.hostname or "",
+            parts.port or (443 if parts.scheme == "https" else 80),
+        )
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
-        reader, writer = await asyncio.open_connection(
-            host, port, ssl=self._ssl_context() if secure else None, limit=_MAX_HEADER_BYTES
-        )
-        try:
-            lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}"]
-            lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() != "connection"]
-            lines += ["Connection: close", "Accept-Encoding: identity", "", ""]
-            writer.write("\r\n".join(lines).encode("latin-1"))
-            status, resp_headers = await self._read_head(reader)
-            if status in (401, 403):
-                raise AuthError(f"download: the server refused the credentials (HTTP {status})")
-            if status in (404, 410):
-                raise HTTPStatusError(f"download {target}: HTTP {status}", status=status)
-            if status != 200:
-                return False  # redirects and the like: httpx does it properly
-            await self._read_body(reader, resp_headers, sink)
-            return True
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError, ssl.SSLError):
-                await writer.wait_closed()
+        lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}"]
+        lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() != "connection"]
+        request = "\r\n".join([*lines, "Accept-Encoding: identity", "", ""]).encode("latin-1")
+        while True:
+            conn, pooled = await self._connect(key)
+            try:
+                conn.writer.write(request)
+                _quickack(conn.writer)
+                try:
+                    status, resp_headers = await self._read_head(conn.reader)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    if not pooled:
+                        raise
+                    # The server closed this idle connection: try the next one.
+                    await conn.close()
+                    continue
+                _quickack(conn.writer)
+                keep = await self._answer(conn, target, status, resp_headers, sink)
+            except BaseException:
+                await conn.close()
+                raise
+            if keep:
+                self._idle.append(conn)
+            else:
+                await conn.close()
+            return status == 200
+
+    async def _answer(
+        self,
+        conn: _Conn,
+        target: str,
+        status: int,
+        headers: dict[str, str],
+        sink: Callable[[bytes], None],
+    ) -> bool:
+        """Consume the answer; True if the connection can carry another request."""
+        if status in (401, 403):
+            raise AuthError(f"download: the server refused the credentials (HTTP {status})")
+        if status in (404, 410):
+            raise HTTPStatusError(f"download {target}: HTTP {status}", status=status)
+        if status != 200:
+            return False  # redirects and the like: httpx does it properly
+        framed = await self._read_body(conn.reader, headers, sink)
+        return framed and "close" not in headers.get("connection", "").lower()
 
     @staticmethod
     async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
@@ -107,7 +187,8 @@ class FreshConnectionFetcher:
     @staticmethod
     async def _read_body(
         reader: asyncio.StreamReader, headers: dict[str, str], sink: Callable[[bytes], None]
-    ) -> None:
+    ) -> bool:
+        """Read the body into sink; True if it was framed (the connection is reusable)."""
         if headers.get("content-encoding", "identity").lower() not in ("identity", ""):
             raise ProtocolError("download: compressed body although identity was asked")
         if "chunked" in headers.get("transfer-encoding", "").lower():
@@ -121,7 +202,7 @@ class FreshConnectionFetcher:
                     # trailers until an empty line
                     while (await reader.readuntil(b"\r\n")) != b"\r\n":
                         pass
-                    return
+                    return True
                 remaining = size
                 while remaining:
                     data = await reader.read(min(remaining, _CHUNK))
@@ -143,6 +224,7 @@ class FreshConnectionFetcher:
                     raise asyncio.IncompleteReadError(b"", remaining)
                 remaining -= len(data)
                 sink(data)
-            return
+            return True
         while data := await reader.read(_CHUNK):  # body ends when the server closes
             sink(data)
+        return False

@@ -36,7 +36,7 @@ from jmapsync.errors import (
     TransportError,
     method_error,
 )
-from jmapsync.jmap.blobs import FreshConnectionFetcher
+from jmapsync.jmap.blobs import BlobFetcher
 from jmapsync.jmap.types import MAX_MESSAGE_BYTES, USING, Session
 
 Invocation = tuple[str, dict[str, Any], str]
@@ -116,7 +116,7 @@ class JmapClient:
         self._http: httpx.AsyncClient | None = None
         self.session: Session | None = None
         self._api_sem = asyncio.Semaphore(1)
-        self._fetcher = FreshConnectionFetcher(account.timeout_s)
+        self._fetcher = BlobFetcher(account.timeout_s)
         self._log = log.get().bind(account=account.name)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -132,6 +132,7 @@ class JmapClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self._fetcher.aclose()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -288,7 +289,7 @@ class JmapClient:
 
         url = self.download_url(blob_id)
         done = False
-        if self._fresh_connections(url) and self._transport is None:
+        if self._transport is None:  # tests with a fake transport go through httpx
             done = await self._fetcher.get(url, self._auth_header(), sink)
         if not done:
             async with self.open_blob(blob_id) as response:
