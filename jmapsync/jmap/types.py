@@ -65,7 +65,7 @@ def _int(value: object, what: str, *, minimum: int = 0, maximum: int = 2**53 - 1
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Limits:
     """The core capability's limits that shape our requests."""
 
@@ -99,7 +99,7 @@ class Limits:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Session:
     """The parts of the JMAP session resource (RFC 8620 2) that we use."""
 
@@ -193,7 +193,7 @@ def websocket_url(value: str, session_url: str) -> str:
     return resolved
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Mailbox:
     """A Mailbox as far as the mirror cares."""
 
@@ -225,11 +225,11 @@ class Mailbox:
         )
 
 
-EMAIL_PROPERTIES = ["id", "blobId", "mailboxIds", "keywords", "size", "receivedAt"]
+EMAIL_PROPERTIES = ["id", "blobId", "mailboxIds", "keywords", "size"]
 MAILBOX_PROPERTIES = ["id", "name", "parentId", "role", "totalEmails"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Email:
     """An Email's sync-relevant properties (RFC 8621 4.1)."""
 
@@ -238,7 +238,6 @@ class Email:
     mailbox_ids: frozenset[MailboxId]
     keywords: frozenset[str]
     size: int
-    received_at: str = ""
 
     @classmethod
     def parse(cls, data: object) -> Email:
@@ -256,20 +255,27 @@ class Email:
                 f"Email {eid} claims a size of {size} bytes, above the limit of"
                 f" {MAX_MESSAGE_BYTES}; refusing to download it"
             )
-        received = data.get("receivedAt")
         return cls(
             id=eid,
             blob_id=blob,
-            mailbox_ids=frozenset(
-                MailboxId(parse_id(k, "mailbox")) for k, v in mids.items() if v is True
+            mailbox_ids=intern_set(
+                frozenset(MailboxId(parse_id(k, "mailbox")) for k, v in mids.items() if v is True)
             ),
-            keywords=frozenset(parse_keyword(k) for k, v in kws.items() if v is True),
+            keywords=intern_set(frozenset(parse_keyword(k) for k, v in kws.items() if v is True)),
             size=size,
-            received_at=received if isinstance(received, str) else "",
         )
 
 
-@dataclass(frozen=True)
+_SETS: dict[frozenset[Any], frozenset[Any]] = {}
+
+
+def intern_set(value: frozenset[Any]) -> frozenset[Any]:
+    """One shared object per distinct set: 100 000 Emails have a few hundred
+    distinct mailboxIds / keywords sets, and a frozenset costs ~200 bytes."""
+    return _SETS.setdefault(value, value)
+
+
+@dataclass(frozen=True, slots=True)
 class Changes:
     """One */changes answer (RFC 8620 5.2)."""
 

@@ -42,7 +42,7 @@ def email_id_of(base: str) -> str | None:
     return m.group(1) if m else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LocalFile:
     """One message file found by a scan."""
 

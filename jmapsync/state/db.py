@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jmapsync.errors import LockedError, StateError
-from jmapsync.jmap.types import BlobId, Email, EmailId, Mailbox, MailboxId, State
+from jmapsync.jmap.types import BlobId, Email, EmailId, Mailbox, MailboxId, State, intern_set
 
 SCHEMA_VERSION = 1
 
@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS journal (
 """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileRecord:
     folder: str
     name: str  # "cur/<file>" or "new/<file>"
@@ -207,16 +207,15 @@ class StateDB:
 
     def emails(self) -> dict[EmailId, Email]:
         out: dict[EmailId, Email] = {}
-        for eid, blob, mids, kws, size, received in self.conn.execute(
-            "SELECT id, blob_id, mailbox_ids, keywords, size, received_at FROM emails"
+        for eid, blob, mids, kws, size in self.conn.execute(
+            "SELECT id, blob_id, mailbox_ids, keywords, size FROM emails"
         ):
             out[EmailId(eid)] = Email(
                 EmailId(eid),
                 BlobId(blob),
-                frozenset(MailboxId(m) for m in _split(mids)),
-                _split(kws),
+                intern_set(frozenset(MailboxId(m) for m in _split(mids))),
+                intern_set(_split(kws)),
                 size,
-                received,
             )
         return out
 
@@ -240,7 +239,7 @@ class StateDB:
         conn.executemany(
             "INSERT OR REPLACE INTO emails VALUES (?, ?, ?, ?, ?, ?)",
             [
-                (e.id, e.blob_id, _join(e.mailbox_ids), _join(e.keywords), e.size, e.received_at)
+                (e.id, e.blob_id, _join(e.mailbox_ids), _join(e.keywords), e.size, "")
                 for e in emails
             ],
         )
