@@ -22,6 +22,7 @@ from jmapsync.errors import ConfigError, SecretError
 
 Layout = Literal["verbatim", "maildir++"]
 Direction = Literal["two-way", "pull"]
+LineEndings = Literal["lf", "exact"]
 
 _ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 _SECRET_TIMEOUT_S = 60
@@ -104,6 +105,7 @@ class AccountConfig:
     maildir: Path
     layout: Layout = "verbatim"
     direction: Direction = "two-way"
+    line_endings: LineEndings = "lf"
     # jmapsync-specific knobs with safe defaults (see config.example.ini)
     download_connections: int = 0  # 0 = the server's maxConcurrentRequests
     timeout_s: float = 60.0
@@ -187,6 +189,7 @@ def _parse_account(
         "direction",
         "download_connections",
         "timeout",
+        "line_endings",
     }
     unknown = sorted(set(section.keys()) - known - set(section.parser.defaults()))
     if unknown:
@@ -231,6 +234,7 @@ def _parse_account(
         maildir=maildir,
         layout=cast(Layout, _choice(section, "layout", "verbatim", ("verbatim", "maildir++"))),
         direction=cast(Direction, _choice(section, "direction", "two-way", ("two-way", "pull"))),
+        line_endings=cast(LineEndings, _choice(section, "line_endings", "lf", ("lf", "exact"))),
         download_connections=connections,
         timeout_s=_positive_float(section, "timeout", 60.0),
     )

@@ -191,7 +191,7 @@ def account_config(tmp_path: Any, server: FakeServer, **kw: Any) -> AccountConfi
         session_url=SESSION_URL,
         credentials=Credentials(username=server.user, password=Secret(server.password)),
         maildir=tmp_path / "mail",
-        **kw,
+        **({"line_endings": "exact"} | kw),
     )
 
 

@@ -20,7 +20,7 @@ import base64
 import json
 import os
 import ssl
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -273,7 +273,13 @@ class JmapClient:
                 self._check_status(response, f"download {blob_id}")
                 yield response
 
-    async def download_to(self, blob_id: str, fd: int, expected_size: int | None) -> int:
+    async def download_to(
+        self,
+        blob_id: str,
+        fd: int,
+        expected_size: int | None,
+        observe: Callable[[bytes], None] | None = None,
+    ) -> int:
         """Stream a blob into an open file descriptor; return the byte count.
 
         Refuses (ProtocolError) a blob larger than the Email's declared size or
@@ -289,6 +295,8 @@ class JmapClient:
                 raise ProtocolError(
                     f"blob {blob_id} is larger than the {limit} bytes the server declared"
                 )
+            if observe is not None:
+                observe(chunk)
             view = memoryview(chunk)
             while view:
                 n = os.write(fd, view)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -70,6 +70,28 @@ def _inside(root: Path, rel: str) -> Path:
     if any(p in ("", ".", "..") for p in parts):
         raise LocalError(f"refusing a path outside the Maildir root: {rel!r}")
     return root.joinpath(*parts)
+
+
+def _copy_fd(src: int, dst: int, transform: Callable[[bytes], bytes], carry: bytes) -> None:
+    """Copy src (from offset 0) to dst through `transform`, chunk by chunk; a chunk
+    ending in `carry` keeps that byte for the next one, so that a CRLF split
+    across chunks is still seen whole."""
+    offset = 0
+    pending = b""
+    while True:
+        chunk = os.pread(src, 1 << 20, offset)
+        if not chunk:
+            break
+        offset += len(chunk)
+        data = pending + chunk
+        pending = b""
+        if data.endswith(carry):
+            data, pending = data[: -len(carry)], carry
+        out = memoryview(transform(data))
+        while out:
+            out = out[os.write(dst, out) :]
+    if pending:
+        os.write(dst, transform(pending))
 
 
 class DirSync:
@@ -283,7 +305,7 @@ class MaildirStore:
         """Create tmp/<id>.jmapsync-part for writing (O_EXCL after removing a stale one)."""
         tmp = self.path(folder) / "tmp" / (email_id + PART_SUFFIX)
         tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         return fd, tmp
 
     def commit_partial(self, fd: int, tmp: Path, rel_dest: str) -> None:
@@ -295,6 +317,54 @@ class MaildirStore:
         dest = self.path(rel_dest)
         os.rename(tmp, dest)
         self.dirsync.add(dest.parent)
+
+    def commit_partial_lf(self, fd: int, tmp: Path, rel_dest: str) -> None:
+        """Like commit_partial, but store the LF form of a CRLF-only blob.
+
+        The raw download in `tmp` is copied with CRLF -> LF into a second temp
+        file, which is fsynced and renamed into place; the raw one is removed.
+        """
+        dest = self.path(rel_dest)
+        lf_tmp = tmp.with_name(tmp.name + "-lf")
+        out = os.open(lf_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            _copy_fd(fd, out, lambda chunk: chunk.replace(b"\r\n", b"\n"), carry=b"\r")
+            os.fsync(out)
+        finally:
+            os.close(out)
+            os.close(fd)
+        os.rename(lf_tmp, dest)
+        tmp.unlink(missing_ok=True)
+        self.dirsync.add(dest.parent)
+
+    def rewrite(self, rel_paths: list[str], transform: Callable[[bytes], bytes]) -> None:
+        """Replace a message (all its hard links) by transform(content), atomically
+        per path: write + fsync a temp file once, then link + rename it onto each path."""
+        first = self.path(rel_paths[0])
+        staging = first.parent.parent / "tmp" / (first.name.split(":", 1)[0] + PART_SUFFIX)
+        data = transform(first.read_bytes())
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            for rel in rel_paths:
+                dest = self.path(rel)
+                relink = (
+                    dest.parent.parent
+                    / "tmp"
+                    / (dest.name.split(":", 1)[0] + ".relink" + PART_SUFFIX)
+                )
+                relink.unlink(missing_ok=True)
+                os.link(staging, relink)
+                os.rename(relink, dest)
+                self.dirsync.add(dest.parent)
+        finally:
+            staging.unlink(missing_ok=True)
 
     def link(self, rel_src: str, rel_dst: str) -> None:
         """Hard-link a message into another folder (copy where links fail)."""

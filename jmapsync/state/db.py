@@ -16,6 +16,9 @@ What the tables hold, and why:
   three-way merge of two-way sync).
 - files: the local files as last synced (folder, name -> Email id); a later
   scan is compared with it to find what the user changed.
+- contents: per Email, the SHA-256 and size of the SERVER's bytes, whether
+  they are CRLF-only (so LF form is reversible), and the form the local files
+  hold ("lf" or "exact"); `jmapsync verify` checks files against it.
 - journal: intents written before side effects a rescan could not recognise
   (used by two-way sync; empty in pull mode).
 """
@@ -28,14 +31,15 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from jmapsync.errors import LockedError, StateError
 from jmapsync.jmap.types import BlobId, Email, EmailId, Mailbox, MailboxId, State, intern_set
+from jmapsync.maildir.lineendings import Form
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,6 +65,13 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (folder, name)
 );
 CREATE INDEX IF NOT EXISTS files_by_email ON files (email_id);
+CREATE TABLE IF NOT EXISTS contents (
+    email_id TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    crlf_only INTEGER NOT NULL,
+    form TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS journal (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -68,6 +79,16 @@ CREATE TABLE IF NOT EXISTS journal (
     created_at REAL NOT NULL
 );
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """The server bytes of one Email, and the form its local files hold."""
+
+    sha256: str
+    size: int
+    crlf_only: bool
+    form: Form
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +176,12 @@ class StateDB:
             raise StateError(
                 f"state database {self.path} has schema {row[0]}, newer than this jmapsync"
                 f" ({SCHEMA_VERSION}); upgrade jmapsync"
+            )
+        elif int(row[0]) < SCHEMA_VERSION:
+            # 1 -> 2: the contents table (created above); rows are backfilled
+            # from the files by the next sync (version 1 wrote exact bytes only).
+            self.conn.execute(
+                "UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),)
             )
 
     @contextlib.contextmanager
@@ -257,6 +284,25 @@ class StateDB:
             "INSERT OR REPLACE INTO files VALUES (?, ?, ?)",
             [(f.folder, f.name, f.email_id) for f in added],
         )
+
+    def contents(self) -> dict[str, Content]:
+        return {
+            eid: Content(sha, size, bool(crlf), form)
+            for eid, sha, size, crlf, form in self.conn.execute(
+                "SELECT email_id, sha256, size, crlf_only, form FROM contents"
+            )
+        }
+
+    @staticmethod
+    def put_contents(conn: sqlite3.Connection, items: Mapping[str, Content]) -> None:
+        conn.executemany(
+            "INSERT OR REPLACE INTO contents VALUES (?, ?, ?, ?, ?)",
+            [(e, c.sha256, c.size, int(c.crlf_only), c.form) for e, c in items.items()],
+        )
+
+    @staticmethod
+    def delete_contents(conn: sqlite3.Connection, ids: Iterable[str]) -> None:
+        conn.executemany("DELETE FROM contents WHERE email_id=?", [(i,) for i in ids])
 
     def counts(self) -> dict[str, int]:
         out = {}

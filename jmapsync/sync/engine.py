@@ -21,9 +21,11 @@ One pass for one account (`sync_account`):
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,9 +36,18 @@ from jmapsync.errors import CannotCalculateChanges, JmapsyncError, LocalError
 from jmapsync.jmap import mail
 from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import Email, EmailId, Mailbox, MailboxId, State
+from jmapsync.maildir.lineendings import (
+    Form,
+    Inspector,
+    inspect,
+    local_form,
+    server_bytes,
+    to_crlf,
+    to_lf,
+)
 from jmapsync.maildir.names import MailboxNode, folder_paths
 from jmapsync.maildir.store import MaildirStore
-from jmapsync.state.db import AccountLock, FileRecord, StateDB
+from jmapsync.state.db import AccountLock, Content, FileRecord, StateDB
 from jmapsync.sync import plan as planner
 from jmapsync.sync.plan import Download, FilePlan
 
@@ -55,6 +66,7 @@ class SyncReport:
     folders_created: int = 0
     folders_moved: int = 0
     folders_removed: int = 0
+    rewritten: int = 0  # files converted between LF and exact form
     foreign: int = 0
     seconds: float = 0.0
     email_state: str | None = None
@@ -97,6 +109,8 @@ class Engine:
         self.progress = progress
         self.log = log.get().bind(account=account.name)
         self.store = MaildirStore(account.maildir)
+        self.contents: dict[str, Content] = {}  # as recorded at the start of a pass
+        self.new_contents: dict[str, Content] = {}  # learnt during the pass
 
     async def sync(self) -> SyncReport:
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -120,6 +134,8 @@ class Engine:
         started = time.monotonic()
         report = SyncReport(self.account.name)
         stored_files = db.files()
+        self.contents = db.contents()
+        self.new_contents = {}
         root_existed = self.account.maildir.is_dir()
         if not root_existed and stored_files:
             # Pull mode: the server is the truth, so a vanished root is simply
@@ -165,6 +181,7 @@ class Engine:
             report.phases["execute"] = round(time.monotonic() - t, 3)
 
         self._folders_after(report, {m: p for m, (_, p) in old_boxes.items()}, folder_of)
+        await asyncio.to_thread(self._line_endings, db, plan, report)
         self.store.dirsync.flush()
         self._record(
             db,
@@ -312,17 +329,59 @@ class Engine:
         # open() and fsync() run in threads: on ext4 a file create waits for the
         # journal while other downloads fsync (measured ~0.65 ms per open inline).
         fd, tmp = await asyncio.to_thread(self.store.open_partial, folder, d.email_id)
+        inspector = Inspector()
         try:
-            n = await client.download_to(d.blob_id, fd, d.size)
+            n = await client.download_to(d.blob_id, fd, d.size, inspector.feed)
         except BaseException:
             os.close(fd)
             tmp.unlink(missing_ok=True)
             raise
+        seen = inspector.finish()
+        form = local_form(self.account.line_endings, seen)
+        commit = self.store.commit_partial_lf if form == "lf" else self.store.commit_partial
         # fsync in a thread: ~1 ms each, and it must not stall the other downloads.
-        await asyncio.to_thread(self.store.commit_partial, fd, tmp, d.dst)
+        await asyncio.to_thread(commit, fd, tmp, d.dst)
+        self.new_contents[d.email_id] = Content(seen.sha256, seen.size, seen.crlf_only, form)
         for dst in d.links:
             self.store.link(d.dst, dst)
         return n
+
+    # -- line endings --------------------------------------------------------------
+
+    def _line_endings(self, db: StateDB, plan: FilePlan, report: SyncReport) -> None:
+        """Bring every file into the form `line_endings` asks for, from the files
+        themselves: no download, no server write.  Skipped when the mode is the
+        one last applied and every file's content is recorded."""
+        mode = self.account.line_endings
+        known = self.contents
+        paths: dict[str, list[str]] = defaultdict(list)
+        for rel, eid in plan.final.items():
+            paths[eid].append(rel)
+        if db.get_meta("line_endings") == mode and all(
+            e in known or e in self.new_contents for e in paths
+        ):
+            return
+        for eid, rels in paths.items():
+            rels.sort()
+            content = self.new_contents.get(eid) or known.get(eid)
+            if content is None:
+                # Backfill (state from before line_endings): the file holds the
+                # server's exact bytes, as version 1 wrote them.
+                seen = inspect(self.store.read(rels[0]))
+                content = Content(seen.sha256, seen.size, seen.crlf_only, "exact")
+                self.new_contents[eid] = content
+            want: Form = "lf" if mode == "lf" and content.crlf_only else "exact"
+            if content.form == want:
+                continue
+            data = self.store.read(rels[0])
+            if hashlib.sha256(server_bytes(data, content.form)).hexdigest() != content.sha256:
+                msg = f"{rels[0]} differs from the server's message; not converted (see verify)"
+                self.log.warning("line-endings-skipped", path=rels[0], reason="altered")
+                report.warnings.append(msg)
+                continue
+            self.store.rewrite(rels, to_lf if want == "lf" else to_crlf)
+            self.new_contents[eid] = Content(content.sha256, content.size, content.crlf_only, want)
+            report.rewritten += 1
 
     # -- record --------------------------------------------------------------------
 
@@ -355,6 +414,10 @@ class Engine:
                 db.delete_emails(conn, (e for e in touched if e not in emails))
                 db.put_emails(conn, (emails[e] for e in touched if e in emails))
             db.replace_files(conn, removed, added)
+            owned = set(plan.final.values())
+            db.put_contents(conn, {e: c for e, c in self.new_contents.items() if e in owned})
+            db.delete_contents(conn, (e for e in self.contents if e not in owned))
+            db.set_meta(conn, "line_endings", self.account.line_endings)
             db.set_meta(conn, "account_id", account_id)
             # Only now, with every file of this pass on disk and the
             # directories fsynced, do the states advance.

@@ -32,6 +32,7 @@ class Mirror:
     layout: str = "verbatim"
     direction: str = "pull"
     name: str = "test"
+    line_endings: str = "lf"
 
     def __post_init__(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
@@ -45,7 +46,16 @@ class Mirror:
             f"maildir = {self.maildir}\n"
             f"layout = {self.layout}\n"
             f"direction = {self.direction}\n"
+            f"line_endings = {self.line_endings}\n"
         )
+
+    def set(self, key: str, value: str) -> None:
+        """Change one account key in the config file."""
+        lines = [
+            line for line in self.config_path.read_text().splitlines() if not line.startswith(key)
+        ]
+        self.config_path.write_text("\n".join([*lines, f"{key} = {value}"]) + "\n")
+        setattr(self, key, value)
 
     @property
     def config_path(self) -> Path:
@@ -127,6 +137,18 @@ def folder_of_paths(account: Account, layout: str = "verbatim") -> dict[str, str
     return out
 
 
+def expected_local_bytes(blob: bytes, line_endings: str) -> bytes:
+    """The rule, restated independently of jmapsync: LF form only for CRLF-only
+    blobs that end in CRLF; everything else byte-exact."""
+    crlf_only = (
+        blob.endswith(b"\r\n")
+        and blob.count(b"\r") == blob.count(b"\r\n") == blob.count(b"\n")
+    )
+    if line_endings == "lf" and crlf_only:
+        return blob.replace(b"\r\n", b"\n")
+    return blob
+
+
 def assert_exact_mirror(
     mirror: Mirror, folder_of: dict[str, str] | None = None, *, check_bytes: bool = True
 ) -> dict[str, Any]:
@@ -167,6 +189,7 @@ def assert_exact_mirror(
         if check_bytes:
             if blob_id not in blobs:
                 blobs[blob_id] = j.download(blob_id)
-            assert path.read_bytes() == blobs[blob_id], f"{path} differs from blob {blob_id}"
+            want = expected_local_bytes(blobs[blob_id], mirror.line_endings)
+            assert path.read_bytes() == want, f"{path} differs from blob {blob_id}"
     assert not stray_files(mirror.maildir), stray_files(mirror.maildir)
     return {"emails": len(emails), "files": len(found)}

@@ -115,7 +115,8 @@ def test_email_in_three_mailboxes_is_hard_linked(account: Account, tmp_path: Pat
 
 
 def test_large_and_odd_messages_are_byte_exact(account: Account, tmp_path: Path) -> None:
-    """A 5 MB message, a lone CR, CR CR LF, no final newline, headers only."""
+    """With line_endings = exact: a 5 MB message, a lone CR, CR CR LF, no final
+    newline, headers only -- every file byte-identical to the server's blob."""
     big = make_message(300, size=5 * 1024 * 1024)
     odd = [
         b"From: a@example.test\r\nSubject: lone cr\r\n\r\nline one\rstill one\r\n",
@@ -127,7 +128,7 @@ def test_large_and_odd_messages_are_byte_exact(account: Account, tmp_path: Path)
         i.append("INBOX", big, keywords=["$seen"])
         for raw in odd:
             i.append("INBOX", raw)
-    mirror = Mirror(account, tmp_path)
+    mirror = Mirror(account, tmp_path, line_endings="exact")
     mirror.sync()
     assert_exact_mirror(mirror)
     contents = {p.read_bytes() for p in message_files(mirror.maildir).values()}
