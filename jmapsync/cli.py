@@ -22,6 +22,7 @@ from jmapsync.errors import ConfigError, JmapsyncError
 from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import CORE, MAIL, WEBSOCKET
 from jmapsync.state.db import StateDB
+from jmapsync.sync import verify
 from jmapsync.sync.engine import SyncReport, progress_bar_factory, sync_accounts
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="per account: last sync, states, counts, pending work")
     st.add_argument("--account", action="append", metavar="NAME")
     st.add_argument("--json", action="store_true", help="machine-readable output")
+    v = sub.add_parser("verify", help="check every mirrored file against the state; change nothing")
+    v.add_argument("--account", action="append", metavar="NAME")
+    v.add_argument("--download", action="store_true", help="also hash every blob on the server")
     d = sub.add_parser("daemon", help="sync in a loop (push and watching come later)")
     d.add_argument("--account", action="append", metavar="NAME")
     return p
@@ -64,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_check(config, args.account)
         if args.command == "status":
             return cmd_status(config, args.account, as_json=args.json)
+        if args.command == "verify":
+            return cmd_verify(config, args.account, download=args.download)
         if args.command == "daemon":
             return cmd_daemon(config, args.account)
     except ConfigError as exc:
@@ -154,6 +160,30 @@ def cmd_check(config: Config, names: list[str] | None) -> int:
     oks = asyncio.run(run())
     print(f"config {config.path}: OK")
     return EXIT_OK if all(oks) else EXIT_FAILED
+
+
+def cmd_verify(config: Config, names: list[str] | None, *, download: bool) -> int:
+    """Exit 0 only if every account's mirror matches its state (and the server)."""
+    all_ok = True
+    for account in config.select(names):
+        db_path = config.state_dir / f"{account.name}.sqlite3"
+        if not db_path.exists():
+            print(f"account {account.name}: never synced, nothing to verify")
+            all_ok = False
+            continue
+        db = StateDB(db_path)
+        try:
+            found = verify.check(account, db)
+            if download:
+                asyncio.run(verify.check_downloads(account, db, found))
+        finally:
+            db.close()
+        verdict = "OK" if found.ok else "PROBLEMS"
+        print(f"account {account.name}: {found.checked} files checked: {verdict}")
+        for line in found.lines():
+            print(f"  {line}")
+        all_ok = all_ok and found.ok
+    return EXIT_OK if all_ok else EXIT_FAILED
 
 
 def _when(value: str | None) -> str:

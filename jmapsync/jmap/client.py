@@ -273,6 +273,41 @@ class JmapClient:
                 self._check_status(response, f"download {blob_id}")
                 yield response
 
+    async def stream_blob(
+        self, blob_id: str, expected_size: int | None, sink: Callable[[bytes], None]
+    ) -> int:
+        """Stream a blob into `sink`; return the byte count.
+
+        Refuses (ProtocolError) a blob larger than the Email's declared size or
+        than MAX_MESSAGE_BYTES, so a lying server cannot fill the disk.
+        """
+        limit = MAX_MESSAGE_BYTES if expected_size is None else expected_size
+        received = 0
+
+        def checked(chunk: bytes) -> None:
+            nonlocal received
+            received += len(chunk)
+            if received > limit:
+                raise ProtocolError(
+                    f"blob {blob_id} is larger than the {limit} bytes the server declared"
+                )
+            sink(chunk)
+
+        url = self.download_url(blob_id)
+        done = False
+        if self._transport is None:  # tests with a fake transport go through httpx
+            done = await self._fetcher.get(url, self._auth_header(), checked)
+        if not done:
+            async with self.open_blob(blob_id) as response:
+                with map_transport_errors(f"download {blob_id}"):
+                    async for chunk in response.aiter_bytes(_CHUNK):
+                        checked(chunk)
+        if expected_size is not None and received != expected_size:
+            raise ProtocolError(
+                f"blob {blob_id}: got {received} bytes, the server declared {expected_size}"
+            )
+        return received
+
     async def download_to(
         self,
         blob_id: str,
@@ -280,42 +315,16 @@ class JmapClient:
         expected_size: int | None,
         observe: Callable[[bytes], None] | None = None,
     ) -> int:
-        """Stream a blob into an open file descriptor; return the byte count.
+        """Stream a blob into an open file descriptor (see stream_blob)."""
 
-        Refuses (ProtocolError) a blob larger than the Email's declared size or
-        than MAX_MESSAGE_BYTES, so a lying server cannot fill the disk.
-        """
-        limit = MAX_MESSAGE_BYTES if expected_size is None else expected_size
-        written = 0
-
-        def sink(chunk: bytes) -> None:
-            nonlocal written
-            written += len(chunk)
-            if written > limit:
-                raise ProtocolError(
-                    f"blob {blob_id} is larger than the {limit} bytes the server declared"
-                )
+        def write(chunk: bytes) -> None:
             if observe is not None:
                 observe(chunk)
             view = memoryview(chunk)
             while view:
-                n = os.write(fd, view)
-                view = view[n:]
+                view = view[os.write(fd, view) :]
 
-        url = self.download_url(blob_id)
-        done = False
-        if self._transport is None:  # tests with a fake transport go through httpx
-            done = await self._fetcher.get(url, self._auth_header(), sink)
-        if not done:
-            async with self.open_blob(blob_id) as response:
-                with map_transport_errors(f"download {blob_id}"):
-                    async for chunk in response.aiter_bytes(_CHUNK):
-                        sink(chunk)
-        if expected_size is not None and written != expected_size:
-            raise ProtocolError(
-                f"blob {blob_id}: got {written} bytes, the server declared {expected_size}"
-            )
-        return written
+        return await self.stream_blob(blob_id, expected_size, write)
 
     # -- helpers -------------------------------------------------------------------
 

@@ -140,9 +140,8 @@ def folder_of_paths(account: Account, layout: str = "verbatim") -> dict[str, str
 def expected_local_bytes(blob: bytes, line_endings: str) -> bytes:
     """The rule, restated independently of jmapsync: LF form only for CRLF-only
     blobs that end in CRLF; everything else byte-exact."""
-    crlf_only = (
-        blob.endswith(b"\r\n")
-        and blob.count(b"\r") == blob.count(b"\r\n") == blob.count(b"\n")
+    crlf_only = blob.endswith(b"\r\n") and blob.count(b"\r") == blob.count(b"\r\n") == blob.count(
+        b"\n"
     )
     if line_endings == "lf" and crlf_only:
         return blob.replace(b"\r\n", b"\n")

@@ -177,3 +177,16 @@ def test_nothing_written_outside_root_even_with_symlinked_folder(tmp_path: Path)
     os.symlink(outside, tmp_path / "mail" / "Elsewhere")
     run(tmp_path, server)
     assert (outside / "cur" / "M9.jmapsync:2,S").read_bytes() == b"not ours to delete"
+
+
+def test_lf_mode_stores_a_bare_lf_blob_exactly(tmp_path: Path) -> None:
+    """Cyrus cannot hold bare LF; another server can.  Not CRLF-only: byte-exact."""
+    server = server_with()
+    bare = b"From: a@b.example\nSubject: lf\n\nbody\n"
+    server.emails.append(FakeEmail("M1", bare, ["inbox"]))
+    server.emails.append(FakeEmail("M2", MSG, ["inbox"]))
+    account = account_config(tmp_path, server, line_endings="lf")
+    config = Config(path=None, state_dir=tmp_path / "state", accounts=(account,))
+    asyncio.run(Engine(config, account, client_factory=client_factory(server)).sync())
+    assert (tmp_path / "mail/INBOX/new/M1.jmapsync").read_bytes() == bare
+    assert (tmp_path / "mail/INBOX/new/M2.jmapsync").read_bytes() == MSG.replace(b"\r\n", b"\n")

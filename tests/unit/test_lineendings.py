@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -42,7 +44,7 @@ def test_chunking_does_not_change_the_verdict(blob: bytes, cuts: list[int]) -> N
     whole = inspect(blob)
     i = Inspector()
     points = sorted({c for c in cuts if c <= len(blob)} | {0, len(blob)})
-    for a, b in zip(points, points[1:], strict=False):
+    for a, b in itertools.pairwise(points):
         i.feed(blob[a:b])
     assert i.finish() == whole
 
