@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
+import sqlite3
 import sys
 import time
 from collections import defaultdict
@@ -50,6 +52,9 @@ from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import AccountLock, Content, FileRecord, StateDB
 from jmapsync.sync import plan as planner
 from jmapsync.sync.plan import Download, FilePlan
+
+# Directory times this close to "now" may hide a change made in the same tick.
+RACY_NS = 100_000_000
 
 
 @dataclass
@@ -133,6 +138,31 @@ class Engine:
     async def _sync(self, db: StateDB) -> SyncReport:
         started = time.monotonic()
         report = SyncReport(self.account.name)
+        async with self.client_factory(self.account) as client:
+            session = await client.connect()
+            delta = await self._changes(client, db)
+            if delta is not None and delta.empty and self._local_unchanged(db):
+                # Nothing new on either side: no need to read 100 000 records
+                # and scan as many files to find that out.
+                with db.transaction() as conn:
+                    db.set_meta(conn, "email_state", delta.email_state)
+                    db.set_meta(conn, "mailbox_state", delta.mailbox_state)
+                report.mode = "unchanged"
+                report.email_state = delta.email_state
+                report.seconds = round(time.monotonic() - started, 3)
+                self.log.info("sync-done", **report.as_dict())
+                return report
+            return await self._full_pass(db, client, session.account_id, delta, report, started)
+
+    async def _full_pass(
+        self,
+        db: StateDB,
+        client: JmapClient,
+        account_id: str,
+        delta: mail.Delta | None,
+        report: SyncReport,
+        started: float,
+    ) -> SyncReport:
         stored_files = db.files()
         self.contents = db.contents()
         self.new_contents = {}
@@ -145,47 +175,45 @@ class Engine:
             report.warnings.append(msg)
         self.store.ensure_root()
 
-        async with self.client_factory(self.account) as client:
-            session = await client.connect()
-            old_boxes = db.mailboxes()
-            emails, mailboxes, mailbox_state, email_state, touched = await self._remote(
-                client, db, report
-            )
-            report.phases["remote"] = round(time.monotonic() - started, 3)
-            if any(m not in mailboxes for e in emails.values() for m in e.mailbox_ids):
-                # An Email names a mailbox created after our Mailbox read.
-                mailbox_state, mailboxes = await mail.fetch_mailboxes(client)
+        old_boxes = db.mailboxes()
+        emails, mailboxes, mailbox_state, email_state, touched = await self._remote(
+            client, db, report, delta
+        )
+        report.phases["remote"] = round(time.monotonic() - started, 3)
+        if any(m not in mailboxes for e in emails.values() for m in e.mailbox_ids):
+            # An Email names a mailbox created after our Mailbox read.
+            mailbox_state, mailboxes = await mail.fetch_mailboxes(client)
 
-            paths = folder_paths(
-                (MailboxNode(m.id, m.name, m.parent_id, m.role) for m in mailboxes.values()),
-                self.account.layout,
-            )
-            folder_of = {MailboxId(k): v for k, v in paths.items()}
-            self._folders_before(report, {m: p for m, (_, p) in old_boxes.items()}, folder_of)
+        paths = folder_paths(
+            (MailboxNode(m.id, m.name, m.parent_id, m.role) for m in mailboxes.values()),
+            self.account.layout,
+        )
+        folder_of = {MailboxId(k): v for k, v in paths.items()}
+        self._folders_before(report, {m: p for m, (_, p) in old_boxes.items()}, folder_of)
 
-            local_folders = set(self.store.folders(self.account.layout)) | set(folder_of.values())
-            self.store.clean_partials(local_folders)
-            t = time.monotonic()
-            scan = list(self.store.scan(sorted(local_folders)))
-            plan = planner.plan_files(emails, folder_of, scan)
-            report.phases["scan_plan"] = round(time.monotonic() - t, 3)
-            report.foreign = len(plan.foreign)
-            if plan.foreign:
-                self.log.info(
-                    "local-files-left-alone",
-                    count=len(plan.foreign),
-                    reason="not written by jmapsync; pull mode never touches them",
-                )
-            t = time.monotonic()
-            await self._execute(client, plan, report)
-            report.phases["execute"] = round(time.monotonic() - t, 3)
+        local_folders = set(self.store.folders(self.account.layout)) | set(folder_of.values())
+        self.store.clean_partials(local_folders)
+        t = time.monotonic()
+        scan = list(self.store.scan(sorted(local_folders)))
+        plan = planner.plan_files(emails, folder_of, scan)
+        report.phases["scan_plan"] = round(time.monotonic() - t, 3)
+        report.foreign = len(plan.foreign)
+        if plan.foreign:
+            self.log.info(
+                "local-files-left-alone",
+                count=len(plan.foreign),
+                reason="not written by jmapsync; pull mode never touches them",
+            )
+        t = time.monotonic()
+        await self._execute(client, plan, report)
+        report.phases["execute"] = round(time.monotonic() - t, 3)
 
         self._folders_after(report, {m: p for m, (_, p) in old_boxes.items()}, folder_of)
         await asyncio.to_thread(self._line_endings, db, plan, report)
         self.store.dirsync.flush()
         self._record(
             db,
-            session.account_id,
+            account_id,
             mailboxes,
             folder_of,
             emails,
@@ -200,42 +228,94 @@ class Engine:
         self.log.info("sync-done", **report.as_dict())
         return report
 
-    async def _remote(
-        self, client: JmapClient, db: StateDB, report: SyncReport
-    ) -> tuple[dict[EmailId, Email], dict[MailboxId, Mailbox], State, State, set[EmailId] | None]:
-        """The remote model; `touched` is None after a full reconcile."""
-        stored_emails = db.emails()
+    async def _changes(self, client: JmapClient, db: StateDB) -> mail.Delta | None:
+        """Remote changes since the stored states; None when a full reconcile is due."""
         es, ms = db.email_state, db.mailbox_state
         assert client.session is not None  # noqa: S101 - connected by the caller
         # States are per account: after the config points at another account,
         # the stored ones mean nothing there.
         same_account = db.get_meta("account_id") in (None, client.session.account_id)
-        if es and ms and same_account:
-            try:
-                delta = await mail.fetch_changes(client, ms, es)
-            except CannotCalculateChanges as exc:
-                self.log.info("full-reconcile", reason=str(exc))
+        if not (es and ms and same_account):
+            return None
+        try:
+            return await mail.fetch_changes(client, ms, es)
+        except CannotCalculateChanges as exc:
+            self.log.info("full-reconcile", reason=str(exc))
+            return None
+
+    async def _remote(
+        self, client: JmapClient, db: StateDB, report: SyncReport, delta: mail.Delta | None
+    ) -> tuple[dict[EmailId, Email], dict[MailboxId, Mailbox], State, State, set[EmailId] | None]:
+        """The remote model; `touched` is None after a full reconcile."""
+        if delta is not None:
+            emails = db.emails()
+            for eid in delta.destroyed:
+                emails.pop(eid, None)
+            emails.update(delta.changed)
+            if delta.mailboxes is None:
+                mailboxes = {m: box for m, (box, _) in db.mailboxes().items()}
             else:
-                emails = dict(stored_emails)
-                for eid in delta.destroyed:
-                    emails.pop(eid, None)
-                emails.update(delta.changed)
-                if delta.mailboxes is None:
-                    mailboxes = {m: box for m, (box, _) in db.mailboxes().items()}
-                else:
-                    mailboxes = delta.mailboxes
-                touched = set(delta.changed) | delta.destroyed
-                self.log.debug(
-                    "remote-changes",
-                    changed=len(delta.changed),
-                    destroyed=len(delta.destroyed),
-                    mailboxes_changed=delta.mailboxes is not None,
-                )
-                return emails, mailboxes, delta.mailbox_state, delta.email_state, touched
+                mailboxes = delta.mailboxes
+            touched = set(delta.changed) | delta.destroyed
+            self.log.debug(
+                "remote-changes",
+                changed=len(delta.changed),
+                destroyed=len(delta.destroyed),
+                mailboxes_changed=delta.mailboxes is not None,
+            )
+            return emails, mailboxes, delta.mailbox_state, delta.email_state, touched
         report.mode = "full"
         snap = await mail.fetch_all(client)
         self.log.info("remote-read", emails=len(snap.emails), mailboxes=len(snap.mailboxes))
         return snap.emails, snap.mailboxes, snap.mailbox_state, snap.email_state, None
+
+    # -- the unchanged fast path -------------------------------------------------------
+
+    def _local_stamp(self, folders: list[str]) -> dict[str, list[int] | None]:
+        """mtime_ns of each folder's directory and of its cur/ and new/.
+
+        Any create, delete or rename in them (a flag change, a move, a new
+        file, a child folder) changes one of these.  A time within
+        RACY_NS of "now" cannot be trusted -- the file system clock is coarse
+        and a change in the same tick would not show -- so such a folder gets
+        None and is scanned next time ("racy git")."""
+        now = time.time_ns()
+        stamp: dict[str, list[int] | None] = {}
+        for folder in folders:
+            base = self.store.path(folder)
+            try:
+                times = [base.stat().st_mtime_ns] + [
+                    (base / sub).stat().st_mtime_ns for sub in ("cur", "new")
+                ]
+            except OSError:
+                stamp[folder] = None
+                continue
+            stamp[folder] = None if max(times) > now - RACY_NS else times
+        return stamp
+
+    def _local_unchanged(self, db: StateDB) -> bool:
+        """True when no folder changed since the last pass recorded its stamp,
+        and the settings that shape the files are the same."""
+        raw = db.get_meta("local_stamp")
+        if raw is None or db.get_meta("line_endings") != self.account.line_endings:
+            return False
+        recorded = json.loads(raw)
+        if recorded.get("layout") != self.account.layout or recorded.get("root") != str(
+            self.account.maildir
+        ):
+            return False
+        folders: dict[str, list[int] | None] = recorded.get("folders", {})
+        if any(v is None for v in folders.values()):
+            return False
+        return self._local_stamp(sorted(folders)) == folders
+
+    def _record_stamp(self, conn: sqlite3.Connection, folders: list[str]) -> None:
+        stamp = {
+            "layout": self.account.layout,
+            "root": str(self.account.maildir),
+            "folders": self._local_stamp(folders),
+        }
+        StateDB.set_meta(conn, "local_stamp", json.dumps(stamp, sort_keys=True))
 
     # -- folders -------------------------------------------------------------------
 
@@ -418,6 +498,7 @@ class Engine:
             db.put_contents(conn, {e: c for e, c in self.new_contents.items() if e in owned})
             db.delete_contents(conn, (e for e in self.contents if e not in owned))
             db.set_meta(conn, "line_endings", self.account.line_endings)
+            self._record_stamp(conn, sorted(set(folder_of.values())))
             db.set_meta(conn, "account_id", account_id)
             # Only now, with every file of this pass on disk and the
             # directories fsynced, do the states advance.

@@ -212,13 +212,41 @@ def test_sync_with_nothing_new_changes_no_file(account: Account, tmp_path: Path)
     db_before = StateDB.for_account(mirror.state_dir, "test")
     state = db_before.email_state
     db_before.close()
-    report = mirror.sync()
-    assert report.mode == "incremental"
-    assert (report.downloaded, report.renamed, report.linked, report.removed) == (0, 0, 0, 0)
-    assert snapshot(mirror.maildir) == before
+    for _ in range(3):
+        report = mirror.sync()
+        assert report.mode in ("incremental", "unchanged")
+        assert (report.downloaded, report.renamed, report.linked, report.removed) == (0, 0, 0, 0)
+        assert snapshot(mirror.maildir) == before
     db = StateDB.for_account(mirror.state_dir, "test")
     assert db.email_state == state
     db.close()
+
+
+def test_unchanged_pass_skips_the_scan_but_sees_any_local_change(
+    account: Account, tmp_path: Path
+) -> None:
+    """Once the folders' times are recorded (and not too fresh to trust), a pass
+    with no remote change reads no records and scans no file; a local rename
+    -- even right after a pass -- makes the next pass look again."""
+    import time
+
+    seed_basic(account)
+    mirror = Mirror(account, tmp_path)
+    mirror.sync()
+    time.sleep(0.2)  # older than the racy window
+    mirror.sync()  # records a trustworthy stamp
+    assert mirror.sync().mode == "unchanged"
+    [f] = [p for p in message_files(mirror.maildir).values() if p.name.endswith(":2,S")][:1]
+    os.rename(f, f.with_name(f.name + "F"))  # a flag set by hand, at once
+    report = mirror.sync()
+    assert report.mode == "incremental" and report.renamed == 1  # pull restores the server's
+    assert_exact_mirror(mirror)
+    # a change on the server is never skipped
+    j = account.jmap()
+    j.add_keyword(j.email_ids()[0], "$flagged")
+    time.sleep(0.2)
+    assert mirror.sync().mode == "incremental"
+    assert_exact_mirror(mirror)
 
 
 def test_pull_mode_restores_local_flag_edits_and_deletions(
