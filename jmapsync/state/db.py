@@ -246,12 +246,6 @@ class StateDB:
             )
         return out
 
-    def files(self) -> list[FileRecord]:
-        return [
-            FileRecord(folder, name, eid)
-            for folder, name, eid in self.conn.execute("SELECT folder, name, email_id FROM files")
-        ]
-
     @staticmethod
     def put_mailboxes(conn: sqlite3.Connection, boxes: Iterable[tuple[Mailbox, str]]) -> None:
         """Replace the whole mailbox table (mailboxes are few)."""
@@ -275,15 +269,21 @@ class StateDB:
     def delete_emails(conn: sqlite3.Connection, ids: Iterable[str]) -> None:
         conn.executemany("DELETE FROM emails WHERE id=?", [(i,) for i in ids])
 
+    def has_files(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM files LIMIT 1").fetchone() is not None
+
     @staticmethod
-    def replace_files(
-        conn: sqlite3.Connection, removed: Iterable[tuple[str, str]], added: Iterable[FileRecord]
-    ) -> None:
-        conn.executemany("DELETE FROM files WHERE folder=? AND name=?", list(removed))
+    def replace_all_files(conn: sqlite3.Connection, files: Iterable[FileRecord]) -> None:
+        conn.execute("DELETE FROM files")
         conn.executemany(
             "INSERT OR REPLACE INTO files VALUES (?, ?, ?)",
-            [(f.folder, f.name, f.email_id) for f in added],
+            ((f.folder, f.name, f.email_id) for f in files),
         )
+
+    @staticmethod
+    def prune_contents(conn: sqlite3.Connection) -> None:
+        """Forget the content of Emails that have no file any more."""
+        conn.execute("DELETE FROM contents WHERE email_id NOT IN (SELECT email_id FROM files)")
 
     def contents(self) -> dict[str, Content]:
         return {
@@ -299,10 +299,6 @@ class StateDB:
             "INSERT OR REPLACE INTO contents VALUES (?, ?, ?, ?, ?)",
             [(e, c.sha256, c.size, int(c.crlf_only), c.form) for e, c in items.items()],
         )
-
-    @staticmethod
-    def delete_contents(conn: sqlite3.Connection, ids: Iterable[str]) -> None:
-        conn.executemany("DELETE FROM contents WHERE email_id=?", [(i,) for i in ids])
 
     def counts(self) -> dict[str, int]:
         out = {}

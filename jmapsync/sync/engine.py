@@ -28,7 +28,7 @@ import sqlite3
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,7 +114,6 @@ class Engine:
         self.progress = progress
         self.log = log.get().bind(account=account.name)
         self.store = MaildirStore(account.maildir)
-        self.contents: dict[str, Content] = {}  # as recorded at the start of a pass
         self.new_contents: dict[str, Content] = {}  # learnt during the pass
 
     async def sync(self) -> SyncReport:
@@ -163,11 +162,9 @@ class Engine:
         report: SyncReport,
         started: float,
     ) -> SyncReport:
-        stored_files = db.files()
-        self.contents = db.contents()
         self.new_contents = {}
         root_existed = self.account.maildir.is_dir()
-        if not root_existed and stored_files:
+        if not root_existed and db.has_files():
             # Pull mode: the server is the truth, so a vanished root is simply
             # rebuilt.  Say so loudly: it may be an unmounted disk.
             msg = f"Maildir root {self.account.maildir} is missing; rebuilding it from the server"
@@ -196,6 +193,7 @@ class Engine:
         t = time.monotonic()
         scan = list(self.store.scan(sorted(local_folders)))
         plan = planner.plan_files(emails, folder_of, scan)
+        del scan  # 100 000 entries; the plan holds what is still needed
         report.phases["scan_plan"] = round(time.monotonic() - t, 3)
         report.foreign = len(plan.foreign)
         if plan.foreign:
@@ -219,7 +217,6 @@ class Engine:
             emails,
             touched,
             plan,
-            stored_files,
             mailbox_state,
             email_state,
         )
@@ -433,14 +430,12 @@ class Engine:
         themselves: no download, no server write.  Skipped when the mode is the
         one last applied and every file's content is recorded."""
         mode = self.account.line_endings
-        known = self.contents
+        if db.get_meta("line_endings") == mode and db.get_meta("contents_complete") == "1":
+            return  # new downloads were written in the right form already
+        known = db.contents()
         paths: dict[str, list[str]] = defaultdict(list)
         for rel, eid in plan.final.items():
             paths[eid].append(rel)
-        if db.get_meta("line_endings") == mode and all(
-            e in known or e in self.new_contents for e in paths
-        ):
-            return
         for eid, rels in paths.items():
             rels.sort()
             content = self.new_contents.get(eid) or known.get(eid)
@@ -474,17 +469,14 @@ class Engine:
         emails: Mapping[EmailId, Email],
         touched: set[EmailId] | None,
         plan: FilePlan,
-        stored_files: list[FileRecord],
         mailbox_state: State,
         email_state: State,
     ) -> None:
-        before = {(f.folder, f.name): f.email_id for f in stored_files}
-        after: dict[tuple[str, str], str] = {}
-        for rel, eid in plan.final.items():
-            folder, sub, name = planner.split_rel(rel)
-            after[(folder, f"{sub}/{name}")] = eid
-        removed = [k for k in before if k not in after]
-        added = [FileRecord(k[0], k[1], v) for k, v in after.items() if before.get(k) != v]
+        def files() -> Iterator[FileRecord]:
+            for rel, eid in plan.final.items():
+                folder, sub, name = planner.split_rel(rel)
+                yield FileRecord(folder, f"{sub}/{name}", eid)
+
         with db.transaction() as conn:
             db.put_mailboxes(conn, ((m, folder_of[m.id]) for m in mailboxes.values()))
             if touched is None:
@@ -493,11 +485,15 @@ class Engine:
             else:
                 db.delete_emails(conn, (e for e in touched if e not in emails))
                 db.put_emails(conn, (emails[e] for e in touched if e in emails))
-            db.replace_files(conn, removed, added)
+            if touched != set() or not plan.empty or self.new_contents:
+                # Rewritten whole (streamed from the plan): cheaper in memory
+                # than holding the old list to diff against.
+                db.replace_all_files(conn, files())
             owned = set(plan.final.values())
             db.put_contents(conn, {e: c for e, c in self.new_contents.items() if e in owned})
-            db.delete_contents(conn, (e for e in self.contents if e not in owned))
+            db.prune_contents(conn)
             db.set_meta(conn, "line_endings", self.account.line_endings)
+            db.set_meta(conn, "contents_complete", "1")
             self._record_stamp(conn, sorted(set(folder_of.values())))
             db.set_meta(conn, "account_id", account_id)
             # Only now, with every file of this pass on disk and the
