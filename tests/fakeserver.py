@@ -43,6 +43,8 @@ class FakeServer:
     # hooks to misbehave: (request) -> response or None to answer normally
     override: Callable[[httpx.Request], httpx.Response | None] | None = None
     requests: list[str] = field(default_factory=list)
+    token: str | None = None  # if set, Bearer auth with this token is expected
+    max_calls: int = 16
 
     def add_mailbox(self, mid: str, name: str, parent: str | None = None, role: str | None = None):
         self.mailboxes.append(
@@ -61,6 +63,8 @@ class FakeServer:
             if answer is not None:
                 return answer
         expected = "Basic " + base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+        if self.token is not None:
+            expected = "Bearer " + self.token
         if request.headers.get("authorization") != expected:
             return httpx.Response(401, text="unauthorized")
         path = request.url.path
@@ -68,6 +72,11 @@ class FakeServer:
             return httpx.Response(200, json=self.session())
         if path == "/jmap/api/":
             body = json.loads(request.content)
+            if len(body["methodCalls"]) > self.max_calls:
+                return httpx.Response(
+                    400,
+                    json={"type": "urn:ietf:params:jmap:error:limit", "limit": "maxCallsInRequest"},
+                )
             out = []
             results: dict[str, Any] = {}
             for name, raw_args, cid in body["methodCalls"]:
@@ -93,7 +102,7 @@ class FakeServer:
             caps = {
                 "urn:ietf:params:jmap:core": {
                     "maxConcurrentRequests": 2,
-                    "maxCallsInRequest": 16,
+                    "maxCallsInRequest": self.max_calls,
                     "maxObjectsInGet": 50,
                     "maxObjectsInSet": 50,
                 },

@@ -69,6 +69,27 @@ def expand_template(template: str, **values: str) -> str:
     return out
 
 
+def _resolve_refs(args: dict[str, Any], earlier: Responses) -> dict[str, Any]:
+    """Replace "#name": {resultOf, path} by the value from an earlier response.
+
+    Only the simple JSON pointers jmapsync itself uses ("/ids", "/created")
+    are supported; a reference to a call of the same chunk is left for the
+    server.  An earlier method error propagates as its typed error."""
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        source = value.get("resultOf") if isinstance(value, dict) else None
+        if key.startswith("#") and source in earlier.methods:
+            result: Any = earlier.result(str(source))
+            for part in str(value.get("path", "")).strip("/").split("/"):
+                if not isinstance(result, dict) or part not in result:
+                    raise ProtocolError(f"cannot resolve back-reference {value!r}")
+                result = result[part]
+            out[key[1:]] = result
+        else:
+            out[key] = value
+    return out
+
+
 def well_known_url(session_url: str) -> str:
     """`https://host` (no path) means RFC 8620 2.2 discovery at /.well-known/jmap."""
     parts = urlsplit(session_url)
@@ -198,13 +219,26 @@ class JmapClient:
     # -- API calls -----------------------------------------------------------------
 
     async def call(self, calls: Sequence[Invocation], using: Sequence[str] = USING) -> Responses:
-        """Send ONE request.  Back-references work only within one request, so the
-        caller must keep it within maxCallsInRequest; this raises if it does not."""
+        """Send the calls, in one request when maxCallsInRequest allows.
+
+        Otherwise they go in consecutive requests, and a back-reference to a
+        call of an earlier request is resolved here, from its response -- so
+        callers write one request's worth of calls whatever the server's limit.
+        """
         session = self._require_session()
-        if len(calls) > session.limits.max_calls_in_request:
-            raise ValueError(
-                f"{len(calls)} calls exceed maxCallsInRequest={session.limits.max_calls_in_request}"
-            )
+        limit = session.limits.max_calls_in_request
+        if len(calls) <= limit:
+            return await self._request(calls, using)
+        done = Responses([], {})
+        for start in range(0, len(calls), limit):
+            chunk = [(n, _resolve_refs(a, done), c) for n, a, c in calls[start : start + limit]]
+            part = await self._request(chunk, using)
+            done.items.extend(part.items)
+            done.methods.update(part.methods)
+        return done
+
+    async def _request(self, calls: Sequence[Invocation], using: Sequence[str]) -> Responses:
+        session = self._require_session()
         body = json.dumps(
             {"using": list(using), "methodCalls": [list(c) for c in calls]},
             separators=(",", ":"),
@@ -238,20 +272,6 @@ class JmapClient:
                 raise ProtocolError(f"malformed method response in reply to {names}")
             parsed.append((item[0], item[1], item[2]))
         return Responses(parsed, {c[2]: c[0] for c in calls})
-
-    async def call_each(self, calls: Sequence[Invocation]) -> Responses:
-        """Send independent calls (no back-references between them), as many
-        requests as maxCallsInRequest needs, concurrently up to the server limit."""
-        session = self._require_session()
-        size = session.limits.max_calls_in_request
-        chunks = [calls[i : i + size] for i in range(0, len(calls), size)]
-        results = await asyncio.gather(*(self.call(chunk) for chunk in chunks))
-        merged: list[tuple[str, dict[str, Any], str]] = []
-        methods: dict[str, str] = {}
-        for r in results:
-            merged.extend(r.items)
-            methods.update(r.methods)
-        return Responses(merged, methods)
 
     # -- blobs ---------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ the state is not advanced past what was applied; credentials never reach a log."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 import structlog
 from fakeserver import FakeEmail, FakeServer, account_config, client_factory
 
-from jmapsync.config import Config
+from jmapsync.config import Config, Credentials
 from jmapsync.errors import AuthError, ProtocolError
 from jmapsync.state.db import StateDB
 from jmapsync.sync.engine import Engine, SyncReport
@@ -190,3 +191,46 @@ def test_lf_mode_stores_a_bare_lf_blob_exactly(tmp_path: Path) -> None:
     asyncio.run(Engine(config, account, client_factory=client_factory(server)).sync())
     assert (tmp_path / "mail/INBOX/new/M1.jmapsync").read_bytes() == bare
     assert (tmp_path / "mail/INBOX/new/M2.jmapsync").read_bytes() == MSG.replace(b"\r\n", b"\n")
+
+
+def test_max_calls_in_request_of_one_still_syncs(tmp_path: Path) -> None:
+    """Back-references across requests are resolved by the client."""
+    server = server_with("Work")
+    server.max_calls = 1
+    server.emails.append(FakeEmail("M1", MSG, ["inbox", "mb0"], keywords=["$seen"]))
+    report = run(tmp_path, server)
+    assert report.downloaded == 1 and report.linked == 1
+    again = run(tmp_path, server)  # incremental, Mailbox/changes + Email/changes + gets
+    assert again.mode in ("incremental", "unchanged")
+    assert (tmp_path / "mail/Work/cur/M1.jmapsync:2,S").exists()
+
+
+def test_token_command_sends_a_bearer_token(tmp_path: Path) -> None:
+    server = server_with()
+    server.token = "tok-Zq9-bearer"
+    server.emails.append(FakeEmail("M1", MSG, ["inbox"]))
+    script = tmp_path / "token.sh"
+    script.write_text("#!/bin/sh\necho tok-Zq9-bearer\n")
+    script.chmod(0o700)
+    account = account_config(tmp_path, server)
+    account = dataclasses.replace(
+        account, credentials=Credentials(username=None, token_command=str(script))
+    )
+    config = Config(path=None, state_dir=tmp_path / "state", accounts=(account,))
+    with structlog.testing.capture_logs() as logs:
+        asyncio.run(Engine(config, account, client_factory=client_factory(server)).sync())
+    assert (tmp_path / "mail/INBOX/new/M1.jmapsync").exists()
+    assert "tok-Zq9-bearer" not in repr(logs)
+
+
+def test_download_url_template_is_percent_encoded() -> None:
+    from jmapsync.jmap.client import expand_template
+
+    url = expand_template(
+        "/dl/{accountId}/{blobId}/{name}?accept={type}",
+        accountId="a b/c",
+        blobId="G1",
+        name="message.eml",
+        type="message/rfc822",
+    )
+    assert url == "/dl/a%20b%2Fc/G1/message.eml?accept=message%2Frfc822"
