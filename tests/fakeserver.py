@@ -44,6 +44,7 @@ class FakeServer:
     override: Callable[[httpx.Request], httpx.Response | None] | None = None
     requests: list[str] = field(default_factory=list)
     token: str | None = None  # if set, Bearer auth with this token is expected
+    mismatch_sets: int = 0  # answer this many Email/set calls with stateMismatch
     max_calls: int = 16
 
     def add_mailbox(self, mid: str, name: str, parent: str | None = None, role: str | None = None):
@@ -80,8 +81,8 @@ class FakeServer:
             out = []
             results: dict[str, Any] = {}
             for name, raw_args, cid in body["methodCalls"]:
-                args = self._resolve(raw_args, results)
                 try:
+                    args = self._resolve(raw_args, results)
                     res = getattr(self, "m_" + name.replace("/", "_"))(args)
                     out.append([name, res, cid])
                     results[cid] = (name, res)
@@ -131,6 +132,8 @@ class FakeServer:
         out = {}
         for k, v in args.items():
             if k.startswith("#"):
+                if v["resultOf"] not in results:
+                    raise LookupError("invalidResultReference")
                 _, res = results[v["resultOf"]]
                 out[k[1:]] = res[v["path"].strip("/")]
             else:
@@ -189,6 +192,32 @@ class FakeServer:
                 "destroyed": [],
             }
         raise LookupError("cannotCalculateChanges")
+
+    def m_Email_set(self, args: dict[str, Any]) -> dict[str, Any]:
+        if self.mismatch_sets > 0 or args.get("ifInState") not in (None, str(self.state)):
+            self.mismatch_sets = max(0, self.mismatch_sets - 1)
+            self.state += 1  # "someone else" changed something
+            raise LookupError("stateMismatch")
+        old = self.state
+        updated = {}
+        for eid, patch in args.get("update", {}).items():
+            [e] = [e for e in self.emails if e.id == eid]
+            for key, value in patch.items():
+                assert key.startswith("keywords/"), key  # single keys, never the whole map
+                kw = key.split("/", 1)[1]
+                if value is True and kw not in e.keywords:
+                    e.keywords.append(kw)
+                if value is None and kw in e.keywords:
+                    e.keywords.remove(kw)
+            updated[eid] = None
+        self.state += 1
+        return {
+            "accountId": "acc1",
+            "oldState": str(old),
+            "newState": str(self.state),
+            "updated": updated,
+            "notUpdated": {},
+        }
 
     def m_Mailbox_changes(self, args: dict[str, Any]) -> dict[str, Any]:
         return self.m_Email_changes(args)

@@ -256,3 +256,45 @@ def _changes(r: Responses, call_id: str, what: str) -> Changes:
             raise CannotCalculateChanges(exc.method, exc.type, exc.description) from None
         raise
     return Changes.parse(result, what)
+
+
+@dataclass
+class SetResult:
+    new_state: State
+    updated: set[str]
+    not_updated: dict[str, str]  # id -> SetError type
+
+
+async def update_emails(
+    client: JmapClient, if_in_state: State, updates: dict[str, dict[str, Any]]
+) -> SetResult:
+    """Email/set update (patches per Email), guarded by ifInState.
+
+    Raises MethodError("stateMismatch") when the server moved on since our read."""
+    aid = _aid(client)
+    r = await client.call(
+        [
+            (
+                "Email/set",
+                {
+                    "accountId": aid,
+                    "ifInState": if_in_state,
+                    "update": updates,
+                },
+                "s",
+            )
+        ]
+    )
+    result = r.result("s")
+    updated = result.get("updated") or {}
+    not_updated = result.get("notUpdated") or {}
+    if not isinstance(updated, dict) or not isinstance(not_updated, dict):
+        raise ProtocolError("Email/set: updated / notUpdated are not objects")
+    return SetResult(
+        new_state=parse_state(result.get("newState"), "Email"),
+        updated=set(updated),
+        not_updated={
+            str(k): str(v.get("type", "?")) if isinstance(v, dict) else "?"
+            for k, v in not_updated.items()
+        },
+    )

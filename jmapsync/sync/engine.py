@@ -34,7 +34,7 @@ from typing import Any
 
 from jmapsync import log
 from jmapsync.config import AccountConfig, Config
-from jmapsync.errors import CannotCalculateChanges, JmapsyncError, LocalError
+from jmapsync.errors import CannotCalculateChanges, JmapsyncError, LocalError, MethodError
 from jmapsync.jmap import mail
 from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import Email, EmailId, Mailbox, MailboxId, State
@@ -48,10 +48,13 @@ from jmapsync.maildir.lineendings import (
     to_lf,
 )
 from jmapsync.maildir.names import MailboxNode, folder_paths
-from jmapsync.maildir.store import MaildirStore
+from jmapsync.maildir.store import LocalFile, MaildirStore
 from jmapsync.state.db import AccountLock, Content, FileRecord, StateDB
+from jmapsync.sync import merge
 from jmapsync.sync import plan as planner
 from jmapsync.sync.plan import Download, FilePlan
+
+MAX_ATTEMPTS = 4  # passes tried when the server keeps changing under our writes
 
 # Directory times this close to "now" may hide a change made in the same tick.
 RACY_NS = 100_000_000
@@ -72,6 +75,7 @@ class SyncReport:
     folders_moved: int = 0
     folders_removed: int = 0
     rewritten: int = 0  # files converted between LF and exact form
+    pushed: int = 0  # Emails whose local flag changes went to the server
     foreign: int = 0
     seconds: float = 0.0
     email_state: str | None = None
@@ -115,6 +119,7 @@ class Engine:
         self.log = log.get().bind(account=account.name)
         self.store = MaildirStore(account.maildir)
         self.new_contents: dict[str, Content] = {}  # learnt during the pass
+        self.base: dict[EmailId, Email] = {}  # Emails as last synced
 
     async def sync(self) -> SyncReport:
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -123,7 +128,7 @@ class Engine:
             db = StateDB.for_account(self.config.state_dir, self.account.name)
             try:
                 try:
-                    report = await self._sync(db)
+                    report = await self._sync_retrying(db)
                 except JmapsyncError as exc:
                     db.record_result(False, str(exc))
                     raise
@@ -133,6 +138,19 @@ class Engine:
                 db.close()
 
     # -- the pass ------------------------------------------------------------------
+
+    async def _sync_retrying(self, db: StateDB) -> SyncReport:
+        """A pass; again (up to MAX_ATTEMPTS, with growing pauses) when a write
+        met a server that changed meanwhile (stateMismatch)."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return await self._sync(db)
+            except MethodError as exc:
+                if exc.type != "stateMismatch" or attempt == MAX_ATTEMPTS:
+                    raise
+                self.log.info("state-mismatch", attempt=attempt, action="read again, re-merge")
+                await asyncio.sleep(0.2 * attempt * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _sync(self, db: StateDB) -> SyncReport:
         started = time.monotonic()
@@ -173,6 +191,7 @@ class Engine:
         self.store.ensure_root()
 
         old_boxes = db.mailboxes()
+        self.base = db.emails()  # as last synced: the base of the three-way merge
         emails, mailboxes, mailbox_state, email_state, touched = await self._remote(
             client, db, report, delta
         )
@@ -192,6 +211,10 @@ class Engine:
         self.store.clean_partials(local_folders)
         t = time.monotonic()
         scan = list(self.store.scan(sorted(local_folders)))
+        if self.account.direction == "two-way":
+            email_state, touched = await self._push_flags(
+                client, scan, emails, email_state, touched, report
+            )
         plan = planner.plan_files(emails, folder_of, scan)
         del scan  # 100 000 entries; the plan holds what is still needed
         report.phases["scan_plan"] = round(time.monotonic() - t, 3)
@@ -245,7 +268,7 @@ class Engine:
     ) -> tuple[dict[EmailId, Email], dict[MailboxId, Mailbox], State, State, set[EmailId] | None]:
         """The remote model; `touched` is None after a full reconcile."""
         if delta is not None:
-            emails = db.emails()
+            emails = dict(self.base)
             for eid in delta.destroyed:
                 emails.pop(eid, None)
             emails.update(delta.changed)
@@ -347,6 +370,52 @@ class Engine:
                 )
                 self.log.warning("folder-kept", folder=folder, reason="not empty")
                 report.warnings.append(msg)
+
+    # -- two-way: local flags to the server -------------------------------------------
+
+    async def _push_flags(
+        self,
+        client: JmapClient,
+        scan: list[LocalFile],
+        emails: dict[EmailId, Email],
+        email_state: State,
+        touched: set[EmailId] | None,
+        report: SyncReport,
+    ) -> tuple[State, set[EmailId] | None]:
+        """Send local flag changes as single-keyword patches, guarded by ifInState.
+
+        A stateMismatch (something changed on the server since our read)
+        raises MethodError; sync() then runs the pass again from a fresh read.
+        After success the model holds the patched keywords and the state is the
+        set's newState, which covers exactly our own change: no echo next time."""
+        by_email: dict[str, list[LocalFile]] = defaultdict(list)
+        for f in scan:
+            if f.email_id is not None:
+                by_email[f.email_id].append(f)
+        patches = merge.merge_keywords(self.base, emails, by_email)
+        if not patches:
+            return email_state, touched
+        assert client.session is not None  # noqa: S101
+        size = client.session.limits.max_objects_in_set
+        touched = set(touched) if touched is not None else None
+        for start in range(0, len(patches), size):
+            chunk = patches[start : start + size]
+            updates = {p.email_id: dict(p.as_jmap()) for p in chunk}
+            result = await mail.update_emails(client, email_state, updates)
+            for patch in chunk:
+                eid = EmailId(patch.email_id)
+                if patch.email_id in result.updated:
+                    emails[eid] = merge.apply_patch(emails[eid], patch)
+                    report.pushed += 1
+                    if touched is not None:
+                        touched.add(eid)
+                else:
+                    why = result.not_updated.get(patch.email_id, "no answer")
+                    self.log.warning("flag-push-refused", email=patch.email_id, reason=why)
+                    report.warnings.append(f"flags of {patch.email_id} not sent: {why}")
+            email_state = result.new_state
+        self.log.info("flags-pushed", count=report.pushed)
+        return email_state, touched
 
     # -- actions -------------------------------------------------------------------
 

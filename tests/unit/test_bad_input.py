@@ -234,3 +234,25 @@ def test_download_url_template_is_percent_encoded() -> None:
         type="message/rfc822",
     )
     assert url == "/dl/a%20b%2Fc/G1/message.eml?accept=message%2Frfc822"
+
+
+def test_state_mismatch_on_a_flag_push_reads_again_and_retries(tmp_path: Path) -> None:
+    """ifInState guards the write; on stateMismatch the pass starts over."""
+    server = server_with()
+    server.emails.append(FakeEmail("M1", MSG, ["inbox"], keywords=["$seen", "$hasattachment"]))
+    account = account_config(tmp_path, server, direction="two-way")
+    config = Config(path=None, state_dir=tmp_path / "state", accounts=(account,))
+
+    def sync() -> SyncReport:
+        return asyncio.run(Engine(config, account, client_factory=client_factory(server)).sync())
+
+    sync()
+    cur = tmp_path / "mail/INBOX/cur"
+    [name] = os.listdir(cur)
+    os.rename(cur / name, cur / "M1.jmapsync:2,FS")
+    server.mismatch_sets = 2
+    with structlog.testing.capture_logs() as logs:
+        report = sync()
+    assert report.pushed == 1
+    assert sorted(server.emails[0].keywords) == ["$flagged", "$hasattachment", "$seen"]
+    assert [e["attempt"] for e in logs if e["event"] == "state-mismatch"] == [1, 2]
