@@ -102,7 +102,13 @@ from urllib.parse import unquote
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tools.cyrus import DEFAULT_PASSWORD, CyrusServer, installed_version  # noqa: E402
+from tools.cyrus import (  # noqa: E402
+    DEFAULT_PASSWORD,
+    CyrusServer,
+    installed_version,
+    mutf7_decode,
+    mutf7_encode,
+)
 
 HOST = "127.0.0.1"
 POPULATE = Path("/work/shared/cyrus/populate.py")
@@ -114,44 +120,6 @@ OFFLINEIMAP_MAX_N = 2000
 
 
 # ------------------------------------------------------------------ names --
-
-
-def mutf7_encode(name: str) -> str:
-    """RFC 3501 modified UTF-7 (IMAP mailbox names)."""
-    out: list[str] = []
-    buf: list[str] = []
-
-    def flush() -> None:
-        if buf:
-            raw = "".join(buf).encode("utf-16-be")
-            out.append("&" + base64.b64encode(raw).decode().rstrip("=").replace("/", ",") + "-")
-            buf.clear()
-
-    for ch in name:
-        if 0x20 <= ord(ch) <= 0x7E:
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            buf.append(ch)
-    flush()
-    return "".join(out)
-
-
-def mutf7_decode(name: str) -> str:
-    """Inverse of mutf7_encode; undecodable input is returned unchanged."""
-
-    def one(m: re.Match[str]) -> str:
-        body = m.group(1)
-        if not body:
-            return "&"
-        b64 = body.replace(",", "/")
-        b64 += "=" * (-len(b64) % 4)
-        try:
-            return base64.b64decode(b64).decode("utf-16-be")
-        except ValueError:
-            return m.group(0)
-
-    return re.sub(r"&([A-Za-z0-9+,]*)-", one, name)
 
 
 def imap_quote(name: str) -> str:

@@ -27,12 +27,19 @@ import http.client
 import imaplib
 import json
 import re
+import sys
 import threading
 import time
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # tools.cyrus, from anywhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools.cyrus import mutf7_decode, mutf7_encode
 
 __all__ = [
     "CORE",
@@ -64,46 +71,6 @@ _SYSTEM_FLAGS = {
     "$draft": "\\Draft",
     "$deleted": "\\Deleted",
 }
-
-
-# ------------------------------------------------------ modified UTF-7 --
-
-
-def mutf7_encode(name: str) -> str:
-    """RFC 3501 section 5.1.3 modified UTF-7: printable ASCII stays (``&``
-    becomes ``&-``), everything else is base64 of UTF-16BE between ``&`` and
-    ``-`` with ``,`` for ``/``.  ``"Reisen ✈ Übersicht"`` ->
-    ``"Reisen &Jwg- &ANw-bersicht"``."""
-    out: list[str] = []
-    run: list[str] = []
-
-    def flush() -> None:
-        if run:
-            raw = "".join(run).encode("utf-16-be")
-            out.append("&" + base64.b64encode(raw).decode().rstrip("=").replace("/", ",") + "-")
-            run.clear()
-
-    for ch in name:
-        if 0x20 <= ord(ch) <= 0x7E:
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            run.append(ch)
-    flush()
-    return "".join(out)
-
-
-def mutf7_decode(name: str) -> str:
-    """Inverse of ``mutf7_encode``."""
-
-    def dec(m: re.Match[str]) -> str:
-        b64 = m.group(1)
-        if not b64:
-            return "&"
-        b64 = b64.replace(",", "/")
-        return base64.b64decode(b64 + "=" * (-len(b64) % 4)).decode("utf-16-be")
-
-    return re.sub(r"&([A-Za-z0-9+,]*)-", dec, name)
 
 
 def _quote(s: str) -> str:

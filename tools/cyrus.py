@@ -344,8 +344,12 @@ def _imap_quote(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _mutf7_encode(name: str) -> str:
-    """RFC 3501 modified UTF-7 (also in tests/mailtools.py, kept stdlib-only here)."""
+def mutf7_encode(name: str) -> str:
+    """RFC 3501 section 5.1.3 modified UTF-7 (IMAP mailbox names): printable
+    ASCII stays (``&`` becomes ``&-``), everything else is base64 of UTF-16BE
+    between ``&`` and ``-`` with ``,`` for ``/``.  ``"Reisen ✈ Übersicht"`` ->
+    ``"Reisen &Jwg- &ANw-bersicht"``.  The one copy in the project: the tests,
+    the demo and the benchmark import it from here."""
     out: list[str] = []
     buf: list[str] = []
 
@@ -363,6 +367,22 @@ def _mutf7_encode(name: str) -> str:
             buf.append(ch)
     flush()
     return "".join(out)
+
+
+def mutf7_decode(name: str) -> str:
+    """Inverse of ``mutf7_encode``; an undecodable run is left as it is."""
+
+    def one(m: re.Match[str]) -> str:
+        b64 = m.group(1)
+        if not b64:
+            return "&"
+        b64 = b64.replace(",", "/")
+        try:
+            return base64.b64decode(b64 + "=" * (-len(b64) % 4)).decode("utf-16-be")
+        except (ValueError, UnicodeDecodeError):
+            return m.group(0)
+
+    return re.sub(r"&([A-Za-z0-9+,]*)-", one, name)
 
 
 class _Imap:
@@ -984,12 +1004,12 @@ class CyrusServer:
         for n in names:
             cmds.append(f"CREATE {_imap_quote('user/' + n)}")
             for folder, use in SPECIAL_FOLDERS:
-                mbox = _imap_quote(f"user/{n}/{_mutf7_encode(folder)}")
+                mbox = _imap_quote(f"user/{n}/{mutf7_encode(folder)}")
                 cmds.append(f"CREATE {mbox} (USE ({use}))")
         return cmds
 
     def _subscribe_all(self, name: str, password: str) -> None:
-        folders = ["INBOX", *(_mutf7_encode(f) for f, _ in SPECIAL_FOLDERS)]
+        folders = ["INBOX", *(mutf7_encode(f) for f, _ in SPECIAL_FOLDERS)]
         cmds = [f"LOGIN {_imap_quote(name)} {_imap_quote(password)}"]
         cmds += [f"SUBSCRIBE {_imap_quote(f)}" for f in folders] + ["LOGOUT"]
         with _Imap(self.imap_port) as c:
