@@ -1,21 +1,25 @@
 """Thin executor: gather the remote model and a local scan, plan, do, record.
 
-One pass for one account (`sync_account`):
+One pass for one account (`Engine.sync`); docs/DESIGN.md has the long form.
 
 1. Take the account lock; open the state database.
-2. Remote: if we hold Email and Mailbox states, fetch the changes since them
+2. Remote: with stored Email and Mailbox states, fetch the changes since them
    (one round trip when nothing changed); a state the server cannot compute
    from means a full reconcile.  Without states: full reconcile.
-3. Apply the delta to the Emails recorded in the database -> the remote model.
-4. Folders: map mailboxes to folder paths, move renamed mailboxes' folders,
+3. Nothing changed remotely and no folder's directory times moved since the
+   last pass: done ("unchanged"), without reading a record or a file name.
+4. Apply the delta to the Emails recorded in the database -> the remote model.
+5. Folders: map mailboxes to folder paths, move renamed mailboxes' folders,
    create missing folders.
-5. Scan the local folders and plan (sync/plan.py, pure).
-6. Execute: renames, links, downloads (concurrent, each tmp -> fsync ->
-   rename), removes; then fsync every touched directory.
-7. Record mailboxes, Emails, files and the NEW state strings in one
-   transaction.  A crash before this point leaves the old states: the next run
-   fetches the same changes again, and the plan, finding the files already in
-   place, has nothing left to do for them.
+6. Scan the local folders.  Two-way: merge local flag changes per keyword
+   (sync/merge.py, pure) and send them, guarded by ifInState.
+7. Plan (sync/plan.py, pure) and execute: renames, links, downloads
+   (concurrent, each tmp -> fsync -> rename), removes; line-ending rewrites;
+   then fsync every touched directory.
+8. Record mailboxes, Emails, files, content hashes and the NEW state strings
+   in one transaction.  A crash before this point leaves the old states: the
+   next run fetches the same changes again, and the plan, finding the files
+   already in place, has nothing left to do for them.
 """
 
 from __future__ import annotations
