@@ -45,6 +45,8 @@ class FakeServer:
     requests: list[str] = field(default_factory=list)
     token: str | None = None  # if set, Bearer auth with this token is expected
     mismatch_sets: int = 0  # answer this many Email/set calls with stateMismatch
+    session_state: str = "0"
+    api_path: str = "/jmap/api/"
     max_calls: int = 16
 
     def add_mailbox(self, mid: str, name: str, parent: str | None = None, role: str | None = None):
@@ -71,7 +73,7 @@ class FakeServer:
         path = request.url.path
         if path == "/jmap/session":
             return httpx.Response(200, json=self.session())
-        if path == "/jmap/api/":
+        if path == self.api_path:
             body = json.loads(request.content)
             if len(body["methodCalls"]) > self.max_calls:
                 return httpx.Response(
@@ -88,7 +90,9 @@ class FakeServer:
                     results[cid] = (name, res)
                 except LookupError as exc:
                     out.append(["error", {"type": str(exc.args[0])}, cid])
-            return httpx.Response(200, json={"methodResponses": out, "sessionState": "0"})
+            return httpx.Response(
+                200, json={"methodResponses": out, "sessionState": self.session_state}
+            )
         if path.startswith("/jmap/download/"):
             blob_id = path.split("/")[4]
             for e in self.emails:
@@ -121,11 +125,11 @@ class FakeServer:
             },
             "primaryAccounts": {"urn:ietf:params:jmap:mail": "acc1"},
             "username": self.user,
-            "apiUrl": "/jmap/api/",
+            "apiUrl": self.api_path,
             "downloadUrl": "/jmap/download/{accountId}/{blobId}/{name}?accept={type}",
             "uploadUrl": "/jmap/upload/{accountId}/",
             "eventSourceUrl": None,
-            "state": "0",
+            "state": self.session_state,
         }
 
     def _resolve(self, args: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:

@@ -137,6 +137,8 @@ class JmapClient:
         self._keepalive = keepalive
         self._http: httpx.AsyncClient | None = None
         self.session: Session | None = None
+        self.session_json: tuple[str, object] | None = None  # (url, JSON) just fetched
+        self.session_stale = False
         self._api_sem = asyncio.Semaphore(1)
         self._fetcher = BlobFetcher(account.timeout_s)  # its SSL context: on first https use
         self._log = log.get().bind(account=account.name)
@@ -205,7 +207,21 @@ class JmapClient:
         if len(response.content) > _MAX_SESSION_BYTES:
             raise ProtocolError("session resource is larger than 4 MiB")
         data = self._json(response, "session")
-        session = Session.parse(data, str(response.url))
+        self.session_json = (str(response.url), data)
+        self.session_stale = False
+        return self._use(Session.parse(data, str(response.url)))
+
+    def use_cached(self, url: str, data: object) -> Session:
+        """Take a session fetched on an earlier run, saving a round trip.
+
+        The server names its session state in every API response: when that
+        differs from the cached one, `session_stale` turns True and the
+        caller fetches the session again (RFC 8620 3.4, sessionState)."""
+        self.session_json = None
+        self.session_stale = False
+        return self._use(Session.parse(data, url))
+
+    def _use(self, session: Session) -> Session:
         self.session = session
         self._api_sem = asyncio.Semaphore(session.limits.max_concurrent_requests)
         self._log.debug("session", api_url=session.api_url, account_id=session.account_id)
@@ -258,6 +274,9 @@ class JmapClient:
             raise ProtocolError("API response larger than 256 MiB")
         data = self._json(response, f"API request {names}")
         items = data.get("methodResponses") if isinstance(data, dict) else None
+        state = data.get("sessionState") if isinstance(data, dict) else None
+        if isinstance(state, str) and state != session.state:
+            self.session_stale = True
         if not isinstance(items, list):
             raise ProtocolError(f"API response to {names} has no methodResponses list")
         parsed: list[tuple[str, dict[str, Any], str]] = []

@@ -38,7 +38,15 @@ from typing import Any
 
 from jmapsync import log
 from jmapsync.config import AccountConfig, Config
-from jmapsync.errors import CannotCalculateChanges, JmapsyncError, LocalError, MethodError
+from jmapsync.errors import (
+    CannotCalculateChanges,
+    HTTPStatusError,
+    JmapsyncError,
+    LocalError,
+    MethodError,
+    ProtocolError,
+    TransportError,
+)
 from jmapsync.jmap import mail
 from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import Email, EmailId, Mailbox, MailboxId, State
@@ -160,8 +168,9 @@ class Engine:
         started = time.monotonic()
         report = SyncReport(self.account.name)
         async with self.client_factory(self.account) as client:
-            session = await client.connect()
-            delta = await self._changes(client, db)
+            delta = await self._connect_and_read_changes(client, db)
+            assert client.session is not None  # noqa: S101
+            session = client.session
             if delta is not None and delta.empty and self._local_unchanged(db):
                 # Nothing new on either side: no need to read 100 000 records
                 # and scan as many files to find that out.
@@ -251,6 +260,30 @@ class Engine:
         report.seconds = round(time.monotonic() - started, 3)
         self.log.info("sync-done", **report.as_dict())
         return report
+
+    async def _connect_and_read_changes(self, client: JmapClient, db: StateDB) -> mail.Delta | None:
+        """The session (cached from the last run when we have it, so that a pass
+        with nothing new is ONE request) and the remote changes."""
+        cached = db.get_meta("session")
+        if cached is not None:
+            entry = json.loads(cached)
+            if entry.get("for") == self.account.session_url:
+                try:
+                    client.use_cached(entry["url"], entry["data"])
+                    delta = await self._changes(client, db)
+                except (HTTPStatusError, TransportError, ProtocolError) as exc:
+                    # The server moved its API, or the cache is bad: ask afresh.
+                    self.log.info("session-refetch", reason=str(exc))
+                else:
+                    if not client.session_stale:
+                        return delta
+        await client.connect()
+        if client.session_json is not None:
+            url, data = client.session_json
+            with db.transaction() as conn:
+                entry = {"for": self.account.session_url, "url": url, "data": data}
+                db.set_meta(conn, "session", json.dumps(entry))
+        return await self._changes(client, db)
 
     async def _changes(self, client: JmapClient, db: StateDB) -> mail.Delta | None:
         """Remote changes since the stored states; None when a full reconcile is due."""

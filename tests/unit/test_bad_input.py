@@ -256,3 +256,25 @@ def test_state_mismatch_on_a_flag_push_reads_again_and_retries(tmp_path: Path) -
     assert report.pushed == 1
     assert sorted(server.emails[0].keywords) == ["$flagged", "$hasattachment", "$seen"]
     assert [e["attempt"] for e in logs if e["event"] == "state-mismatch"] == [1, 2]
+
+
+def test_a_pass_with_nothing_new_is_one_request(tmp_path: Path) -> None:
+    """The session is cached: no-change = one API request; a changed
+    sessionState or a moved apiUrl makes jmapsync fetch the session again."""
+    server = server_with()
+    server.emails.append(FakeEmail("M1", MSG, ["inbox"]))
+    run(tmp_path, server)
+    server.requests.clear()
+    run(tmp_path, server)
+    assert server.requests == ["POST /jmap/api/"]
+
+    server.session_state = "1"  # the server says: the session changed
+    server.requests.clear()
+    run(tmp_path, server)
+    assert server.requests.count("GET /jmap/session") == 1
+
+    server.api_path = "/jmap/api2/"  # the API moved: the cached URL now 404s
+    server.requests.clear()
+    report = run(tmp_path, server)
+    assert report.downloaded == 0
+    assert server.requests[:2] == ["POST /jmap/api/", "GET /jmap/session"]
