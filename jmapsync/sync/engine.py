@@ -204,7 +204,6 @@ class Engine:
         self.store.ensure_root()
 
         old_boxes = db.mailboxes()
-        self.base = db.emails()  # as last synced: the base of the three-way merge
         emails, mailboxes, mailbox_state, email_state, touched = await self._remote(
             client, db, report, delta
         )
@@ -304,8 +303,12 @@ class Engine:
         self, client: JmapClient, db: StateDB, report: SyncReport, delta: mail.Delta | None
     ) -> tuple[dict[EmailId, Email], dict[MailboxId, Mailbox], State, State, set[EmailId] | None]:
         """The remote model; `touched` is None after a full reconcile."""
+        two_way = self.account.direction == "two-way"
         if delta is not None:
-            emails = dict(self.base)
+            emails = db.emails()
+            # The base of the three-way merge: Emails as last synced.  A second
+            # dict over the same Email objects; pull mode does not need it.
+            self.base = dict(emails) if two_way else {}
             for eid in delta.destroyed:
                 emails.pop(eid, None)
             emails.update(delta.changed)
@@ -322,6 +325,7 @@ class Engine:
             )
             return emails, mailboxes, delta.mailbox_state, delta.email_state, touched
         report.mode = "full"
+        self.base = db.emails() if two_way else {}
         snap = await mail.fetch_all(client)
         self.log.info("remote-read", emails=len(snap.emails), mailboxes=len(snap.mailboxes))
         return snap.emails, snap.mailboxes, snap.mailbox_state, snap.email_state, None
@@ -540,7 +544,7 @@ class Engine:
             return  # new downloads were written in the right form already
         known = db.contents()
         paths: dict[str, list[str]] = defaultdict(list)
-        for rel, eid in plan.final.items():
+        for rel, eid in plan.owned():
             paths[eid].append(rel)
         for eid, rels in paths.items():
             rels.sort()
@@ -579,7 +583,7 @@ class Engine:
         email_state: State,
     ) -> None:
         def files() -> Iterator[FileRecord]:
-            for rel, eid in plan.final.items():
+            for rel, eid in plan.owned():
                 folder, sub, name = planner.split_rel(rel)
                 yield FileRecord(folder, f"{sub}/{name}", eid)
 
@@ -595,7 +599,7 @@ class Engine:
                 # Rewritten whole (streamed from the plan): cheaper in memory
                 # than holding the old list to diff against.
                 db.replace_all_files(conn, files())
-            owned = set(plan.final.values())
+            owned = {eid for _, eid in plan.owned()}
             db.put_contents(conn, {e: c for e, c in self.new_contents.items() if e in owned})
             db.prune_contents(conn)
             db.set_meta(conn, "line_endings", self.account.line_endings)

@@ -29,7 +29,7 @@ Email id in the name) are never touched by the pull plan.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from jmapsync.jmap.types import Email, EmailId, MailboxId
@@ -95,8 +95,18 @@ class FilePlan:
     downloads: list[Download] = field(default_factory=list)
     removes: list[Remove] = field(default_factory=list)
     foreign: list[LocalFile] = field(default_factory=list)
-    # Every file jmapsync owns as it will be after the plan: relpath -> Email id.
+    # Every file jmapsync owns as it will be after the plan, except the files of
+    # downloads (owned() adds those): relpath -> Email id.  Kept apart because a
+    # first sync of 100 000 messages would hold every path twice.
     final: dict[str, str] = field(default_factory=dict)
+
+    def owned(self) -> Iterator[tuple[str, str]]:
+        """(relpath, Email id) of every file jmapsync owns after the plan."""
+        yield from self.final.items()
+        for d in self.downloads:
+            yield d.dst, d.email_id
+            for link in d.links:
+                yield link, d.email_id
 
     @property
     def empty(self) -> bool:
@@ -205,14 +215,15 @@ def _plan_email(plan: FilePlan, email: Email, folders: set[str], files: list[Loc
     unfilled: list[str] = []
     for folder in missing:
         dst = join(folder, exact_sub, exact_name)
-        plan.final[dst] = eid
         if extras:
             plan.renames.append(Rename(extras.pop(0).relpath, dst, eid, "move"))
+            plan.final[dst] = eid
             kept.append(dst)
         else:
             unfilled.append(dst)
     if unfilled and kept:
         plan.links.extend(Link(kept[0], dst, eid) for dst in unfilled)
+        plan.final.update(dict.fromkeys(unfilled, eid))
     elif unfilled:
         # One download per Email; its other folders are hard links to it.
         plan.downloads.append(

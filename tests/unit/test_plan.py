@@ -184,7 +184,7 @@ def test_foreign_files_are_reported() -> None:
 def test_final_lists_every_owned_file_after_the_plan() -> None:
     emails = {EmailId("M1"): email("M1", {INBOX, WORK}, {"$seen"})}
     plan = plan_files(emails, FOLDERS, [local("Archive/cur/M1.jmapsync:2,")])
-    assert plan.final == {
+    assert dict(plan.owned()) == {
         "INBOX/cur/M1.jmapsync:2,S": "M1",
         "Work/cur/M1.jmapsync:2,S": "M1",
     }
@@ -260,6 +260,7 @@ def test_plan_then_apply_then_plan_is_empty(
 
     plan = plan_files(emails, FOLDERS, scan(disk))
     apply(plan, disk)
+    assert dict(plan.owned()) == {rel: eid for rel, eid in disk.items() if eid}
 
     again = plan_files(emails, FOLDERS, scan(disk))
     assert again.empty, again.counts()
