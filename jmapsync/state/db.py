@@ -281,6 +281,16 @@ class StateDB:
         )
 
     @staticmethod
+    def update_files(
+        conn: sqlite3.Connection, gone: Iterable[tuple[str, str]], came: Iterable[FileRecord]
+    ) -> None:
+        conn.executemany("DELETE FROM files WHERE folder=? AND name=?", list(gone))
+        conn.executemany(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?)",
+            [(f.folder, f.name, f.email_id) for f in came],
+        )
+
+    @staticmethod
     def prune_contents(conn: sqlite3.Connection) -> None:
         """Forget the content of Emails that have no file any more."""
         conn.execute("DELETE FROM contents WHERE email_id NOT IN (SELECT email_id FROM files)")

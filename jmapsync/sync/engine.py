@@ -132,6 +132,7 @@ class Engine:
         self.store = MaildirStore(account.maildir)
         self.new_contents: dict[str, Content] = {}  # learnt during the pass
         self.base: dict[EmailId, Email] = {}  # Emails as last synced
+        self.files_pending = False  # an earlier pass died mid-way (files table stale)
 
     async def sync(self) -> SyncReport:
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -194,6 +195,7 @@ class Engine:
         started: float,
     ) -> SyncReport:
         self.new_contents = {}
+        self.files_pending = db.get_meta("files_pending") == "1"
         root_existed = self.account.maildir.is_dir()
         if not root_existed and db.has_files():
             # Pull mode: the server is the truth, so a vanished root is simply
@@ -217,7 +219,7 @@ class Engine:
             self.account.layout,
         )
         folder_of = {MailboxId(k): v for k, v in paths.items()}
-        self._folders_before(report, {m: p for m, (_, p) in old_boxes.items()}, folder_of)
+        self._folders_before(db, report, {m: p for m, (_, p) in old_boxes.items()}, folder_of)
 
         local_folders = set(self.store.folders(self.account.layout)) | set(folder_of.values())
         self.store.clean_partials(local_folders)
@@ -237,6 +239,11 @@ class Engine:
                 count=len(plan.foreign),
                 reason="not written by jmapsync; pull mode never touches them",
             )
+        if not plan.empty:
+            # Journal: the files table may no longer match the disk until this
+            # pass commits; if it never does, the next one rewrites it whole.
+            with db.transaction() as conn:
+                db.set_meta(conn, "files_pending", "1")
         t = time.monotonic()
         await self._execute(client, plan, report)
         report.phases["execute"] = round(time.monotonic() - t, 3)
@@ -381,9 +388,19 @@ class Engine:
     # -- folders -------------------------------------------------------------------
 
     def _folders_before(
-        self, report: SyncReport, old: Mapping[MailboxId, str], new: Mapping[MailboxId, str]
+        self,
+        db: StateDB,
+        report: SyncReport,
+        old: Mapping[MailboxId, str],
+        new: Mapping[MailboxId, str],
     ) -> None:
         fplan = planner.plan_folders(old, new)
+        if fplan.moves:
+            # Moved folders carry their files to new paths: the files table is
+            # stale until the end of the pass, which then rewrites it whole.
+            self.files_pending = True
+            with db.transaction() as conn:
+                db.set_meta(conn, "files_pending", "1")
         for src, dst in fplan.moves:
             if self.store.move_folder(src, dst):
                 report.folders_moved += 1
@@ -595,13 +612,18 @@ class Engine:
             else:
                 db.delete_emails(conn, (e for e in touched if e not in emails))
                 db.put_emails(conn, (emails[e] for e in touched if e in emails))
-            if touched != set() or not plan.empty or self.new_contents:
-                # Rewritten whole (streamed from the plan): cheaper in memory
-                # than holding the old list to diff against.
+            if touched is None or self.files_pending:
+                # After a full read, or when an earlier pass died between its
+                # first file action and its commit: the table is rewritten
+                # whole, streamed from the plan.
                 db.replace_all_files(conn, files())
-            owned = {eid for _, eid in plan.owned()}
-            db.put_contents(conn, {e: c for e, c in self.new_contents.items() if e in owned})
-            db.prune_contents(conn)
+                db.prune_contents(conn)
+            elif not plan.empty:
+                db.update_files(conn, *_file_changes(plan))
+                if plan.removes or plan.renames:
+                    db.prune_contents(conn)
+            db.put_contents(conn, self.new_contents)
+            db.set_meta(conn, "files_pending", None)
             db.set_meta(conn, "line_endings", self.account.line_endings)
             db.set_meta(conn, "contents_complete", "1")
             self._record_stamp(conn, sorted(set(folder_of.values())))
@@ -610,6 +632,21 @@ class Engine:
             # directories fsynced, do the states advance.
             db.set_meta(conn, "email_state", email_state)
             db.set_meta(conn, "mailbox_state", mailbox_state)
+
+
+def _file_changes(plan: FilePlan) -> tuple[list[tuple[str, str]], list[FileRecord]]:
+    """(folder, "sub/name") rows that go, and rows that come, by the plan's actions."""
+
+    def row(rel: str) -> tuple[str, str]:
+        folder, sub, name = planner.split_rel(rel)
+        return folder, f"{sub}/{name}"
+
+    gone = [row(r.src) for r in plan.renames] + [row(r.path) for r in plan.removes]
+    came = [(r.dst, r.email_id) for r in plan.renames]
+    came += [(lk.dst, lk.email_id) for lk in plan.links]
+    for d in plan.downloads:
+        came += [(dst, d.email_id) for dst in (d.dst, *d.links)]
+    return gone, [FileRecord(*row(rel), eid) for rel, eid in came]
 
 
 def progress_bar_factory() -> ProgressFactory | None:

@@ -192,3 +192,20 @@ def assert_exact_mirror(
             assert path.read_bytes() == want, f"{path} differs from blob {blob_id}"
     assert not stray_files(mirror.maildir), stray_files(mirror.maildir)
     return {"emails": len(emails), "files": len(found)}
+
+
+def assert_files_table(mirror: Mirror) -> None:
+    """The state's file list is exactly what is on disk (after a completed pass)."""
+    import sqlite3
+
+    conn = sqlite3.connect(mirror.state_dir / f"{mirror.name}.sqlite3")
+    try:
+        rows = {
+            "/".join(p for p in (folder, name) if p)
+            for folder, name in conn.execute("SELECT folder, name FROM files")
+        }
+    finally:
+        conn.close()
+    assert rows == set(message_files(mirror.maildir)), sorted(
+        rows ^ set(message_files(mirror.maildir))
+    )[:10]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from mailtools import Account, make_message
-from mirror import Mirror, assert_exact_mirror, message_files
+from mirror import Mirror, assert_exact_mirror, assert_files_table, message_files
 
 N = 300
 FOLDERS = ["INBOX", "Archive", "Work", "Work/Deep", "Lists/python"]
@@ -68,6 +68,7 @@ def test_first_sync_killed_at_several_points_resumes_exactly(
     report = mirror.sync()
     stats = assert_exact_mirror(mirror)
     assert stats["emails"] == N
+    assert_files_table(mirror)
     # The killed runs' files were reused: the final pass downloaded only the rest.
     assert report.downloaded <= N - max(seen for _, seen, rc in killed if rc != 0) + 10
 
@@ -91,4 +92,5 @@ def test_incremental_sync_killed_midway_resumes_exactly(loaded: Account, tmp_pat
     report = mirror.sync()
     assert report.mode == "incremental"
     assert_exact_mirror(mirror)
+    assert_files_table(mirror)  # rewritten whole: the killed pass left it stale
     assert rc in (-signal.SIGKILL, 0)

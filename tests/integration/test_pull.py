@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 from mailtools import Account, make_message
-from mirror import Mirror, assert_exact_mirror, folder_of_paths, message_files, snapshot
+from mirror import (
+    Mirror,
+    assert_exact_mirror,
+    assert_files_table,
+    folder_of_paths,
+    message_files,
+    snapshot,
+)
 
 from jmapsync.state.db import StateDB
 
@@ -192,6 +199,7 @@ def test_every_kind_of_server_change_is_applied(account: Account, tmp_path: Path
     assert (mirror.maildir / "Fresh/new").is_dir()
     assert any(new_id in p for p in message_files(mirror.maildir))
     assert snapshot(mirror.maildir) != before
+    assert_files_table(mirror)  # updated by the pass's own changes only
 
     # Cyrus 3.6 quirk: destroying a mailbox makes Email/changes from any
     # earlier state answer cannotCalculateChanges, so this pass is a full
