@@ -308,6 +308,19 @@ class MaildirStore:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         return fd, tmp
 
+    def deliver(self, folder: str, email_id: str, data: bytes, rel_dest: str) -> None:
+        """Maildir delivery of bytes in memory: tmp/ -> write -> fsync -> rename."""
+        fd, tmp = self.open_partial(folder, email_id)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        self.commit_partial(fd, tmp, rel_dest)
+
     def commit_partial(self, fd: int, tmp: Path, rel_dest: str) -> None:
         """fsync the written file, close it, rename it into place."""
         try:

@@ -66,6 +66,7 @@ from jmapsync.sync import merge
 from jmapsync.sync import plan as planner
 from jmapsync.sync.plan import Download, FilePlan
 
+IN_MEMORY_BYTES = 4 * 1024 * 1024  # messages up to this size are downloaded into memory
 MAX_ATTEMPTS = 4  # passes tried when the server keeps changing under our writes
 
 # Directory times this close to "now" may hide a change made in the same tick.
@@ -529,9 +530,40 @@ class Engine:
             progress.close()
 
     async def _download_one(self, client: JmapClient, d: Download) -> int:
+        if d.size <= IN_MEMORY_BYTES:
+            n = await self._download_small(client, d)
+        else:
+            n = await self._download_large(client, d)
+        for dst in d.links:
+            self.store.link(d.dst, dst)
+        return n
+
+    async def _download_small(self, client: JmapClient, d: Download) -> int:
+        """Most messages: read into memory, decide the form, write ONE file.
+
+        (A file create costs ~0.7 ms of kernel time on the test machine; the
+        streamed path below needs two for a message stored in LF form.)"""
+        data = bytearray()
+        inspector = Inspector()
+
+        def sink(chunk: bytes) -> None:
+            inspector.feed(chunk)
+            data.extend(chunk)
+
+        n = await client.stream_blob(d.blob_id, d.size, sink)
+        seen = inspector.finish()
+        form = local_form(self.account.line_endings, seen)
+        body = to_lf(bytes(data)) if form == "lf" else bytes(data)
         folder, _sub, _name = planner.split_rel(d.dst)
-        # open() and fsync() run in threads: on ext4 a file create waits for the
-        # journal while other downloads fsync (measured ~0.65 ms per open inline).
+        # open(), fsync() and rename() in a thread: they must not stall the
+        # other downloads (an ext4 create waits for the journal while others fsync).
+        await asyncio.to_thread(self.store.deliver, folder, d.email_id, body, d.dst)
+        self.new_contents[d.email_id] = Content(seen.sha256, seen.size, seen.crlf_only, form)
+        return n
+
+    async def _download_large(self, client: JmapClient, d: Download) -> int:
+        """Big messages stream to tmp/ and are converted from there if needed."""
+        folder, _sub, _name = planner.split_rel(d.dst)
         fd, tmp = await asyncio.to_thread(self.store.open_partial, folder, d.email_id)
         inspector = Inspector()
         try:
@@ -543,11 +575,8 @@ class Engine:
         seen = inspector.finish()
         form = local_form(self.account.line_endings, seen)
         commit = self.store.commit_partial_lf if form == "lf" else self.store.commit_partial
-        # fsync in a thread: ~1 ms each, and it must not stall the other downloads.
         await asyncio.to_thread(commit, fd, tmp, d.dst)
         self.new_contents[d.email_id] = Content(seen.sha256, seen.size, seen.crlf_only, form)
-        for dst in d.links:
-            self.store.link(d.dst, dst)
         return n
 
     # -- line endings --------------------------------------------------------------

@@ -42,6 +42,8 @@ def seed(account: Account) -> None:
 
 def test_lf_mode_converts_only_what_converts_back(account: Account, tmp_path: Path) -> None:
     seed(account)
+    big = make_message(9, size=5 * 1024 * 1024, subject="big crlf")  # the streamed path
+    account.append("INBOX", big)
     mirror = Mirror(account, tmp_path, line_endings="lf")
     mirror.sync()
     assert_exact_mirror(mirror)
@@ -51,6 +53,7 @@ def test_lf_mode_converts_only_what_converts_back(account: Account, tmp_path: Pa
     assert by_subject["lone cr"] == ODD["lone-cr"]
     assert by_subject["crcrlf"] == ODD["crcrlf"]
     assert by_subject["no final newline"] == ODD["no-final-newline"]
+    assert by_subject["big crlf"] == big.replace(b"\r\n", b"\n") != big
     assert mirror.cli("verify").returncode == 0
 
 
