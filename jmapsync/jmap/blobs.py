@@ -79,8 +79,25 @@ class BlobFetcher:
     async def get(self, url: str, headers: dict[str, str], sink: Callable[[bytes], None]) -> bool:
         """Stream the body of a 200 answer into sink; False if the answer was
         something else that httpx should handle (no body byte reached the sink)."""
+        return await self.request("GET", url, headers, sink)
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        sink: Callable[[bytes], None],
+        body: bytes | None = None,
+    ) -> bool:
+        """Like get(), for any method; `body` is sent with a Content-Length.
+
+        A request that met a connection the server had closed while idle is
+        sent again on a new one: for the JMAP API that is safe, since writes
+        carry ifInState."""
         try:
-            return await asyncio.wait_for(self._get(url, headers, sink), self.timeout_s)
+            return await asyncio.wait_for(
+                self._send(method, url, headers, sink, body), self.timeout_s
+            )
         except TimeoutError:
             raise TransportError(f"GET {urlsplit(url).path}: timed out") from None
         except (OSError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
@@ -105,7 +122,14 @@ class BlobFetcher:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return _Conn(key, reader, writer), False
 
-    async def _get(self, url: str, headers: dict[str, str], sink: Callable[[bytes], None]) -> bool:
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        sink: Callable[[bytes], None],
+        body: bytes | None,
+    ) -> bool:
         parts = urlsplit(url)
         key = (
             parts.scheme,
@@ -115,9 +139,13 @@ class BlobFetcher:
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
-        lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}"]
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", "User-Agent: jmapsync"]
         lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() != "connection"]
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}")
         request = "\r\n".join([*lines, "Accept-Encoding: identity", "", ""]).encode("latin-1")
+        if body is not None:
+            request += body
         while True:
             conn, pooled = await self._connect(key)
             try:

@@ -23,10 +23,11 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import httpx
+if TYPE_CHECKING:  # httpx is imported on first use: a pass with nothing new never needs it
+    import httpx
 
 from jmapsync import log
 from jmapsync.config import AccountConfig, Secret
@@ -51,6 +52,8 @@ _CHUNK = 256 * 1024
 @contextmanager
 def map_transport_errors(what: str) -> Iterator[None]:
     """Turn httpx's exceptions into ours, in ONE place (httpx does the same for httpcore)."""
+    import httpx
+
     try:
         yield
     except httpx.TimeoutException as exc:
@@ -146,12 +149,17 @@ class JmapClient:
     # -- lifecycle -----------------------------------------------------------------
 
     async def __aenter__(self) -> JmapClient:
+        return self
+
+    def _make_http(self) -> httpx.AsyncClient:
+        import httpx
+
         # Certificates are loaded only for https: building httpx's default SSL
         # context (the certifi bundle) costs ~100 ms, a third of a no-change pass.
         # The system trust store is what a user's other mail tools trust too.
         secure = self.account.session_url.startswith("https:")
         context = ssl.create_default_context() if secure else False
-        self._http = httpx.AsyncClient(
+        return httpx.AsyncClient(
             transport=self._transport,
             verify=context,
             timeout=httpx.Timeout(self.account.timeout_s, connect=min(self.account.timeout_s, 15)),
@@ -159,7 +167,6 @@ class JmapClient:
             headers={"User-Agent": "jmapsync/0.1"},
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
         )
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._fetcher.aclose()
@@ -169,8 +176,9 @@ class JmapClient:
 
     @property
     def http(self) -> httpx.AsyncClient:
+        """The httpx client, made on first use (session fetch, redirects, errors)."""
         if self._http is None:
-            raise RuntimeError("JmapClient used outside 'async with'")
+            self._http = self._make_http()
         return self._http
 
     def _auth_header(self) -> dict[str, str]:
@@ -262,17 +270,7 @@ class JmapClient:
         if len(body) > session.limits.max_size_request:
             raise ValueError(f"request of {len(body)} bytes exceeds maxSizeRequest")
         names = ",".join(c[0] for c in calls)
-        async with self._api_sem:
-            with map_transport_errors(f"API request {names}"):
-                response = await self.http.post(
-                    session.api_url,
-                    content=body,
-                    headers=self._headers(session.api_url, {"Content-Type": "application/json"}),
-                )
-        self._check_status(response, f"API request {names}")
-        if len(response.content) > _MAX_RESPONSE_BYTES:
-            raise ProtocolError("API response larger than 256 MiB")
-        data = self._json(response, f"API request {names}")
+        data = await self._post_api(session.api_url, body, names)
         items = data.get("methodResponses") if isinstance(data, dict) else None
         state = data.get("sessionState") if isinstance(data, dict) else None
         if isinstance(state, str) and state != session.state:
@@ -291,6 +289,37 @@ class JmapClient:
                 raise ProtocolError(f"malformed method response in reply to {names}")
             parsed.append((item[0], item[1], item[2]))
         return Responses(parsed, {c[2]: c[0] for c in calls})
+
+    async def _post_api(self, url: str, body: bytes, names: str) -> Any:
+        """POST to the API: the lean client first (keep-alive without the 44 ms
+        stall, and no httpx import on a pass with nothing new), httpx for any
+        answer but a plain 200."""
+        headers = {"Content-Type": "application/json"}
+        async with self._api_sem:
+            if self._transport is None:
+                received = bytearray()
+
+                def sink(chunk: bytes) -> None:
+                    received.extend(chunk)
+                    if len(received) > _MAX_RESPONSE_BYTES:
+                        raise ProtocolError("API response larger than 256 MiB")
+
+                auth = self._auth_header() | headers
+                if await self._fetcher.request("POST", url, auth, sink, body):
+                    try:
+                        return json.loads(received)
+                    except ValueError:
+                        raise ProtocolError(
+                            f"API request {names}: the server's answer is not valid JSON"
+                        ) from None
+            with map_transport_errors(f"API request {names}"):
+                response = await self.http.post(
+                    url, content=body, headers=self._headers(url, headers)
+                )
+        self._check_status(response, f"API request {names}")
+        if len(response.content) > _MAX_RESPONSE_BYTES:
+            raise ProtocolError("API response larger than 256 MiB")
+        return self._json(response, f"API request {names}")
 
     # -- blobs ---------------------------------------------------------------------
 
