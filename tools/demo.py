@@ -115,6 +115,7 @@ def main() -> int:
         )
         run("sync")
         run("status")
+        run("verify")
         tree()
     finally:
         server.stop()
