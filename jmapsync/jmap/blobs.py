@@ -160,7 +160,8 @@ class BlobFetcher:
                     await conn.close()
                     continue
                 _quickack(conn.writer)
-                keep = await self._answer(conn, target, status, resp_headers, sink)
+                what = "download" if method == "GET" else "API request"
+                keep = await self._answer(conn, what, target, status, resp_headers, sink)
             except BaseException:
                 await conn.close()
                 raise
@@ -173,6 +174,7 @@ class BlobFetcher:
     async def _answer(
         self,
         conn: _Conn,
+        what: str,
         target: str,
         status: int,
         headers: dict[str, str],
@@ -180,9 +182,9 @@ class BlobFetcher:
     ) -> bool:
         """Consume the answer; True if the connection can carry another request."""
         if status in (401, 403):
-            raise AuthError(f"download: the server refused the credentials (HTTP {status})")
+            raise AuthError(f"{what}: the server refused the credentials (HTTP {status})")
         if status in (404, 410):
-            raise HTTPStatusError(f"download {target}: HTTP {status}", status=status)
+            raise HTTPStatusError(f"{what} {target}: HTTP {status}", status=status)
         if status != 200:
             return False  # redirects and the like: httpx does it properly
         framed = await self._read_body(conn.reader, headers, sink)
@@ -193,22 +195,22 @@ class BlobFetcher:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError:
-            raise ProtocolError("download: response headers larger than 64 KiB") from None
+            raise ProtocolError("HTTP answer: response headers larger than 64 KiB") from None
         lines = head.decode("latin-1").split("\r\n")
         status_line = lines[0].split(" ", 2)
         if len(status_line) < 2 or not status_line[0].startswith("HTTP/1."):
-            raise ProtocolError(f"download: not an HTTP/1.x answer: {lines[0][:80]!r}")
+            raise ProtocolError(f"HTTP answer: not an HTTP/1.x answer: {lines[0][:80]!r}")
         try:
             status = int(status_line[1])
         except ValueError:
-            raise ProtocolError(f"download: bad status line {lines[0][:80]!r}") from None
+            raise ProtocolError(f"HTTP answer: bad status line {lines[0][:80]!r}") from None
         headers: dict[str, str] = {}
         for line in lines[1:]:
             if not line:
                 continue
             name, sep, value = line.partition(":")
             if not sep:
-                raise ProtocolError(f"download: malformed header line {line[:80]!r}")
+                raise ProtocolError(f"HTTP answer: malformed header line {line[:80]!r}")
             headers[name.strip().lower()] = value.strip()
         return status, headers
 
@@ -218,14 +220,14 @@ class BlobFetcher:
     ) -> bool:
         """Read the body into sink; True if it was framed (the connection is reusable)."""
         if headers.get("content-encoding", "identity").lower() not in ("identity", ""):
-            raise ProtocolError("download: compressed body although identity was asked")
+            raise ProtocolError("HTTP answer: compressed body although identity was asked")
         if "chunked" in headers.get("transfer-encoding", "").lower():
             while True:
                 size_line = await reader.readuntil(b"\r\n")
                 try:
                     size = int(size_line.split(b";", 1)[0].strip(), 16)
                 except ValueError:
-                    raise ProtocolError("download: bad chunk size") from None
+                    raise ProtocolError("HTTP answer: bad chunk size") from None
                 if size == 0:
                     # trailers until an empty line
                     while (await reader.readuntil(b"\r\n")) != b"\r\n":
@@ -239,13 +241,13 @@ class BlobFetcher:
                     remaining -= len(data)
                     sink(data)
                 if await reader.readexactly(2) != b"\r\n":
-                    raise ProtocolError("download: chunk not followed by CRLF")
+                    raise ProtocolError("HTTP answer: chunk not followed by CRLF")
         length = headers.get("content-length")
         if length is not None:
             try:
                 remaining = int(length)
             except ValueError:
-                raise ProtocolError("download: bad Content-Length") from None
+                raise ProtocolError("HTTP answer: bad Content-Length") from None
             while remaining > 0:
                 data = await reader.read(min(remaining, _CHUNK))
                 if not data:

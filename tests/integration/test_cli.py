@@ -130,3 +130,17 @@ def test_well_known_discovery_from_a_bare_host_url(account: Account, tmp_path: P
     mirror.config_path.write_text(mirror.config_path.read_text().replace(account.session_url, bare))
     mirror.cli("sync")
     assert_exact_mirror(mirror)
+
+
+def test_password_changed_after_a_sync_is_a_clear_error(account: Account, tmp_path: Path) -> None:
+    """With the session cached from the last run, the API request itself meets the 401."""
+    account.append("INBOX", make_message(1))
+    mirror = Mirror(account, tmp_path)
+    mirror.cli("sync")
+    mirror.set("password", "not-the-password-xyzzy")
+    done = mirror.cli("sync", check=False)
+    assert done.returncode == 1
+    assert "jmapsync: account test: API request: the server refused the credentials (HTTP 401)" in (
+        done.stderr
+    )
+    assert "not-the-password-xyzzy" not in done.stderr
