@@ -1,16 +1,18 @@
 """The only code that speaks HTTP: session discovery, API calls, blob download.
 
-`JmapClient` wraps one httpx.AsyncClient per account.  It knows the session
-limits and obeys them: requests never carry more than maxCallsInRequest calls,
-gets never ask for more than maxObjectsInGet ids, and no more than
-maxConcurrentRequests requests are in flight at once.
+`JmapClient` is one account's connection.  It knows the session limits and
+obeys them: requests never carry more than maxCallsInRequest calls (longer
+chains are split, back-references resolved here), gets never ask for more
+than maxObjectsInGet ids, no more than maxConcurrentRequests requests are in
+flight at once.
 
-Connection reuse is a measured choice, not a default: Cyrus answers on a
-reused keep-alive connection ~44 ms late (its Nagle meets our delayed ACK)
-while a fresh loopback connection answers in 1-2 ms.  `keepalive="auto"`
-therefore opens a fresh connection per request for plain http:// (test and
-LAN servers) and reuses connections for https://, where a TLS handshake costs
-more than the stall.
+API calls and blob downloads go through jmap/blobs.py's small keep-alive
+client, which ACKs at once (Cyrus answers a reused connection ~44 ms late
+otherwise) and costs a fraction of httpx's CPU per request.  httpx, imported
+on first use, fetches the session (redirects, /.well-known/jmap) and repeats
+any request whose answer is not a plain 200, so that errors are read by a
+complete HTTP implementation.  Tests hand in an httpx transport to reach a
+fake server; everything then goes through httpx.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 if TYPE_CHECKING:  # httpx is imported on first use: a pass with nothing new never needs it
@@ -42,7 +44,6 @@ from jmapsync.jmap.blobs import BlobFetcher
 from jmapsync.jmap.types import MAX_MESSAGE_BYTES, USING, Session
 
 Invocation = tuple[str, dict[str, Any], str]
-KeepAlive = Literal["auto", "yes", "no"]
 
 _MAX_SESSION_BYTES = 4 * 1024 * 1024
 _MAX_RESPONSE_BYTES = 256 * 1024 * 1024
@@ -131,13 +132,11 @@ class JmapClient:
         self,
         account: AccountConfig,
         *,
-        keepalive: KeepAlive = "auto",
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.account = account
         self._secret: Secret | None = None
         self._transport = transport
-        self._keepalive = keepalive
         self._http: httpx.AsyncClient | None = None
         self.session: Session | None = None
         self.session_json: tuple[str, object] | None = None  # (url, JSON) just fetched
@@ -191,18 +190,8 @@ class JmapClient:
         raw = f"{creds.username}:{self._secret.reveal()}".encode()
         return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
 
-    def _fresh_connections(self, url: str) -> bool:
-        if self._keepalive == "auto":
-            return url.startswith("http:")
-        return self._keepalive == "no"
-
-    def _headers(self, url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-        headers = self._auth_header()
-        if self._fresh_connections(url):
-            headers["Connection"] = "close"
-        if extra:
-            headers.update(extra)
-        return headers
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return self._auth_header() | (extra or {})
 
     # -- session -------------------------------------------------------------------
 
@@ -210,7 +199,7 @@ class JmapClient:
         """Fetch and validate the session resource (RFC 8620 2)."""
         url = well_known_url(self.account.session_url)
         with map_transport_errors(f"session {url}"):
-            response = await self.http.get(url, headers=self._headers(url))
+            response = await self.http.get(url, headers=self._headers())
         self._check_status(response, "session")
         if len(response.content) > _MAX_SESSION_BYTES:
             raise ProtocolError("session resource is larger than 4 MiB")
@@ -304,8 +293,7 @@ class JmapClient:
                     if len(received) > _MAX_RESPONSE_BYTES:
                         raise ProtocolError("API response larger than 256 MiB")
 
-                auth = self._auth_header() | headers
-                if await self._fetcher.request("POST", url, auth, sink, body):
+                if await self._fetcher.request("POST", url, self._headers(headers), sink, body):
                     try:
                         return json.loads(received)
                     except ValueError:
@@ -313,9 +301,7 @@ class JmapClient:
                             f"API request {names}: the server's answer is not valid JSON"
                         ) from None
             with map_transport_errors(f"API request {names}"):
-                response = await self.http.post(
-                    url, content=body, headers=self._headers(url, headers)
-                )
+                response = await self.http.post(url, content=body, headers=self._headers(headers))
         self._check_status(response, f"API request {names}")
         if len(response.content) > _MAX_RESPONSE_BYTES:
             raise ProtocolError("API response larger than 256 MiB")
@@ -337,7 +323,7 @@ class JmapClient:
     async def open_blob(self, blob_id: str) -> AsyncIterator[httpx.Response]:
         url = self.download_url(blob_id)
         with map_transport_errors(f"download {blob_id}"):
-            async with self.http.stream("GET", url, headers=self._headers(url)) as response:
+            async with self.http.stream("GET", url, headers=self._headers()) as response:
                 self._check_status(response, f"download {blob_id}")
                 yield response
 

@@ -122,7 +122,7 @@ class FilePlan:
         }
 
 
-def _split_rel(rel: str) -> tuple[str, str, str]:
+def split_rel(rel: str) -> tuple[str, str, str]:
     """ "a/b/cur/name" -> ("a/b", "cur", "name")."""
     head, name = rel.rsplit("/", 1)
     if "/" in head:
@@ -267,8 +267,3 @@ def plan_folders(old: Mapping[MailboxId, str], new: Mapping[MailboxId, str]) -> 
     wanted = set(new.values())
     gone = tuple(sorted(p for p in set(old.values()) - wanted))
     return FolderPlan(create=tuple(sorted(wanted)), moves=moves, remove_if_empty=gone)
-
-
-def split_rel(rel: str) -> tuple[str, str, str]:
-    """Public alias used by the engine to find a path's folder."""
-    return _split_rel(rel)
