@@ -332,3 +332,21 @@ def test_two_processes_never_sync_one_account_at_once(account: Account, tmp_path
         + done.stderr.startswith("jmapsync: account test:")
         == 1
     )
+
+
+def test_maildirplusplus_rename_moves_dot_folders(account: Account, tmp_path: Path) -> None:
+    """Maildir++: inbox is the root, a rename moves .Work and .Work.Projects."""
+    ids = seed_basic(account)
+    mirror = Mirror(account, tmp_path, layout="maildir++")
+    mirror.sync()
+    assert_exact_mirror(mirror)
+    assert (mirror.maildir / "cur").is_dir() and (mirror.maildir / ".Work.Projects/cur").is_dir()
+    j = account.jmap()
+    j.rename_mailbox(j.mailbox_id("Work"), "Job")
+    j.move(ids["m1"], j.mailbox_id("INBOX"), j.mailbox_id("Job/Projects"))
+    report = mirror.sync()
+    assert report.downloaded == 0 and report.folders_moved == 2
+    assert not (mirror.maildir / ".Work").exists()
+    assert not (mirror.maildir / ".Work.Projects").exists()
+    assert_exact_mirror(mirror)
+    assert_files_table(mirror)
