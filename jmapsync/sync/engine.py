@@ -64,7 +64,7 @@ from jmapsync.maildir.store import LocalFile, MaildirStore
 from jmapsync.state.db import AccountLock, Content, FileRecord, StateDB
 from jmapsync.sync import merge
 from jmapsync.sync import plan as planner
-from jmapsync.sync.plan import Download, FilePlan
+from jmapsync.sync.plan import Download, FilePlan, FolderPlan
 
 IN_MEMORY_BYTES = 4 * 1024 * 1024  # messages up to this size are downloaded into memory
 MAX_ATTEMPTS = 4  # passes tried when the server keeps changing under our writes
@@ -181,10 +181,11 @@ class Engine:
                     db.set_meta(conn, "mailbox_state", delta.mailbox_state)
                 report.mode = "unchanged"
                 report.email_state = delta.email_state
-                report.seconds = round(time.monotonic() - started, 3)
-                self.log.info("sync-done", **report.as_dict())
-                return report
-            return await self._full_pass(db, client, session.account_id, delta, report, started)
+            else:
+                await self._full_pass(db, client, session.account_id, delta, report, started)
+        report.seconds = round(time.monotonic() - started, 3)
+        self.log.info("sync-done", **report.as_dict())
+        return report
 
     async def _full_pass(
         self,
@@ -194,7 +195,8 @@ class Engine:
         delta: mail.Delta | None,
         report: SyncReport,
         started: float,
-    ) -> SyncReport:
+    ) -> None:
+        """Everything but the unchanged fast path; fills in `report`."""
         self.new_contents = {}
         self.files_pending = db.get_meta("files_pending") == "1"
         root_existed = self.account.maildir.is_dir()
@@ -220,7 +222,8 @@ class Engine:
             self.account.layout,
         )
         folder_of = {MailboxId(k): v for k, v in paths.items()}
-        self._folders_before(db, report, {m: p for m, (_, p) in old_boxes.items()}, folder_of)
+        fplan = planner.plan_folders({m: p for m, (_, p) in old_boxes.items()}, folder_of)
+        self._folders_before(db, report, fplan)
 
         local_folders = set(self.store.folders(self.account.layout)) | set(folder_of.values())
         self.store.clean_partials(local_folders)
@@ -238,18 +241,15 @@ class Engine:
             self.log.info(
                 "local-files-left-alone",
                 count=len(plan.foreign),
-                reason="not written by jmapsync; pull mode never touches them",
+                reason="not written by jmapsync; left as they are",
             )
         if not plan.empty:
-            # Journal: the files table may no longer match the disk until this
-            # pass commits; if it never does, the next one rewrites it whole.
-            with db.transaction() as conn:
-                db.set_meta(conn, "files_pending", "1")
+            self._mark_files_pending(db)
         t = time.monotonic()
         await self._execute(client, plan, report)
         report.phases["execute"] = round(time.monotonic() - t, 3)
 
-        self._folders_after(report, {m: p for m, (_, p) in old_boxes.items()}, folder_of)
+        self._folders_after(report, fplan)
         await asyncio.to_thread(self._line_endings, db, plan, report)
         self.store.dirsync.flush()
         self._record(
@@ -264,9 +264,6 @@ class Engine:
             email_state,
         )
         report.email_state = email_state
-        report.seconds = round(time.monotonic() - started, 3)
-        self.log.info("sync-done", **report.as_dict())
-        return report
 
     async def _connect_and_read_changes(self, client: JmapClient, db: StateDB) -> mail.Delta | None:
         """The session (cached from the last run when we have it, so that a pass
@@ -388,20 +385,19 @@ class Engine:
 
     # -- folders -------------------------------------------------------------------
 
-    def _folders_before(
-        self,
-        db: StateDB,
-        report: SyncReport,
-        old: Mapping[MailboxId, str],
-        new: Mapping[MailboxId, str],
-    ) -> None:
-        fplan = planner.plan_folders(old, new)
+    def _mark_files_pending(self, db: StateDB) -> None:
+        """Journal, before any file action: the files table may no longer match
+        the disk until this pass commits; if it never does, the next pass
+        rewrites the table whole."""
+        with db.transaction() as conn:
+            db.set_meta(conn, "files_pending", "1")
+
+    def _folders_before(self, db: StateDB, report: SyncReport, fplan: FolderPlan) -> None:
         if fplan.moves:
-            # Moved folders carry their files to new paths: the files table is
-            # stale until the end of the pass, which then rewrites it whole.
+            # Moved folders carry their files to new paths: the table is
+            # rewritten whole at the end of this pass.
             self.files_pending = True
-            with db.transaction() as conn:
-                db.set_meta(conn, "files_pending", "1")
+            self._mark_files_pending(db)
         for src, dst in fplan.moves:
             if self.store.move_folder(src, dst):
                 report.folders_moved += 1
@@ -410,10 +406,8 @@ class Engine:
             if self.store.ensure_folder(folder):
                 report.folders_created += 1
 
-    def _folders_after(
-        self, report: SyncReport, old: Mapping[MailboxId, str], new: Mapping[MailboxId, str]
-    ) -> None:
-        gone = planner.plan_folders(old, new).remove_if_empty
+    def _folders_after(self, report: SyncReport, fplan: FolderPlan) -> None:
+        gone = fplan.remove_if_empty
         # Deepest first, so that a parent emptied by its children's moves goes too.
         for folder in sorted(gone, key=lambda f: f.count("/"), reverse=True):
             if not self.store.path(folder).is_dir():
