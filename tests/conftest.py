@@ -24,7 +24,7 @@ import shutil
 import string
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -103,11 +103,21 @@ _counter = itertools.count(1)
 _rng = random.Random()
 
 
-@pytest.fixture
-def account(cyrus: Any) -> Account:
-    """A fresh user on the session server, unique per test."""
+def _new_account(cyrus: Any) -> Account:
     suffix = "".join(_rng.choices(string.ascii_lowercase + string.digits, k=5))
     name = f"u{next(_counter)}{suffix}"
     password = "secret"
     cyrus.add_user(name, password)
     return Account.of(cyrus, name, password)
+
+
+@pytest.fixture
+def account(cyrus: Any) -> Account:
+    """A fresh user on the session server, unique per test."""
+    return _new_account(cyrus)
+
+
+@pytest.fixture
+def account_factory(cyrus: Any) -> Callable[[], Account]:
+    """Fresh users on demand, for tests that need one per round."""
+    return lambda: _new_account(cyrus)
