@@ -208,12 +208,15 @@ class TwoWay:
         mailbox_of = {p: m for m, p in folder_of.items()}
         trash = next((m for m, b in mailboxes.items() if b.role == "trash"), None)
 
-        if await self._recover_imports(emails, base, scan, out):
-            out.rescan = True
+        recovered = await self._recover_imports(emails, base, scan)
+        out.rescan = bool(recovered)
         foreign = [
             f
             for f in scan
-            if f.email_id is None and f.folder in mailbox_of and TRASHED not in f.flags
+            if f.email_id is None
+            and f.folder in mailbox_of
+            and TRASHED not in f.flags
+            and f.relpath not in recovered
         ]
         virtual: list[LocalFile] = []
         imports: list[tuple[LocalFile, bytes]] = []
@@ -265,13 +268,14 @@ class TwoWay:
         emails: dict[EmailId, Email],
         base: Mapping[EmailId, Email],
         scan: list[LocalFile],
-        out: Outcome,
-    ) -> bool:
+    ) -> set[str]:
+        """Files of imports a crash interrupted that the server did take:
+        adopted now (their paths returned), never imported again."""
         entries = self.db.journal(JOURNAL_IMPORT)
         if not entries:
-            return False
+            return set()
         on_disk = {f.relpath: f for f in scan}
-        adopted = False
+        adopted: set[str] = set()
         for _seq, p in entries:
             rel, sha, size = str(p["path"]), str(p["sha256"]), int(str(p["size"]))
             f = on_disk.get(rel)
@@ -294,7 +298,7 @@ class TwoWay:
             self.log.info("import-recovered", path=rel, email=found.id)
             self.engine.mark_files_pending(self.db, rewrite=True)
             await asyncio.to_thread(self._adopt, f, raw, found)
-            adopted = True
+            adopted.add(rel)
         with self.db.transaction() as conn:
             self.db.journal_clear(conn, JOURNAL_IMPORT)
         return adopted
@@ -313,7 +317,10 @@ class TwoWay:
         virtual: list[LocalFile] = []
         rest: list[tuple[LocalFile, bytes, str | None]] = []
         for f in foreign:
-            raw = await asyncio.to_thread(self.store.read, f.relpath)
+            try:
+                raw = await asyncio.to_thread(self.store.read, f.relpath)
+            except FileNotFoundError:
+                continue  # the mail program moved it on meanwhile: next pass
             eid = by_sha.get((hashlib.sha256(raw).hexdigest(), "exact"))
             if eid is None and b"\r" not in raw:
                 eid = by_sha.get((hashlib.sha256(server_bytes(raw, "lf")).hexdigest(), "lf"))
