@@ -27,7 +27,7 @@ def looks_like_message(raw: bytes) -> bool:
     """True when the file starts with at least one header field and every
     line of its header block is a field or a continuation line."""
     head, _ = split(raw)
-    lines = head.replace(b"\r\n", b"\n").split(b"\n")
+    lines = head.replace(b"\r\n", b"\n").removesuffix(b"\n").split(b"\n")
     if not lines or not _HEADER.match(lines[0]):
         return False
     return all(_HEADER.match(line) or line[:1] in (b" ", b"\t") for line in lines)
