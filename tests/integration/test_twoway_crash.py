@@ -146,3 +146,63 @@ def test_interrupted_at_every_step_then_resumed(
             steps = at - 1
             break
     assert steps > 20, f"only {steps} side effects: the injection misses the pass"
+
+
+def journal_rows(mirror: Mirror) -> int:
+    import sqlite3
+
+    db = mirror.state_dir / f"{mirror.name}.sqlite3"
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM journal").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
+def test_real_process_killed_while_importing_never_imports_twice(
+    account: Account, tmp_path: Path
+) -> None:
+    """SIGKILL a real `jmapsync sync` while it uploads, and again while it
+    adopts the imported files; the next run imports each message once."""
+    import signal
+    import time
+
+    n = 150
+    mirror, _ = setup_two_way(account, tmp_path)
+    new = mirror.maildir / "INBOX" / "new"
+    for i in range(n):
+        (new / f"17325600{i:02d}.{i}_1.host").write_bytes(
+            make_message(100 + i).replace(b"\r\n", b"\n")
+        )
+
+    def foreign() -> int:
+        return sum(1 for p in new.iterdir() if ".jmapsync" not in p.name)
+
+    for kill_when in (lambda: journal_rows(mirror) >= 20, lambda: foreign() <= n - 60):
+        proc = mirror.popen("sync")
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if kill_when():
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.001)
+        assert proc.wait(timeout=60) == -signal.SIGKILL, "the pass ended before the kill"
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert 0 < foreign() < n  # killed half-way
+    mirror.cli("sync")
+    j = account.jmap()
+    mids = [e["messageId"][0] for e in j.get_emails(j.email_ids(), ["messageId"])]
+    assert len(mids) == len(set(mids)) == n + 1  # each once, nothing lost
+    assert_exact_mirror(mirror)
+    assert_files_table(mirror)
+
+
+def setup_two_way(account: Account, tmp_path: Path) -> tuple[Mirror, str]:
+    j = account.jmap()
+    eid = j.import_message(make_message(1), [j.mailbox_id("INBOX")], keywords={"$seen": True})
+    mirror = Mirror(account, tmp_path, direction="two-way")
+    mirror.sync()
+    return mirror, eid
