@@ -200,6 +200,7 @@ class TwoWay:
         email_state: State,
         touched: set[EmailId] | None,
         *,
+        held: Mapping[str, int],
         vanished: list[str],
         root_missing: bool,
     ) -> Outcome:
@@ -235,7 +236,7 @@ class TwoWay:
 
         reasons = twoway.deletion_guard(
             plan,
-            twoway.held_per_folder(base, folder_of),
+            held,
             max_deletes=self.account.max_deletes,
             vanished=vanished,
             root_missing=root_missing,
