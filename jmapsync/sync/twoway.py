@@ -139,11 +139,11 @@ def plan_push(
         r = remote.get(eid)
         patch = flag_patches.get(eid)
         if r is None:  # rule 2
-            flags_changed = any(
-                merge.local_flag_changes(flags_from_keywords(b.keywords), [f]) for f in here
-            )
-            if here and (boxes_here != b.mailbox_ids or flags_changed):
-                first = min(here, key=lambda f: f.relpath)
+            base_flags = flags_from_keywords(b.keywords)
+            changed = {f.relpath for f in here if merge.local_flag_changes(base_flags, [f])}
+            if here and (boxes_here != b.mailbox_ids or changed):
+                # The file that carries the change (its flags become the keywords).
+                first = min(here, key=lambda f: (f.relpath not in changed, f.relpath))
                 plan.reimports.append(
                     Reimport(eid, first, boxes_here, keywords_from_flags(first.flags))
                 )

@@ -289,6 +289,22 @@ def test_delete_there_and_flag_here_imports_it_again(account: Account, tmp_path:
     assert_exact_mirror(mirror)
 
 
+def test_reimport_of_an_email_in_two_mailboxes_keeps_both(account: Account, tmp_path: Path) -> None:
+    mirror, ids = setup(account, tmp_path)
+    j = account.jmap()
+    j.set_mailboxes(ids[0], [j.mailbox_id("INBOX"), j.mailbox_id("Archive")])
+    mirror.sync()
+    p = path_of(mirror, ids[0], "INBOX")
+    os.rename(p, p.with_name(p.name.replace(":2,S", ":2,FS")))
+    j.destroy(ids[0])
+    report = mirror.sync()
+    assert report.imported == 1
+    [back] = [e for e in j.email_ids() if e not in ids[1:]]
+    assert boxes(account, back) == {"Inbox", "Archive"}
+    assert "$flagged" in j.get_email(back, ["keywords"])["keywords"]
+    assert_exact_mirror(mirror)
+
+
 # -- guards ------------------------------------------------------------------------
 
 
