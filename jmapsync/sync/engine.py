@@ -35,6 +35,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 from jmapsync import log
@@ -133,6 +134,41 @@ class Scope:
         return list(store.scan(self.dirty)) + self.clean_files
 
 
+class Commits:
+    """Downloaded files waiting in tmp/ to become durable and take their names.
+
+    They are committed in batches (MaildirStore.commit_batch: one syncfs for
+    the batch, then the renames and the hard links of each): the journal
+    commit per fsync() was the largest single cost of a first sync."""
+
+    BATCH_FILES = 64
+    BATCH_BYTES = 32 * 1024 * 1024
+
+    def __init__(self, store: MaildirStore) -> None:
+        self.store = store
+        self.pending: list[tuple[Path, Download]] = []
+        self.bytes = 0
+        self.lock = asyncio.Lock()
+
+    async def add(self, tmp: Path, d: Download) -> None:
+        self.pending.append((tmp, d))
+        self.bytes += d.size
+        if len(self.pending) >= self.BATCH_FILES or self.bytes >= self.BATCH_BYTES:
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self.lock:
+            batch, self.pending, self.bytes = self.pending, [], 0
+            if batch:
+                await asyncio.to_thread(self._commit, batch)
+
+    def _commit(self, batch: list[tuple[Path, Download]]) -> None:
+        self.store.commit_batch((tmp, d.dst) for tmp, d in batch)
+        for _, d in batch:
+            for dst in d.links:
+                self.store.link(d.dst, dst)
+
+
 ProgressFactory = Callable[[int, int], "Progress"]
 
 
@@ -168,6 +204,7 @@ class Engine:
         self.new_contents: dict[str, Content] = {}  # learnt during the pass
         self.base: dict[EmailId, Email] = {}  # Emails as last synced
         self.files_pending = False  # an earlier pass died mid-way (files table stale)
+        self.commits = Commits(self.store)
 
     async def sync(self) -> SyncReport:
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -232,6 +269,7 @@ class Engine:
     ) -> None:
         """Everything but the unchanged fast path; fills in `report`."""
         self.new_contents = {}
+        self.commits = Commits(self.store)  # nothing of a failed attempt carries over
         self.files_pending = db.get_meta("files_pending") == "1"
         root_existed = self.account.maildir.is_dir()
         if not root_existed and db.has_files() and self.account.direction == "pull":
@@ -651,6 +689,7 @@ class Engine:
             workers = [asyncio.create_task(worker()) for _ in range(max(1, width))]
             try:
                 await asyncio.gather(*workers)
+                await self.commits.flush()
             except BaseException:
                 for w in workers:
                     w.cancel()
@@ -661,9 +700,8 @@ class Engine:
 
     async def _download_one(self, client: JmapClient, d: Download) -> int:
         if d.size <= IN_MEMORY_BYTES:
-            n = await self._download_small(client, d)
-        else:
-            n = await self._download_large(client, d)
+            return await self._download_small(client, d)  # links when committed
+        n = await self._download_large(client, d)
         for dst in d.links:
             self.store.link(d.dst, dst)
         return n
@@ -685,10 +723,11 @@ class Engine:
         form = local_form(self.account.line_endings, seen)
         body = to_lf(bytes(data)) if form == "lf" else bytes(data)
         folder, _sub, _name = planner.split_rel(d.dst)
-        # open(), fsync() and rename() in a thread: they must not stall the
-        # other downloads (an ext4 create waits for the journal while others fsync).
-        await asyncio.to_thread(self.store.deliver, folder, d.email_id, body, d.dst)
+        # open() and write() in a thread: they must not stall the other
+        # downloads (an ext4 create waits for the journal while others sync).
+        tmp = await asyncio.to_thread(self.store.write_unsynced, folder, d.email_id, body)
         self.new_contents[d.email_id] = Content(seen.sha256, seen.size, seen.crlf_only, form)
+        await self.commits.add(tmp, d)
         return n
 
     async def _download_large(self, client: JmapClient, d: Download) -> int:
