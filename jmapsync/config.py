@@ -224,18 +224,8 @@ def _parse_account(
     maildir = _expand(maildir_raw)
     if not maildir.is_absolute():
         maildir = config_dir / maildir
-    try:
-        connections = int(section.get("download_connections", "0"))
-    except ValueError:
-        raise ConfigError(f"[{section.name}] download_connections must be an integer") from None
-    if connections < 0:
-        raise ConfigError(f"[{section.name}] download_connections must be >= 0")
-    try:
-        max_deletes = int(section.get("max_deletes", "100"))
-    except ValueError:
-        raise ConfigError(f"[{section.name}] max_deletes must be an integer") from None
-    if max_deletes < 0:
-        raise ConfigError(f"[{section.name}] max_deletes must be >= 0")
+    connections = _count(section, "download_connections", 0)
+    max_deletes = _count(section, "max_deletes", 100)
     return AccountConfig(
         name=name,
         session_url=session_url,
@@ -248,6 +238,17 @@ def _parse_account(
         timeout_s=_positive_float(section, "timeout", 60.0),
         max_deletes=max_deletes,
     )
+
+
+def _count(section: configparser.SectionProxy, key: str, default: int) -> int:
+    """An integer >= 0."""
+    try:
+        value = int(section.get(key, str(default)))
+    except ValueError:
+        raise ConfigError(f"[{section.name}] {key} must be an integer") from None
+    if value < 0:
+        raise ConfigError(f"[{section.name}] {key} must be >= 0")
+    return value
 
 
 def parse(text: str, path: Path | None = None) -> Config:
