@@ -33,7 +33,7 @@ from jmapsync.errors import ConfigError
 
 # SIGTERM: a running pass gets this long to finish before it is cancelled;
 # the rest of systemd's 10 s is for closing sockets and threads.
-STOP_GRACE_S = 5.0
+STOP_GRACE_S = 2.0
 # Status file and STATUS= line: written at most this often.
 STATUS_DELAY_S = 0.1
 TMP_CLEAN_INTERVAL_S = 3600.0
