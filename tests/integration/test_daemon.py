@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -213,3 +214,30 @@ def test_sigint_is_a_clean_stop_too(cyrus_ws: Any, tmp_path: Path) -> None:
         d.wait_event("daemon-ready")
         d.signal(signal.SIGINT)
         assert d.proc.wait(timeout=10) == 0
+
+
+def test_systemd_notify_ready_status_watchdog_stopping(cyrus_ws: Any, tmp_path: Path) -> None:
+    """What a Type=notify unit sees, with a NOTIFY_SOCKET bound here."""
+    acct = new_account(cyrus_ws)
+    config = write_config(tmp_path, [Acct("a", acct)])
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(10)
+        env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}
+        got: list[str] = []
+
+        def receive(until: str) -> None:
+            while not any(until in m for m in got):
+                got.append(sock.recv(4096).decode())
+
+        with DaemonProc(config, env=env) as d:
+            receive("READY=1")
+            assert not d.events("pass-failed")
+            assert any(m.startswith("READY=1\nSTATUS=a: ") for m in got)
+            receive("WATCHDOG=1")
+            got.clear()
+            receive("WATCHDOG=1")  # again: it keeps pinging (every 0.2 s here)
+            d.signal(signal.SIGTERM)
+            receive("STOPPING=1")
+            assert d.proc.wait(timeout=10) == 0
