@@ -221,6 +221,8 @@ class AccountRunner:
     async def _one_pass(self, reasons: list[str]) -> None:
         self.status.sync = "syncing"
         self._changed()
+        # Pushed before the pass began: the pass covers these, whatever they were.
+        covered = dict(self._pushed)
         try:
             secret = await self._get_secret()
             if self._full_due:
@@ -258,6 +260,9 @@ class AccountRunner:
         if report.email_state is not None:
             self._known["Email"] = report.email_state
         self._known.update(self._stored_states())
+        for t, s in covered.items():
+            if self._pushed.get(t) == s:
+                del self._pushed[t]  # left: only what was pushed during the pass
         self.log.info("pass", reasons=reasons, mode=report.mode, seconds=report.seconds)
         self._start_watcher()
         self._changed()
