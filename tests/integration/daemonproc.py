@@ -43,6 +43,7 @@ class Acct:
     account: Account
     password: str | None = None  # None: the account's real one
     extra: dict[str, str] = field(default_factory=dict)
+    password_command: str | None = None  # instead of password
 
 
 def write_config(base: Path, accounts: Sequence[Acct], **global_keys: str) -> Path:
@@ -54,7 +55,9 @@ def write_config(base: Path, accounts: Sequence[Acct], **global_keys: str) -> Pa
             f"[account {a.name}]",
             f"session_url = {a.account.session_url}",
             f"username = {a.account.user}",
-            f"password = {a.password if a.password is not None else a.account.password}",
+            f"password_command = {a.password_command}"
+            if a.password_command
+            else f"password = {a.password if a.password is not None else a.account.password}",
             f"maildir = {base / 'mail' / a.name}",
             "direction = two-way",
         ]
