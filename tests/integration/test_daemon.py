@@ -113,6 +113,20 @@ def test_push_poll_never_opens_a_channel(cyrus_ws: Any, tmp_path: Path) -> None:
         assert d.stop()[0] == 0
 
 
+def test_full_reconcile_runs_on_schedule(cyrus_ws: Any, tmp_path: Path) -> None:
+    """Every full_sync_interval the next pass reads the whole account again
+    (mode "full"), not just the changes since the stored state."""
+    acct = new_account(cyrus_ws)
+    eid = acct.import_message(make_message(10))
+    config = write_config(tmp_path, [Acct("a", acct)], full_sync_interval="1")
+    with DaemonProc(config) as d:
+        d.wait_event("daemon-ready")
+        d.wait_event("full-reconcile-scheduled", timeout=5)
+        d.wait_event("sync-done", mode="full", count=2, timeout=5)  # the first pass + this one
+        assert files_of(tmp_path / "mail" / "a", eid)
+        assert d.stop()[0] == 0
+
+
 def test_server_restart_reconnects_and_catches_up(cyrus_ws: Any, tmp_path: Path) -> None:
     """Cyrus goes away under a running daemon: the local change made meanwhile
     and the remote change made after the restart both arrive, without
