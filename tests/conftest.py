@@ -9,7 +9,14 @@
   ``mailtools.Account`` (``.user .password .session_url .imap_port .server``,
   ``.imap()``, ``.jmap()``, ``.append()``, ``.import_message()``, ...).
 
-Tests using either fixture are marked ``cyrus`` automatically
+* ``cyrus_ws`` / ``cyrus_stock`` (session, started on first use): servers
+  whose httpd speaks WebSocket and EventSource (built once from Debian's
+  source package into ~/.cache/jmapsync when none is there; the tests are
+  skipped with the reason when that fails), and Debian's own httpd (no
+  WebSocket; its eventSourceUrl answers 204).  ``new_account(server)``
+  makes a fresh user on either.
+
+Tests using any of these fixtures are marked ``cyrus`` automatically
 (``pytest -m "not cyrus"`` skips them).  The server needs root on first use
 (it apt-get installs the Cyrus packages); see tools/cyrus.py.
 """
