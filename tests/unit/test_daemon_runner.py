@@ -1,0 +1,156 @@
+"""AccountRunner's decisions with a scripted engine (no server, no network):
+coalescing, backoff after failures of any kind, echo suppression, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jmapsync.config import Config, parse
+from jmapsync.daemon import account as account_mod
+from jmapsync.daemon.account import AccountRunner
+from jmapsync.daemon.backoff import Backoff
+from jmapsync.errors import TransportError
+from jmapsync.jmap.push import StateChange
+from jmapsync.sync.engine import SyncReport
+
+
+class Script:
+    """What the fake engine does on each pass: an exception to raise, or a
+    report to return after `delay` seconds."""
+
+    def __init__(self, steps: list[Any], delay: float = 0.0) -> None:
+        self.steps = steps
+        self.delay = delay
+        self.calls = 0
+        self.running = 0
+        self.max_running = 0
+
+    def engine(self) -> type:
+        script = self
+
+        class FakeEngine:
+            def __init__(self, config: Config, account: Any, **kw: Any) -> None:
+                self.account = account
+
+            async def sync(self) -> SyncReport:
+                script.calls += 1
+                script.running += 1
+                script.max_running = max(script.max_running, script.running)
+                try:
+                    await asyncio.sleep(script.delay)
+                    step = script.steps.pop(0) if script.steps else "ok"
+                    if isinstance(step, BaseException):
+                        raise step
+                    return SyncReport(self.account.name, email_state=str(step))
+                finally:
+                    script.running -= 1
+
+        return FakeEngine
+
+
+def _config(tmp_path: Path) -> Config:
+    (tmp_path / "mail").mkdir()
+    return parse(
+        f"[jmapsync]\nstate_dir = {tmp_path / 'state'}\npoll_interval = 300\npush = poll\n"
+        f"[account a]\nsession_url = http://127.0.0.1:9/\nusername = u\npassword = p\n"
+        f"maildir = {tmp_path / 'mail'}\n"
+    )
+
+
+def _runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: Script) -> AccountRunner:
+    monkeypatch.setattr(account_mod, "Engine", script.engine())
+    config = _config(tmp_path)
+    fast = Backoff(base=0.01, cap=0.04, rng=random.Random(3))
+    return AccountRunner(config, config.accounts[0], pass_backoff=fast)
+
+
+async def _until(check: Any, timeout: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.005)
+
+
+def test_failures_of_any_kind_are_retried_with_backoff_then_succeed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script([TransportError("refused"), RuntimeError("bug"), "7"])
+    runner = _runner(tmp_path, monkeypatch, script)
+
+    async def run() -> None:
+        runner.start()
+        await _until(lambda: runner.status.passes == 1)
+        assert runner.first_pass_done.is_set()
+        assert runner.status.error is None and runner.status.sync == "idle"
+        await runner.stop(1.0)
+
+    asyncio.run(run())
+    assert script.calls == 3
+    assert runner._known["Email"] == "7"
+
+
+def test_requests_during_a_pass_coalesce_into_one_more_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script(["1", "2", "3", "4"], delay=0.1)
+    runner = _runner(tmp_path, monkeypatch, script)
+
+    async def run() -> None:
+        runner.start()
+        await _until(lambda: script.running == 1)
+        for reason in ("local", "local", "remote", "poll", "local"):
+            runner.request(reason)
+        await _until(lambda: runner.status.passes == 2)
+        await asyncio.sleep(0.25)  # nothing else was asked
+        await runner.stop(1.0)
+
+    asyncio.run(run())
+    assert script.calls == 2
+    assert script.max_running == 1
+
+
+def test_a_state_change_we_already_hold_runs_no_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script(["15", "16"])
+    runner = _runner(tmp_path, monkeypatch, script)
+
+    async def run() -> None:
+        runner.start()
+        await _until(lambda: runner.status.passes == 1)
+        runner._on_state_change(StateChange({"u": {"Email": "15"}}, "15"), "u")  # our own
+        runner._on_state_change(StateChange({"other": {"Email": "99"}}), "u")  # not ours
+        await asyncio.sleep(0.1)
+        assert script.calls == 1
+        runner._on_state_change(StateChange({"u": {"Email": "16"}}, "16"), "u")  # news
+        await _until(lambda: runner.status.passes == 2)
+        await runner.stop(1.0)
+
+    asyncio.run(run())
+    assert script.calls == 2
+    assert runner._push_state == "16"
+
+
+def test_stop_cancels_a_pass_that_outlives_the_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script(["1"], delay=30)
+    runner = _runner(tmp_path, monkeypatch, script)
+
+    async def run() -> float:
+        runner.start()
+        await _until(lambda: script.running == 1)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await runner.stop(0.2)
+        return loop.time() - started
+
+    took = asyncio.run(run())
+    assert 0.15 <= took < 2
+    assert script.running == 0 and runner.status.passes == 0
