@@ -42,6 +42,10 @@ from jmapsync.sync.engine import Engine, SyncReport
 DEBOUNCE_QUIET_S = 0.15
 # ...and at the latest this long after its first event.
 DEBOUNCE_MAX_S = 1.0
+# A push channel counts as healthy (its backoff starts again at 1 s) only
+# after staying open this long: a server that accepts and at once drops the
+# connection must not get a reconnect -- and a pass -- every second.
+PUSH_STABLE_S = 30.0
 
 
 def transport_order(push_key: str) -> list[push.Transport]:
@@ -128,6 +132,7 @@ class AccountRunner:
         self._known: dict[str, str] = {}  # type -> state our last pass ended with
         self._pushed: dict[str, str] = {}  # type -> latest pushed state
         self._push_state: str | None = None  # RFC 8887 resume point
+        self._push_opened_at: float | None = None
         self._full_due = False
         self._retry: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -382,6 +387,9 @@ class AccountRunner:
                     self._secret = None
                 if not isinstance(exc, JmapsyncError):
                     self.log.exception("push-crashed", error_type=type(exc).__name__)
+                opened, self._push_opened_at = self._push_opened_at, None
+                if opened is not None and time.monotonic() - opened >= PUSH_STABLE_S:
+                    self._push_backoff.reset()
                 delay = self._push_backoff.next_delay()
                 self.status.connection, self.status.push_error = "reconnecting", str(exc)
                 self._changed()
@@ -391,7 +399,7 @@ class AccountRunner:
                 await asyncio.sleep(delay)
 
     def _push_opened(self, event: push.Opened) -> None:
-        self._push_backoff.reset()
+        self._push_opened_at = time.monotonic()
         self.status.connection, self.status.push_error = "connected", None
         self.log.info("push-connected", transport=event.transport)
         # Push reports changes from now on only: catch up on what came before.

@@ -4,6 +4,8 @@ coalescing, backoff after failures of any kind, echo suppression, stop."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import random
 from pathlib import Path
 from typing import Any
@@ -154,3 +156,53 @@ def test_stop_cancels_a_pass_that_outlives_the_grace(
     took = asyncio.run(run())
     assert 0.15 <= took < 2
     assert script.running == 0 and runner.status.passes == 0
+
+
+def test_a_channel_that_drops_at_once_is_reopened_with_growing_delays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opened-then-closed must not reset the backoff: otherwise a flaky
+    server gets a reconnect, and a pass, every few milliseconds."""
+    from jmapsync.jmap import push
+
+    opens: list[float] = []
+
+    class FakeClient:
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            pass
+
+        async def __aenter__(self) -> FakeClient:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+        async def connect(self) -> Any:
+            return type("S", (), {"account_id": "u"})()
+
+    async def channel(*a: Any, **kw: Any) -> Any:
+        opens.append(asyncio.get_running_loop().time())
+        yield push.Opened("websocket")
+        raise TransportError("closed by the server")
+
+    script = Script([])
+    monkeypatch.setattr(account_mod, "Engine", script.engine())
+    monkeypatch.setattr(account_mod, "JmapClient", FakeClient)
+    monkeypatch.setattr(push, "transports", lambda session: ["websocket"])
+    monkeypatch.setattr(push, "open_channel", channel)
+    config = _config(tmp_path)
+    account = dataclasses.replace(config.accounts[0], push="auto")
+    runner = AccountRunner(
+        config, account, push_backoff=Backoff(base=0.05, cap=10, rng=random.Random(5))
+    )
+
+    async def run() -> None:
+        runner.start()
+        await asyncio.sleep(1.0)
+        await runner.stop(0.5)
+
+    asyncio.run(run())
+    assert 3 <= len(opens) <= 7  # 0.05, 0.1, 0.2, 0.4 s (halved at worst) ... not 1 per ms
+    gaps = [b - a for a, b in itertools.pairwise(opens)]
+    assert gaps == sorted(gaps)
+    assert script.calls <= len(opens) + 1  # a pass per (re)connect, coalesced at most
