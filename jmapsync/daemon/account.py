@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -203,6 +204,8 @@ class AccountRunner:
     async def _sync_loop(self) -> None:
         while True:
             await self._wanted.wait()
+            if self._stopping:
+                return  # stop() is waiting for the pass that just ended, not for a new one
             self._wanted.clear()
             reasons, self._reasons = self._reasons, set()
             self.status.pass_pending = False
@@ -292,12 +295,17 @@ class AccountRunner:
 
     def _stored_states(self) -> dict[str, str]:
         """The Mailbox state the engine recorded (its report names only the
-        Email state)."""
-        db = StateDB.for_account(self.config.state_dir, self.account.name)
+        Email state).  Unknown when the database cannot be read: then a pushed
+        Mailbox state is never taken for an echo -- one pass too many, no harm."""
         try:
-            ms = db.mailbox_state
-        finally:
-            db.close()
+            db = StateDB.for_account(self.config.state_dir, self.account.name)
+            try:
+                ms = db.mailbox_state
+            finally:
+                db.close()
+        except (sqlite3.Error, JmapsyncError) as exc:
+            self.log.warning("state-read-failed", error=str(exc))
+            return {}
         return {"Mailbox": ms} if ms else {}
 
     def _forget_email_state(self) -> None:
