@@ -176,6 +176,7 @@ class AccountRunner:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.first_pass_done.set()  # READY=1 must not wait for an account that is gone
         self.status.connection = "stopped"
         self._changed()
 

@@ -112,6 +112,8 @@ class Daemon:
     # -- accounts ------------------------------------------------------------------
 
     def _add(self, account: AccountConfig) -> None:
+        if self._stop.is_set():
+            return  # a reload racing with SIGTERM
         runner = AccountRunner(self.config, account, on_status=self._status_soon)
         self.runners[account.name] = runner
         runner.start()
