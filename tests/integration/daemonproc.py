@@ -138,15 +138,20 @@ class DaemonProc:
 
 
 def status(config: Path) -> dict[str, Any]:
+    """`jmapsync status --json`."""
+    data: dict[str, Any] = json.loads(status_text(config, "--json"))
+    return data
+
+
+def status_text(config: Path, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "jmapsync", "-c", str(config), "status", "--json"],
+        [sys.executable, "-m", "jmapsync", "-c", str(config), "status", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
         check=True,
     )
-    data: dict[str, Any] = json.loads(done.stdout)
-    return data
+    return done.stdout
 
 
 def files_of(root: Path, prefix: str = "") -> list[Path]:

@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from conftest import new_account
-from daemonproc import ROOT, Acct, DaemonProc, files_of, status, wait_for, write_config
+from daemonproc import (
+    ROOT,
+    Acct,
+    DaemonProc,
+    files_of,
+    status,
+    status_text,
+    wait_for,
+    write_config,
+)
 from mailtools import Account, make_message
 
 # Cyrus pushes after polling its own state once a second; a pass is ~50 ms.
@@ -167,6 +176,11 @@ def test_wrong_password_account_does_not_stop_the_other(cyrus_ws: Any, tmp_path:
         assert live["bad"]["daemon"]["sync"] == "backoff"
         assert "credentials" in live["bad"]["daemon"]["error"]
         assert live["good"]["daemon"]["connection"] == "connected"
+        text = status_text(config)
+        assert text.startswith("daemon: running, pid ")
+        assert "  daemon:         backoff: session: the server refused the credentials" in text
+        assert "  push:           websocket (connected; push = auto)" in text
+        assert "  last change:    " in text and "downloaded 1" in text
         assert BAD_PASSWORD not in d.log_path.read_text()  # a password is never logged
         assert d.stop()[0] == 0
 
