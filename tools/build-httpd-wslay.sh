@@ -81,4 +81,5 @@ echo "$VER" > "$OUT/httpd-wslay.version"
 diff <(nm -D --undefined-only imap/.libs/httpd | awk '{print $2}' | grep -v -e '^wslay_' -e '^inflate' | sort) \
      <(nm -D --undefined-only /usr/lib/cyrus/bin/httpd | awk '{print $2}' | sort) >/dev/null ||
     echo "WARNING: dynamic imports differ from Debian's httpd beyond wslay/inflate" >&2
-echo "== wrote $OUT/httpd-wslay for cyrus $VER ($(stat -c %s "$OUT/httpd-wslay") bytes); build dir $W can be removed"
+echo "== wrote $OUT/httpd-wslay for cyrus $VER ($(stat -c %s "$OUT/httpd-wslay") bytes)"
+cd / && rm -rf "$W"   # ~400 MB; on failure it stays, with its logs
