@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sync", help="one pass over every (or the named) account")
     s.add_argument("--account", action="append", metavar="NAME", help="only this account")
+    s.add_argument(
+        "--force-deletes",
+        action="store_true",
+        help="let through deletions the guards refuse (vanished folders, emptied folders,"
+        " more than max_deletes)",
+    )
     c = sub.add_parser("check", help="validate the config, connect, show what the server offers")
     c.add_argument("--account", action="append", metavar="NAME")
     st = sub.add_parser("status", help="per account: last sync, states, counts, pending work")
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.log_format is None and config.log_format != "auto":
             log.setup(config.log_format, args.verbose)
         if args.command == "sync":
-            return cmd_sync(config, args.account)
+            return cmd_sync(config, args.account, force_deletes=args.force_deletes)
         if args.command == "check":
             return cmd_check(config, args.account)
         if args.command == "status":
@@ -100,8 +106,10 @@ def _report_results(results: dict[str, SyncReport | JmapsyncError]) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def cmd_sync(config: Config, names: list[str] | None) -> int:
-    results = asyncio.run(sync_accounts(config, names, progress_bar_factory()))
+def cmd_sync(config: Config, names: list[str] | None, *, force_deletes: bool = False) -> int:
+    results = asyncio.run(
+        sync_accounts(config, names, progress_bar_factory(), force_deletes=force_deletes)
+    )
     return _report_results(results)
 
 

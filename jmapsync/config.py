@@ -112,6 +112,8 @@ class AccountConfig:
     # jmapsync-specific knobs with safe defaults (see config.example.ini)
     download_connections: int = 0  # 0 = the server's maxConcurrentRequests
     timeout_s: float = 60.0
+    # Two-way: more local deletions than this in one pass are refused (--force-deletes).
+    max_deletes: int = 100
     push: Push = "auto"  # the daemon's change notification transport
 
 
@@ -194,6 +196,7 @@ def _parse_account(
         "layout",
         "direction",
         "download_connections",
+        "max_deletes",
         "timeout",
         "line_endings",
         "push",
@@ -234,6 +237,12 @@ def _parse_account(
         raise ConfigError(f"[{section.name}] download_connections must be an integer") from None
     if connections < 0:
         raise ConfigError(f"[{section.name}] download_connections must be >= 0")
+    try:
+        max_deletes = int(section.get("max_deletes", "100"))
+    except ValueError:
+        raise ConfigError(f"[{section.name}] max_deletes must be an integer") from None
+    if max_deletes < 0:
+        raise ConfigError(f"[{section.name}] max_deletes must be >= 0")
     return AccountConfig(
         name=name,
         session_url=session_url,
@@ -244,6 +253,7 @@ def _parse_account(
         line_endings=cast(LineEndings, _choice(section, "line_endings", "lf", ("lf", "exact"))),
         download_connections=connections,
         timeout_s=_positive_float(section, "timeout", 60.0),
+        max_deletes=max_deletes,
         push=cast(Push, _choice(section, "push", push_default, PUSH_CHOICES)),
     )
 

@@ -9,6 +9,7 @@ daemon later) what to do without looking at the concrete type::
     ├── LockedError               backoff  another jmapsync process syncs this account
     ├── StateError                fatal    the state database is unusable (schema too new, corrupt)
     ├── LocalError                fatal    the Maildir cannot be used (permissions, not a directory)
+    │   └── DeletionRefused       fatal    a pass would delete too much (--force-deletes)
     └── RemoteError               see subclass
         ├── TransportError        temporary  connection refused / reset / timed out
         ├── AuthError             fatal    HTTP 401 / 403: wrong credentials
@@ -73,6 +74,10 @@ class StateError(JmapsyncError):
 
 class LocalError(JmapsyncError):
     """The local Maildir cannot be used as asked."""
+
+
+class DeletionRefused(LocalError):
+    """A pass would delete more than looks intended (see sync/twoway.py guards)."""
 
 
 class RemoteError(JmapsyncError):

@@ -31,7 +31,7 @@ import shutil
 import string
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -145,3 +145,9 @@ _rng = random.Random()
 def account(cyrus: Any) -> Account:
     """A fresh user on the session server, unique per test."""
     return new_account(cyrus)
+
+
+@pytest.fixture
+def account_factory(cyrus: Any) -> Callable[[], Account]:
+    """Fresh users on demand, for tests that need one per round."""
+    return lambda: new_account(cyrus)

@@ -67,20 +67,16 @@ def is_echo(pushed: dict[str, str], known: dict[str, str]) -> bool:
     return bool(pushed) and all(known.get(t) == s for t, s in pushed.items())
 
 
-def changed_something(report: SyncReport) -> bool:
-    return any(
-        (
-            report.downloaded,
-            report.renamed,
-            report.linked,
-            report.removed,
-            report.pushed,
-            report.folders_created,
-            report.folders_moved,
-            report.folders_removed,
-            report.rewritten,
-        )
-    )
+# SyncReport counters that are not changes (sizes, what was left alone).
+_NOT_CHANGES = frozenset({"bytes", "foreign", "warnings"})
+
+
+def change_counts(report: SyncReport) -> dict[str, int]:
+    """The pass's non-zero change counters (downloaded, renamed, pushed,
+    imported, ...), whatever counters the engine grows."""
+    return {
+        k: v for k, v in report.as_dict().items() if type(v) is int and v and k not in _NOT_CHANGES
+    }
 
 
 @dataclass
@@ -259,13 +255,9 @@ class AccountRunner:
         st.sync, st.error, st.retry_at = "idle", None, None
         st.passes += 1
         st.last_pass_at, st.last_pass_seconds = now, report.seconds
-        if changed_something(report):
-            st.last_change_at = now
-            st.last_change = {
-                k: v
-                for k, v in report.as_dict().items()
-                if isinstance(v, int) and v and k not in ("bytes", "warnings")
-            }
+        changes = change_counts(report)
+        if changes:
+            st.last_change_at, st.last_change = now, changes
         if report.email_state is not None:
             self._known["Email"] = report.email_state
         self._known.update(self._stored_states())

@@ -41,7 +41,7 @@ from jmapsync.errors import (
     method_error,
 )
 from jmapsync.jmap.blobs import BlobFetcher
-from jmapsync.jmap.types import MAX_MESSAGE_BYTES, USING, Session
+from jmapsync.jmap.types import MAX_MESSAGE_BYTES, USING, Session, parse_id
 
 Invocation = tuple[str, dict[str, Any], str]
 
@@ -388,6 +388,34 @@ class JmapClient:
                 view = view[os.write(fd, view) :]
 
         return await self.stream_blob(blob_id, expected_size, write)
+
+    async def fetch_blob(self, blob_id: str, expected_size: int | None = None) -> bytes:
+        """A whole blob in memory (for the few messages two-way sync compares)."""
+        data = bytearray()
+        await self.stream_blob(blob_id, expected_size, data.extend)
+        return bytes(data)
+
+    async def upload(self, data: bytes, content_type: str = "message/rfc822") -> str:
+        """POST bytes to the uploadUrl (RFC 8620 6.1); the new blob id."""
+        session = self._require_session()
+        if len(data) > session.limits.max_size_upload:
+            raise ValueError(
+                f"{len(data)} bytes exceed the server's maxSizeUpload"
+                f" ({session.limits.max_size_upload})"
+            )
+        url = expand_template(session.upload_url, accountId=session.account_id)
+        with map_transport_errors("upload"):
+            response = await self.http.post(
+                url, content=data, headers=self._headers({"Content-Type": content_type})
+            )
+        self._check_status(response, "upload")
+        answer = self._json(response, "upload")
+        if not isinstance(answer, dict):
+            raise ProtocolError("upload: the answer is not a JSON object")
+        size = answer.get("size")
+        if size is not None and size != len(data):
+            raise ProtocolError(f"upload: the server stored {size} bytes of {len(data)}")
+        return parse_id(answer.get("blobId"), "blob")
 
     # -- helpers -------------------------------------------------------------------
 

@@ -19,8 +19,10 @@ What the tables hold, and why:
 - contents: per Email, the SHA-256 and size of the SERVER's bytes, whether
   they are CRLF-only (so LF form is reversible), and the form the local files
   hold ("lf" or "exact"); `jmapsync verify` checks files against it.
-- journal: intents written before side effects a rescan could not recognise
-  (used by two-way sync; empty in pull mode).
+- journal: intents written before side effects a rescan could not recognise:
+  an Email/import (kind "import": the file, the SHA-256 and size of the
+  bytes sent, the mailbox, and once known the new Email id), so that a crash
+  between the import and the commit never imports the file twice.
 """
 
 from __future__ import annotations
@@ -309,6 +311,36 @@ class StateDB:
             "INSERT OR REPLACE INTO contents VALUES (?, ?, ?, ?, ?)",
             [(e, c.sha256, c.size, int(c.crlf_only), c.form) for e, c in items.items()],
         )
+
+    # -- journal -------------------------------------------------------------------
+
+    def journal_add(self, kind: str, payload: Mapping[str, object]) -> int:
+        """Write an intent and COMMIT it, before the side effect it announces."""
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO journal (kind, payload, created_at) VALUES (?, ?, ?)",
+                (kind, json.dumps(payload, sort_keys=True), time.time()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def journal_update(self, seq: int, payload: Mapping[str, object]) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE journal SET payload=? WHERE seq=?",
+                (json.dumps(payload, sort_keys=True), seq),
+            )
+
+    def journal(self, kind: str) -> list[tuple[int, dict[str, object]]]:
+        return [
+            (int(seq), json.loads(payload))
+            for seq, payload in self.conn.execute(
+                "SELECT seq, payload FROM journal WHERE kind=? ORDER BY seq", (kind,)
+            )
+        ]
+
+    @staticmethod
+    def journal_clear(conn: sqlite3.Connection, kind: str) -> None:
+        conn.execute("DELETE FROM journal WHERE kind=?", (kind,))
 
     def counts(self) -> dict[str, int]:
         out = {}

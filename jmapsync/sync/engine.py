@@ -12,7 +12,8 @@ One pass for one account (`Engine.sync`); docs/DESIGN.md has the long form.
 5. Folders: map mailboxes to folder paths, move renamed mailboxes' folders,
    create missing folders.
 6. Scan the local folders.  Two-way: merge local flag changes per keyword
-   (sync/merge.py, pure) and send them, guarded by ifInState.
+   and folder changes (sync/twoway.py, pure) and send them (sync/push.py),
+   guarded by ifInState; import new local messages.
 7. Plan (sync/plan.py, pure) and execute: renames, links, downloads
    (concurrent, each tmp -> fsync -> rename), removes; line-ending rewrites;
    then fsync every touched directory.
@@ -31,7 +32,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,7 @@ from jmapsync import log
 from jmapsync.config import AccountConfig, Config
 from jmapsync.errors import (
     CannotCalculateChanges,
+    DeletionRefused,
     HTTPStatusError,
     JmapsyncError,
     LocalError,
@@ -60,11 +62,12 @@ from jmapsync.maildir.lineendings import (
     to_lf,
 )
 from jmapsync.maildir.names import MailboxNode, folder_paths
-from jmapsync.maildir.store import LocalFile, MaildirStore
+from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import AccountLock, Content, FileRecord, StateDB
-from jmapsync.sync import merge
 from jmapsync.sync import plan as planner
+from jmapsync.sync import twoway
 from jmapsync.sync.plan import Download, FilePlan, FolderPlan
+from jmapsync.sync.push import TwoWay
 
 IN_MEMORY_BYTES = 4 * 1024 * 1024  # messages up to this size are downloaded into memory
 MAX_ATTEMPTS = 4  # passes tried when the server keeps changing under our writes
@@ -88,7 +91,13 @@ class SyncReport:
     folders_moved: int = 0
     folders_removed: int = 0
     rewritten: int = 0  # files converted between LF and exact form
-    pushed: int = 0  # Emails whose local flag changes went to the server
+    pushed: int = 0  # Emails whose local flag or folder changes went to the server
+    destroyed: int = 0  # Emails destroyed on the server (deleted here from Trash)
+    imported: int = 0  # local new messages sent with Email/import
+    adopted: int = 0  # MUA copies of known messages taken over under our name
+    superseded: int = 0  # MUA copies replaced by the server's bytes
+    mailboxes_created: int = 0
+    mailboxes_destroyed: int = 0
     foreign: int = 0
     seconds: float = 0.0
     email_state: str | None = None
@@ -124,8 +133,10 @@ class Engine:
         *,
         client_factory: Callable[[AccountConfig], JmapClient] | None = None,
         progress: ProgressFactory | None = None,
+        force_deletes: bool = False,
     ) -> None:
         self.config = config
+        self.force_deletes = force_deletes
         self.account = account
         self.client_factory = client_factory or (JmapClient)
         self.progress = progress
@@ -200,15 +211,17 @@ class Engine:
         self.new_contents = {}
         self.files_pending = db.get_meta("files_pending") == "1"
         root_existed = self.account.maildir.is_dir()
-        if not root_existed and db.has_files():
+        if not root_existed and db.has_files() and self.account.direction == "pull":
             # Pull mode: the server is the truth, so a vanished root is simply
             # rebuilt.  Say so loudly: it may be an unmounted disk.
             msg = f"Maildir root {self.account.maildir} is missing; rebuilding it from the server"
             self.log.warning("local-root-missing", path=str(self.account.maildir))
             report.warnings.append(msg)
+        if self.account.direction == "two-way" and not root_existed and db.has_files():
+            self._refuse_vanished({}, [], root_missing=True)
         self.store.ensure_root()
 
-        old_boxes = db.mailboxes()
+        old_paths = {m: p for m, (_, p) in db.mailboxes().items()}
         emails, mailboxes, mailbox_state, email_state, touched = await self._remote(
             client, db, report, delta
         )
@@ -216,23 +229,41 @@ class Engine:
         if any(m not in mailboxes for e in emails.values() for m in e.mailbox_ids):
             # An Email names a mailbox created after our Mailbox read.
             mailbox_state, mailboxes = await mail.fetch_mailboxes(client)
+        folder_of = self._folder_map(mailboxes)
 
-        paths = folder_paths(
-            (MailboxNode(m.id, m.name, m.parent_id, m.role) for m in mailboxes.values()),
-            self.account.layout,
-        )
-        folder_of = {MailboxId(k): v for k, v in paths.items()}
-        fplan = planner.plan_folders({m: p for m, (_, p) in old_boxes.items()}, folder_of)
+        tw: TwoWay | None = None
+        vanished: list[str] = []
+        root_missing = not root_existed and db.has_files()
+        if self.account.direction == "two-way":
+            tw = TwoWay(self, db, client, report)
+            held = twoway.held_per_folder(self.base, folder_of)
+            vanished = tw.vanished(old_paths, folder_of) if root_existed else []
+            self._refuse_vanished(held, vanished, root_missing)
+            if await tw.folders(old_paths, mailboxes, folder_of, held, vanished):
+                mailbox_state, mailboxes = await mail.fetch_mailboxes(client)
+                folder_of = self._folder_map(mailboxes)
+        fplan = planner.plan_folders(old_paths, folder_of)
         self._folders_before(db, report, fplan)
 
         local_folders = set(self.store.folders(self.account.layout)) | set(folder_of.values())
         self.store.clean_partials(local_folders)
         t = time.monotonic()
         scan = list(self.store.scan(sorted(local_folders)))
-        if self.account.direction == "two-way":
-            email_state, touched = await self._push_flags(
-                client, scan, emails, email_state, touched, report
+        superseded: list[tuple[str, str]] = []
+        if tw is not None:
+            out = await tw.push(
+                scan,
+                emails,
+                folder_of,
+                mailboxes,
+                email_state,
+                touched,
+                vanished=vanished,
+                root_missing=root_missing,
             )
+            email_state, touched, superseded = out.email_state, out.touched, out.superseded
+            if out.rescan:
+                scan = list(self.store.scan(sorted(local_folders)))
         plan = planner.plan_files(emails, folder_of, scan)
         del scan  # 100 000 entries; the plan holds what is still needed
         report.phases["scan_plan"] = round(time.monotonic() - t, 3)
@@ -244,11 +275,14 @@ class Engine:
                 reason="not written by jmapsync; left as they are",
             )
         if not plan.empty:
-            self._mark_files_pending(db)
+            self.mark_files_pending(db)
         t = time.monotonic()
         await self._execute(client, plan, report)
         report.phases["execute"] = round(time.monotonic() - t, 3)
 
+        if tw is not None and superseded:
+            placed = set(plan.final.values()) | {d.email_id for d in plan.downloads}
+            tw.remove_superseded(superseded, placed)
         self._folders_after(report, fplan)
         await asyncio.to_thread(self._line_endings, db, plan, report)
         self.store.dirsync.flush()
@@ -264,6 +298,35 @@ class Engine:
             email_state,
         )
         report.email_state = email_state
+
+    def _folder_map(self, mailboxes: Mapping[MailboxId, Mailbox]) -> dict[MailboxId, str]:
+        paths = folder_paths(
+            (MailboxNode(m.id, m.name, m.parent_id, m.role) for m in mailboxes.values()),
+            self.account.layout,
+        )
+        return {MailboxId(k): v for k, v in paths.items()}
+
+    def _refuse_vanished(
+        self, held: Mapping[str, int], vanished: list[str], root_missing: bool
+    ) -> None:
+        """Two-way, before anything is created on disk: a vanished root or a
+        folder that vanished with its messages is far more likely an unmounted
+        disk or a bad `rm -r` than a wish to delete all that mail."""
+        if self.force_deletes:
+            return
+        lost = [f for f in vanished if held.get(f)]
+        if root_missing:
+            what = f"the Maildir root {self.account.maildir} is missing"
+        elif lost:
+            listed = ", ".join(repr(f) for f in lost[:5]) + (" ..." if len(lost) > 5 else "")
+            what = f"folder(s) {listed} vanished with {sum(held[f] for f in lost)} messages"
+        else:
+            return
+        raise DeletionRefused(
+            f"refusing to sync: {what}; in two-way mode that would delete the mail on the"
+            " server. Nothing was changed. Restore it (is a disk unmounted?), or run"
+            " `jmapsync sync --force-deletes` to delete it on the server too"
+        )
 
     async def _connect_and_read_changes(self, client: JmapClient, db: StateDB) -> mail.Delta | None:
         """The session (cached from the last run when we have it, so that a pass
@@ -314,9 +377,20 @@ class Engine:
             # The base of the three-way merge: Emails as last synced.  A second
             # dict over the same Email objects; pull mode does not need it.
             self.base = dict(emails) if two_way else {}
+            left: Counter[MailboxId] = Counter()  # Emails that left each mailbox
+            for eid in delta.destroyed | set(delta.changed):
+                old, new = emails.get(eid), delta.changed.get(eid)
+                if old is not None:
+                    left.update(old.mailbox_ids - (new.mailbox_ids if new else frozenset()))
             for eid in delta.destroyed:
                 emails.pop(eid, None)
             emails.update(delta.changed)
+            if self._emptied_remotely(emails, left):
+                # A mailbox we held many messages of is suddenly empty: check
+                # with a full read before any local file is removed.
+                report.mode = "full"
+                snap = await mail.fetch_all(client)
+                return snap.emails, snap.mailboxes, snap.mailbox_state, snap.email_state, None
             if delta.mailboxes is None:
                 mailboxes = {m: box for m, (box, _) in db.mailboxes().items()}
             else:
@@ -334,6 +408,19 @@ class Engine:
         snap = await mail.fetch_all(client)
         self.log.info("remote-read", emails=len(snap.emails), mailboxes=len(snap.mailboxes))
         return snap.emails, snap.mailboxes, snap.mailbox_state, snap.email_state, None
+
+    def _emptied_remotely(self, emails: Mapping[EmailId, Email], left: Counter[MailboxId]) -> bool:
+        many = {m for m, k in left.items() if k >= twoway.EMPTIED_MIN}
+        if not many:
+            return False
+        for e in emails.values():
+            many -= e.mailbox_ids
+            if not many:
+                return False
+        self.log.warning(
+            "mailbox-emptied-remotely", mailboxes=sorted(many), action="full reconcile first"
+        )
+        return True
 
     # -- the unchanged fast path -------------------------------------------------------
 
@@ -385,19 +472,21 @@ class Engine:
 
     # -- folders -------------------------------------------------------------------
 
-    def _mark_files_pending(self, db: StateDB) -> None:
+    def mark_files_pending(self, db: StateDB, *, rewrite: bool = False) -> None:
         """Journal, before any file action: the files table may no longer match
         the disk until this pass commits; if it never does, the next pass
-        rewrites the table whole."""
-        with db.transaction() as conn:
-            db.set_meta(conn, "files_pending", "1")
+        rewrites the table whole.  `rewrite`: this pass does too (its file
+        actions are not all in the plan)."""
+        self.files_pending = self.files_pending or rewrite
+        if db.get_meta("files_pending") != "1":
+            with db.transaction() as conn:
+                db.set_meta(conn, "files_pending", "1")
 
     def _folders_before(self, db: StateDB, report: SyncReport, fplan: FolderPlan) -> None:
         if fplan.moves:
             # Moved folders carry their files to new paths: the table is
             # rewritten whole at the end of this pass.
-            self.files_pending = True
-            self._mark_files_pending(db)
+            self.mark_files_pending(db, rewrite=True)
         for src, dst in fplan.moves:
             if self.store.move_folder(src, dst):
                 report.folders_moved += 1
@@ -423,52 +512,6 @@ class Engine:
                 )
                 self.log.warning("folder-kept", folder=folder, reason="not empty")
                 report.warnings.append(msg)
-
-    # -- two-way: local flags to the server -------------------------------------------
-
-    async def _push_flags(
-        self,
-        client: JmapClient,
-        scan: list[LocalFile],
-        emails: dict[EmailId, Email],
-        email_state: State,
-        touched: set[EmailId] | None,
-        report: SyncReport,
-    ) -> tuple[State, set[EmailId] | None]:
-        """Send local flag changes as single-keyword patches, guarded by ifInState.
-
-        A stateMismatch (something changed on the server since our read)
-        raises MethodError; sync() then runs the pass again from a fresh read.
-        After success the model holds the patched keywords and the state is the
-        set's newState, which covers exactly our own change: no echo next time."""
-        by_email: dict[str, list[LocalFile]] = defaultdict(list)
-        for f in scan:
-            if f.email_id is not None:
-                by_email[f.email_id].append(f)
-        patches = merge.merge_keywords(self.base, emails, by_email)
-        if not patches:
-            return email_state, touched
-        assert client.session is not None  # noqa: S101
-        size = client.session.limits.max_objects_in_set
-        touched = set(touched) if touched is not None else None
-        for start in range(0, len(patches), size):
-            chunk = patches[start : start + size]
-            updates = {p.email_id: dict(p.as_jmap()) for p in chunk}
-            result = await mail.update_emails(client, email_state, updates)
-            for patch in chunk:
-                eid = EmailId(patch.email_id)
-                if patch.email_id in result.updated:
-                    emails[eid] = merge.apply_patch(emails[eid], patch)
-                    report.pushed += 1
-                    if touched is not None:
-                        touched.add(eid)
-                else:
-                    why = result.not_updated.get(patch.email_id, "no answer")
-                    self.log.warning("flag-push-refused", email=patch.email_id, reason=why)
-                    report.warnings.append(f"flags of {patch.email_id} not sent: {why}")
-            email_state = result.new_state
-        self.log.info("flags-pushed", count=report.pushed)
-        return email_state, touched
 
     # -- actions -------------------------------------------------------------------
 
@@ -692,14 +735,19 @@ def progress_bar_factory() -> ProgressFactory | None:
 
 
 async def sync_accounts(
-    config: Config, names: list[str] | None, progress: ProgressFactory | None = None
+    config: Config,
+    names: list[str] | None,
+    progress: ProgressFactory | None = None,
+    *,
+    force_deletes: bool = False,
 ) -> dict[str, SyncReport | JmapsyncError]:
     """Sync the named (or all) accounts concurrently; errors are returned, not raised."""
     accounts = config.select(names)
 
     async def one(account: AccountConfig) -> SyncReport | JmapsyncError:
         try:
-            return await Engine(config, account, progress=progress).sync()
+            engine = Engine(config, account, progress=progress, force_deletes=force_deletes)
+            return await engine.sync()
         except JmapsyncError as exc:
             log.get().error(
                 "sync-failed", account=account.name, error=str(exc), retry=exc.retry.value

@@ -11,7 +11,8 @@ Per Email, with D = the folders of its mailboxes and F = its Maildir flags:
 
 1. In each folder of D keep one of its files (prefer the exact wanted name,
    then the right flags); rename it if its standard flags differ from F
-   (other letters on disk, e.g. Dovecot keyword letters, are kept).
+   (other letters on disk, e.g. Dovecot keyword letters, are kept; ``T``
+   is dropped: the mirror holds what the server holds).
    Further copies in the same folder are duplicates: removed.
 2. Folders of D without a file are "missing"; files of the Email in folders
    outside D are "extra".  Each missing folder takes an extra file by rename
@@ -37,6 +38,7 @@ from jmapsync.maildir.flags import flags_from_keywords, format_name, merge_flags
 from jmapsync.maildir.store import LocalFile, base_name, join
 
 STANDARD = set("DFPRS")
+TRASHED = "T"  # an MUA's "deleted"; never part of the mirror (see sync/twoway.py)
 
 
 def standard(flags: str) -> str:
@@ -177,6 +179,7 @@ def _in_place(plan: FilePlan, email: Email, folders: set[str], files: list[Local
             or f.folder in seen
             or standard(f.flags) != flags
             or (f.subdir == "new" and "S" in flags)
+            or TRASHED in f.flags
         ):
             return False
         seen.add(f.folder)
@@ -203,7 +206,13 @@ def _plan_email(plan: FilePlan, email: Email, folders: set[str], files: list[Loc
             continue
         exact = join(folder, exact_sub, exact_name)
         candidates.sort(
-            key=lambda f: (f.relpath != exact, standard(f.flags) != flags, f.subdir, f.name)
+            key=lambda f: (
+                TRASHED in f.flags,
+                f.relpath != exact,
+                standard(f.flags) != flags,
+                f.subdir,
+                f.name,
+            )
         )
         final = _keep(plan, candidates[0], flags, eid)
         plan.final[final] = eid
@@ -234,9 +243,15 @@ def _plan_email(plan: FilePlan, email: Email, folders: set[str], files: list[Loc
 
 
 def _final_path(f: LocalFile, flags: str, email_id: str) -> str:
-    if standard(f.flags) == flags and not (f.subdir == "new" and "S" in flags):
+    if (
+        standard(f.flags) == flags
+        and not (f.subdir == "new" and "S" in flags)
+        and TRASHED not in f.flags
+    ):
         return f.relpath
-    merged = merge_flags(f.flags, flags)
+    # T goes: in two-way mode a T file was sent as a delete before this plan,
+    # so one still wanted here is a delete the server refused or overrode.
+    merged = merge_flags(f.flags.replace(TRASHED, ""), flags)
     sub = "cur" if (f.subdir == "cur" or "S" in flags) else "new"
     sub, name = wanted_name(email_id, merged, sub)
     return join(f.folder, sub, name)

@@ -69,9 +69,10 @@ class Mirror:
     def state_dir(self) -> Path:
         return self.base / "state"
 
-    def sync(self) -> SyncReport:
+    def sync(self, *, force_deletes: bool = False) -> SyncReport:
         config = load(self.config_path)
-        return asyncio.run(Engine(config, config.account(self.name)).sync())
+        engine = Engine(config, config.account(self.name), force_deletes=force_deletes)
+        return asyncio.run(engine.sync())
 
     def cli(self, *args: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(

@@ -110,10 +110,10 @@ CASES = [
         ["INBOX/cur/M1.jmapsync:2,STa"],
         FilePlan(
             renames=[
-                Rename("INBOX/cur/M1.jmapsync:2,STa", "INBOX/cur/M1.jmapsync:2,FSTa", "M1", "flags")
+                Rename("INBOX/cur/M1.jmapsync:2,STa", "INBOX/cur/M1.jmapsync:2,FSa", "M1", "flags")
             ]
         ),
-        id="a flag rename keeps T and keyword letters",
+        id="a flag rename keeps keyword letters, drops T (the mirror holds the server's view)",
     ),
     pytest.param(
         [email("M1", {WORK}, {"$seen"})],

@@ -1,0 +1,230 @@
+"""PURE: what the local side changed, and what of it goes to the server.
+
+Two-way sync compares three views of every Email it knows:
+
+    base   = the Email as last synced (its mailboxIds and keywords; after a
+             pass, every mapped mailbox of it has a file in its folder),
+    local  = the folders its files are in now, and their flags,
+    remote = the Email on the server now (absent: destroyed there).
+
+Membership (which mailboxes) is decided per Email, keywords per keyword
+(sync/merge.py).  The rules, in the order they apply:
+
+1. An Email in a mailbox we cannot map to a folder, or with a file in a
+   folder that maps to no mailbox, is left alone: we cannot tell a move from a
+   delete there.
+2. Destroyed on the server, changed here (moved, or flags differ from base):
+   the change wins -- the local file is imported again.  Unchanged here: the
+   pull removes the files.
+3. No file left here (unlinked, or marked ``T``): a local delete -- unless the
+   server changed the Email meanwhile (mailboxes or keywords): then the change
+   wins and the message stays (the pull brings it back).  A delete leaves the
+   mailboxes; an Email that would be left in none moves to the Trash-role
+   mailbox; one that was only in Trash is destroyed.  No Trash mailbox: the
+   delete is refused (logged) and the message comes back.
+4. Files in other folders than base: a local move or copy -- unless the
+   server moved the Email meanwhile: concurrent moves settle on the remote
+   one, and the local files follow it.  Otherwise the folders joined and left
+   become single-key ``mailboxIds/<id>`` patches.
+
+Every write is a patch of single keys, so a concurrent change of another
+key on the server is never overwritten.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from jmapsync.jmap.types import Email, EmailId, MailboxId
+from jmapsync.maildir.flags import flags_from_keywords, keywords_from_flags
+from jmapsync.maildir.store import LocalFile
+from jmapsync.sync import merge
+from jmapsync.sync.plan import TRASHED
+
+
+def present(files: Iterable[LocalFile]) -> list[LocalFile]:
+    """Files that still stand for the message here (``T`` means deleted)."""
+    return [f for f in files if TRASHED not in f.flags]
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One Email/set update: single-key patches of mailboxIds and keywords."""
+
+    email_id: str
+    join: frozenset[str] = frozenset()  # mailbox ids
+    leave: frozenset[str] = frozenset()
+    keywords: tuple[tuple[str, bool], ...] = ()
+    reason: str = "flags"  # "flags" | "move" | "delete" | "trash"
+
+    def as_jmap(self) -> dict[str, bool | None]:
+        patch: dict[str, bool | None] = {f"mailboxIds/{m}": True for m in sorted(self.join)}
+        patch.update({f"mailboxIds/{m}": None for m in sorted(self.leave)})
+        patch.update({f"keywords/{k}": (True if v else None) for k, v in self.keywords})
+        return patch
+
+    def apply(self, email: Email) -> Email:
+        """The Email as the server holds it after this update."""
+        boxes = (set(email.mailbox_ids) - self.leave) | self.join
+        patched = merge.apply_patch(email, merge.KeywordPatch(self.email_id, self.keywords))
+        return Email(
+            email.id,
+            email.blob_id,
+            frozenset(MailboxId(m) for m in boxes),
+            patched.keywords,
+            email.size,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Reimport:
+    """A file whose Email the server destroyed while it changed here."""
+
+    email_id: str
+    file: LocalFile
+    mailbox_ids: frozenset[str]
+    keywords: frozenset[str]
+
+
+@dataclass
+class PushPlan:
+    updates: list[Update] = field(default_factory=list)
+    destroy: list[str] = field(default_factory=list)  # Email ids (deleted inside Trash)
+    reimports: list[Reimport] = field(default_factory=list)
+    kept: list[tuple[str, str]] = field(default_factory=list)  # (Email id, why) deletes refused
+    # Emails deleted here per folder (left a mailbox without joining another):
+    deleted_in: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def deletions(self) -> int:
+        """Emails that leave a mailbox for no other (Trash moves and destroys included)."""
+        return len(self.destroy) + sum(1 for u in self.updates if u.reason in ("delete", "trash"))
+
+    @property
+    def empty(self) -> bool:
+        return not (self.updates or self.destroy or self.reimports)
+
+
+def plan_push(
+    base: Mapping[EmailId, Email],
+    remote: Mapping[EmailId, Email],
+    local: Mapping[str, list[LocalFile]],
+    folder_of: Mapping[MailboxId, str],
+    trash: MailboxId | None,
+) -> PushPlan:
+    """The server writes that carry the local changes (see module docstring).
+
+    `local` maps an Email id to its files now, including files matched to it
+    by content (a copy under an MUA's own name).
+    """
+    mailbox_of = {folder: m for m, folder in folder_of.items()}
+    plan = PushPlan()
+    flag_patches = {
+        p.email_id: p
+        for p in merge.merge_keywords(
+            base, remote, {e: present(fs) for e, fs in local.items() if present(fs)}
+        )
+    }
+    for eid in sorted(base):
+        b = base[eid]
+        files = local.get(eid, [])
+        if any(m not in folder_of for m in b.mailbox_ids):
+            continue  # rule 1
+        if any(f.folder not in mailbox_of for f in files):
+            continue  # rule 1
+        here = present(files)
+        boxes_here = frozenset(mailbox_of[f.folder] for f in here)
+        r = remote.get(eid)
+        patch = flag_patches.get(eid)
+        if r is None:  # rule 2
+            flags_changed = any(
+                merge.local_flag_changes(flags_from_keywords(b.keywords), [f]) for f in here
+            )
+            if here and (boxes_here != b.mailbox_ids or flags_changed):
+                first = min(here, key=lambda f: f.relpath)
+                plan.reimports.append(
+                    Reimport(eid, first, boxes_here, keywords_from_flags(first.flags))
+                )
+            continue
+        keywords = patch.changes if patch else ()
+        if boxes_here == b.mailbox_ids:
+            if keywords:
+                plan.updates.append(Update(eid, keywords=keywords))
+            continue
+        remote_moved = r.mailbox_ids != b.mailbox_ids
+        if not here:  # rule 3
+            if remote_moved or r.keywords != b.keywords:
+                plan.kept.append((eid, "changed on the server meanwhile; kept"))
+            elif trash is None:
+                plan.kept.append((eid, "no Trash mailbox on the server; kept"))
+            elif r.mailbox_ids == {trash}:
+                plan.destroy.append(eid)
+                plan.deleted_in[folder_of[trash]] += 1
+            else:
+                leave = frozenset(r.mailbox_ids - {trash})
+                join = frozenset() if trash in r.mailbox_ids else frozenset({trash})
+                plan.updates.append(Update(eid, join, leave, reason="trash"))
+                plan.deleted_in.update(folder_of[m] for m in leave)
+            continue
+        if remote_moved:  # rule 4: remote wins
+            if keywords:
+                plan.updates.append(Update(eid, keywords=keywords))
+            continue
+        join = frozenset(boxes_here - b.mailbox_ids)
+        leave = frozenset(b.mailbox_ids - boxes_here)
+        reason = "move" if join else "delete"
+        plan.updates.append(Update(eid, join, leave, keywords, reason))
+        if not join:
+            plan.deleted_in.update(folder_of[m] for m in leave)
+    return plan
+
+
+# -- guards --------------------------------------------------------------------------
+
+EMPTIED_MIN = 10  # a folder that held at least this many messages and lost them all
+
+
+def held_per_folder(
+    base: Mapping[EmailId, Email], folder_of: Mapping[MailboxId, str]
+) -> Counter[str]:
+    """How many Emails each folder held at the last sync."""
+    held: Counter[str] = Counter()
+    for e in base.values():
+        held.update(folder_of[m] for m in e.mailbox_ids if m in folder_of)
+    return held
+
+
+def deletion_guard(
+    plan: PushPlan,
+    held: Mapping[str, int],
+    *,
+    max_deletes: int,
+    vanished: Iterable[str] = (),
+    root_missing: bool = False,
+) -> list[str]:
+    """Why the deletions of this plan look like an accident; empty: they don't.
+
+    A Maildir root that vanished, a folder directory that vanished with its
+    messages, a folder emptied wholesale, or more deletions than `max_deletes`
+    are far more often an unmounted disk, a bad `rm` or a confused script
+    than a user's wish; the caller refuses them unless forced.
+    """
+    reasons = []
+    n = plan.deletions
+    if root_missing and n:
+        reasons.append(f"the Maildir root is missing: {n} messages would be deleted on the server")
+    gone = sorted(f for f in vanished if held.get(f))
+    if gone:
+        listed = ", ".join(repr(f) for f in gone[:5]) + (" ..." if len(gone) > 5 else "")
+        reasons.append(f"folder(s) {listed} vanished with {sum(held[f] for f in gone)} messages")
+    emptied = sorted(
+        f for f, k in plan.deleted_in.items() if k >= EMPTIED_MIN and k >= held.get(f, 0)
+    )
+    if emptied:
+        listed = ", ".join(f"{f!r} ({plan.deleted_in[f]})" for f in emptied[:5])
+        reasons.append(f"folder(s) emptied: {listed}")
+    if n > max_deletes:
+        reasons.append(f"{n} deletions in one pass, more than max_deletes = {max_deletes}")
+    return reasons
