@@ -33,7 +33,13 @@ from jmapsync.config import AccountConfig, Config, Secret
 from jmapsync.daemon.backoff import Backoff
 from jmapsync.daemon.debounce import Debouncer
 from jmapsync.daemon.watch import MaildirWatcher
-from jmapsync.errors import AuthError, JmapsyncError, PushUnavailable, SecretError
+from jmapsync.errors import (
+    AuthError,
+    JmapsyncError,
+    PushUnavailable,
+    SecretError,
+    TransportError,
+)
 from jmapsync.jmap import push
 from jmapsync.jmap.client import JmapClient
 from jmapsync.state.db import StateDB
@@ -389,7 +395,14 @@ class AccountRunner:
                 if not isinstance(exc, JmapsyncError):
                     self.log.exception("push-crashed", error_type=type(exc).__name__)
                 opened, self._push_opened_at = self._push_opened_at, None
-                if opened is not None and time.monotonic() - opened >= PUSH_STABLE_S:
+                stable = opened is not None and time.monotonic() - opened >= PUSH_STABLE_S
+                if stable and isinstance(exc, TransportError):
+                    # A long-lived channel the server ended (Cyrus closes an
+                    # event stream every 300 s): routine, reopen at once.
+                    self._push_backoff.reset()
+                    self.log.info("push-reopen", transport=transport, reason=str(exc))
+                    continue
+                if stable:
                     self._push_backoff.reset()
                 delay = self._push_backoff.next_delay()
                 self.status.connection, self.status.push_error = "reconnecting", str(exc)

@@ -158,31 +158,39 @@ def test_stop_cancels_a_pass_that_outlives_the_grace(
     assert script.running == 0 and runner.status.passes == 0
 
 
-def test_a_channel_that_drops_at_once_is_reopened_with_growing_delays(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Opened-then-closed must not reset the backoff: otherwise a flaky
-    server gets a reconnect, and a pass, every few milliseconds."""
+class FakeClient:
+    """JmapClient's shape for the push loop: a session, nothing else."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        pass
+
+    async def __aenter__(self) -> FakeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def connect(self) -> Any:
+        return type("S", (), {"account_id": "u"})()
+
+
+def _run_channel(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    up_for: float,
+    seconds: float,
+    backoff_base: float = 0.05,
+) -> tuple[list[float], Script]:
+    """A runner whose push channel opens, stays up `up_for` s and is closed
+    by the server, again and again; returns the times it was opened."""
     from jmapsync.jmap import push
 
     opens: list[float] = []
 
-    class FakeClient:
-        def __init__(self, *a: Any, **kw: Any) -> None:
-            pass
-
-        async def __aenter__(self) -> FakeClient:
-            return self
-
-        async def __aexit__(self, *exc: object) -> None:
-            return None
-
-        async def connect(self) -> Any:
-            return type("S", (), {"account_id": "u"})()
-
     async def channel(*a: Any, **kw: Any) -> Any:
         opens.append(asyncio.get_running_loop().time())
         yield push.Opened("websocket")
+        await asyncio.sleep(up_for)
         raise TransportError("closed by the server")
 
     script = Script([])
@@ -193,16 +201,36 @@ def test_a_channel_that_drops_at_once_is_reopened_with_growing_delays(
     config = _config(tmp_path)
     account = dataclasses.replace(config.accounts[0], push="auto")
     runner = AccountRunner(
-        config, account, push_backoff=Backoff(base=0.05, cap=10, rng=random.Random(5))
+        config, account, push_backoff=Backoff(base=backoff_base, cap=10, rng=random.Random(5))
     )
 
     async def run() -> None:
         runner.start()
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(seconds)
         await runner.stop(0.5)
 
     asyncio.run(run())
+    return opens, script
+
+
+def test_a_channel_that_drops_at_once_is_reopened_with_growing_delays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opened-then-closed must not reset the backoff: otherwise a flaky
+    server gets a reconnect, and a pass, every few milliseconds."""
+    opens, script = _run_channel(tmp_path, monkeypatch, up_for=0, seconds=1.0)
     assert 3 <= len(opens) <= 7  # 0.05, 0.1, 0.2, 0.4 s (halved at worst) ... not 1 per ms
     gaps = [b - a for a, b in itertools.pairwise(opens)]
     assert gaps == sorted(gaps)
     assert script.calls <= len(opens) + 1  # a pass per (re)connect, coalesced at most
+
+
+def test_a_long_lived_channel_the_server_ends_is_reopened_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cyrus ends an event stream every 300 s: routine, no backoff delay."""
+    monkeypatch.setattr(account_mod, "PUSH_STABLE_S", 0.1)
+    opens, _ = _run_channel(tmp_path, monkeypatch, up_for=0.15, seconds=1.0, backoff_base=0.6)
+    gaps = [b - a for a, b in itertools.pairwise(opens)]
+    assert len(opens) >= 5
+    assert max(gaps) < 0.15 + 0.1  # up_for plus scheduling; a backoff would add >= 0.3
