@@ -254,11 +254,24 @@ def test_sigterm_during_a_large_first_sync_exits_cleanly_and_resumes(
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_sigint_is_a_clean_stop_too(cyrus_ws: Any, tmp_path: Path) -> None:
+def test_second_daemon_on_the_same_state_is_refused_and_sigint_stops(
+    cyrus_ws: Any, tmp_path: Path
+) -> None:
     acct = new_account(cyrus_ws)
     config = write_config(tmp_path, [Acct("a", acct)])
     with DaemonProc(config) as d:
         d.wait_event("daemon-ready")
+        second = subprocess.run(
+            [sys.executable, "-m", "jmapsync", "-c", str(config), "daemon"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=30,
+            check=False,
+        )
+        assert second.returncode == 1
+        assert f"another jmapsync daemon (pid {d.proc.pid})" in second.stderr
+        assert status(config)["a"]["daemon"]["connection"] == "connected"  # untouched
         d.signal(signal.SIGINT)
         assert d.proc.wait(timeout=10) == 0
 
