@@ -42,6 +42,7 @@ from jmapsync.jmap.types import BlobId, Email, EmailId, Mailbox, MailboxId, Stat
 from jmapsync.maildir.lineendings import Form
 
 SCHEMA_VERSION = 2
+_CHUNK = 500  # ids per "IN (...)" query (SQLite allows 999 parameters)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -141,6 +142,20 @@ def _join(values: Iterable[str]) -> str:
     return " ".join(sorted(values))
 
 
+_EMAIL_COLS = "id, blob_id, mailbox_ids, keywords, size"
+
+
+def _email(row: tuple[str, str, str, str, int]) -> Email:
+    eid, blob, mids, kws, size = row
+    return Email(
+        EmailId(eid),
+        BlobId(blob),
+        intern_set(frozenset(MailboxId(m) for m in _split(mids))),
+        intern_set(_split(kws)),
+        size,
+    )
+
+
 class StateDB:
     """The state database of one account."""
 
@@ -235,18 +250,64 @@ class StateDB:
         return out
 
     def emails(self) -> dict[EmailId, Email]:
+        rows = self.conn.execute(f"SELECT {_EMAIL_COLS} FROM emails")  # noqa: S608 - constants
+        return {e.id: e for e in map(_email, rows)}
+
+    def emails_by_id(self, ids: Iterable[str]) -> dict[EmailId, Email]:
+        """The records of these Emails only (an incremental pass over a few)."""
         out: dict[EmailId, Email] = {}
-        for eid, blob, mids, kws, size in self.conn.execute(
-            "SELECT id, blob_id, mailbox_ids, keywords, size FROM emails"
-        ):
-            out[EmailId(eid)] = Email(
-                EmailId(eid),
-                BlobId(blob),
-                intern_set(frozenset(MailboxId(m) for m in _split(mids))),
-                intern_set(_split(kws)),
-                size,
+        wanted = sorted(ids)
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT {_EMAIL_COLS} FROM emails WHERE id IN ({marks})"  # noqa: S608
+            out.update((e.id, e) for e in map(_email, self.conn.execute(query, chunk)))
+        return out
+
+    def files_of(self, ids: Iterable[str]) -> list[FileRecord]:
+        """The recorded files of these Emails."""
+        out: list[FileRecord] = []
+        wanted = sorted(ids)
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            out += [
+                FileRecord(folder, name, eid)
+                for folder, name, eid in self.conn.execute(
+                    f"SELECT folder, name, email_id FROM files WHERE email_id IN ({marks})",  # noqa: S608
+                    chunk,
+                )
+            ]
+        return out
+
+    def emails_with_files_in(self, folders: Iterable[str]) -> set[str]:
+        out: set[str] = set()
+        for folder in folders:
+            out.update(
+                eid
+                for (eid,) in self.conn.execute(
+                    "SELECT email_id FROM files WHERE folder=?", (folder,)
+                )
             )
         return out
+
+    def files_per_folder(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT folder, count(*) FROM files GROUP BY folder"))
+
+    @staticmethod
+    def replace_files_of(
+        conn: sqlite3.Connection,
+        ids: Iterable[str],
+        folders: Iterable[str],
+        files: Iterable[FileRecord],
+    ) -> None:
+        """Replace the rows of these Emails and these folders (a partial pass)."""
+        conn.executemany("DELETE FROM files WHERE email_id=?", [(i,) for i in ids])
+        conn.executemany("DELETE FROM files WHERE folder=?", [(f,) for f in folders])
+        conn.executemany(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?)",
+            [(f.folder, f.name, f.email_id) for f in files],
+        )
 
     @staticmethod
     def put_mailboxes(conn: sqlite3.Connection, boxes: Iterable[tuple[Mailbox, str]]) -> None:

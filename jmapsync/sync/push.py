@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from jmapsync.sync.engine import Engine, SyncReport
 
 JOURNAL_IMPORT = "import"
+# A file to import: its bytes, and its mailboxes (None: its folder's)
+Import = tuple[LocalFile, bytes, frozenset[str] | None]
 INBOX = "INBOX"
 
 
@@ -200,6 +202,7 @@ class TwoWay:
         email_state: State,
         touched: set[EmailId] | None,
         *,
+        held: Mapping[str, int],
         vanished: list[str],
         root_missing: bool,
     ) -> Outcome:
@@ -219,7 +222,7 @@ class TwoWay:
             and f.relpath not in recovered
         ]
         virtual: list[LocalFile] = []
-        imports: list[tuple[LocalFile, bytes]] = []
+        imports: list[Import] = []
         if foreign:
             self.engine.mark_files_pending(self.db, rewrite=True)
             virtual, imports = await self._match_foreign(foreign, emails, out)
@@ -235,7 +238,7 @@ class TwoWay:
 
         reasons = twoway.deletion_guard(
             plan,
-            twoway.held_per_folder(base, folder_of),
+            held,
             max_deletes=self.account.max_deletes,
             vanished=vanished,
             root_missing=root_missing,
@@ -255,7 +258,7 @@ class TwoWay:
         await self._send(plan, emails, out)
         for r in plan.reimports:
             raw = await asyncio.to_thread(self.store.read, r.file.relpath)
-            imports.append((r.file, raw))
+            imports.append((r.file, raw, r.mailbox_ids))
         if imports:
             self.engine.mark_files_pending(self.db, rewrite=True)
             await self._import(imports, emails, mailbox_of, out)
@@ -307,7 +310,7 @@ class TwoWay:
 
     async def _match_foreign(
         self, foreign: list[LocalFile], emails: Mapping[EmailId, Email], out: Outcome
-    ) -> tuple[list[LocalFile], list[tuple[LocalFile, bytes]]]:
+    ) -> tuple[list[LocalFile], list[Import]]:
         """Split the MUA's files: copies of known messages (returned as files of
         their Email, under the name they have now), and new messages."""
         contents = self.db.contents() | self.engine.new_contents
@@ -338,7 +341,7 @@ class TwoWay:
 
         candidates = await self._by_message_id({mid for _, _, mid in rest if mid})
         blobs: dict[str, bytes] = {}
-        imports: list[tuple[LocalFile, bytes]] = []
+        imports: list[Import] = []
         for f, raw, mid in rest:
             match = None
             for cand in candidates.get(mid or "", []):
@@ -357,7 +360,7 @@ class TwoWay:
                 virtual.append(LocalFile(f.folder, f.subdir, f.name, match, f.flags, f.inode))
                 out.superseded.append((f.relpath, match))
             elif message.looks_like_message(raw):
-                imports.append((f, raw))
+                imports.append((f, raw, None))
             else:
                 self.log.warning("not-a-message", path=f.relpath, action="left alone")
                 self.report.warnings.append(f"{f.relpath} is not a mail message; left alone")
@@ -428,7 +431,7 @@ class TwoWay:
 
     async def _import(
         self,
-        items: list[tuple[LocalFile, bytes]],
+        items: list[Import],
         emails: dict[EmailId, Email],
         mailbox_of: Mapping[str, MailboxId],
         out: Outcome,
@@ -439,7 +442,8 @@ class TwoWay:
         for start in range(0, len(items), batch):
             chunk = items[start : start + batch]
             pending: dict[str, tuple[LocalFile, bytes, int, dict[str, object]]] = {}
-            for i, (f, raw) in enumerate(chunk):
+            boxes: dict[str, frozenset[str]] = {}
+            for i, (f, raw, mailbox_ids) in enumerate(chunk):
                 data = message.upload_form(raw)
                 if len(data) > limits.max_size_upload:
                     why = f"{len(data)} bytes, over the server's maxSizeUpload"
@@ -455,12 +459,13 @@ class TwoWay:
                 seq = self.db.journal_add(JOURNAL_IMPORT, intent)
                 intent["blob_id"] = await self.client.upload(data)
                 pending[f"i{i}"] = (f, data, seq, intent)
+                boxes[f"i{i}"] = mailbox_ids or frozenset({mailbox_of[f.folder]})
             if not pending:
                 continue
             items_jmap = {
                 cid: mail.ImportItem(
                     blob_id=str(intent["blob_id"]),
-                    mailbox_ids=frozenset({mailbox_of[f.folder]}),
+                    mailbox_ids=boxes[cid],
                     keywords=keywords_from_flags(standard(f.flags)),
                     received_at=_received_at(self.store.path(f.relpath)),
                 )

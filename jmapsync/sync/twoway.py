@@ -139,14 +139,17 @@ def plan_push(
         r = remote.get(eid)
         patch = flag_patches.get(eid)
         if r is None:  # rule 2
-            flags_changed = any(
-                merge.local_flag_changes(flags_from_keywords(b.keywords), [f]) for f in here
-            )
-            if here and (boxes_here != b.mailbox_ids or flags_changed):
-                first = min(here, key=lambda f: f.relpath)
-                plan.reimports.append(
-                    Reimport(eid, first, boxes_here, keywords_from_flags(first.flags))
-                )
+            base_flags = flags_from_keywords(b.keywords)
+            changes = merge.local_flag_changes(base_flags, here)
+            if here and (boxes_here != b.mailbox_ids or changes):
+                # Per flag, as in the merge: a file that differs from base
+                # carries the user's change; the bytes come from one that does.
+                flags = {c for c in base_flags if changes.get(c, True)}
+                flags |= {c for c, on in changes.items() if on}
+                changed = {f.relpath for f in here if merge.local_flag_changes(base_flags, [f])}
+                first = min(here, key=lambda f: (f.relpath not in changed, f.relpath))
+                wanted = keywords_from_flags("".join(sorted(flags)))
+                plan.reimports.append(Reimport(eid, first, boxes_here, wanted))
             continue
         keywords = patch.changes if patch else ()
         if boxes_here == b.mailbox_ids:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -280,10 +281,27 @@ def test_delete_there_and_flag_here_imports_it_again(account: Account, tmp_path:
     report = mirror.sync()
     assert report.imported == 1
     [back] = [
-        e for e in j.get_emails(j.emails_in("INBOX"), ["subject", "keywords"])
+        e
+        for e in j.get_emails(j.emails_in("INBOX"), ["subject", "keywords"])
         if e["subject"] == subject
     ]
     assert "$flagged" in back["keywords"]
+    assert_exact_mirror(mirror)
+
+
+def test_reimport_of_an_email_in_two_mailboxes_keeps_both(account: Account, tmp_path: Path) -> None:
+    mirror, ids = setup(account, tmp_path)
+    j = account.jmap()
+    j.set_mailboxes(ids[0], [j.mailbox_id("INBOX"), j.mailbox_id("Archive")])
+    mirror.sync()
+    p = path_of(mirror, ids[0], "INBOX")
+    os.rename(p, p.with_name(p.name.replace(":2,S", ":2,FS")))
+    j.destroy(ids[0])
+    report = mirror.sync()
+    assert report.imported == 1
+    [back] = [e for e in j.email_ids() if e not in ids[1:]]
+    assert boxes(account, back) == {"Inbox", "Archive"}
+    assert "$flagged" in j.get_email(back, ["keywords"])["keywords"]
     assert_exact_mirror(mirror)
 
 
@@ -359,3 +377,43 @@ def test_pull_mode_puts_the_server_view_back(account: Account, tmp_path: Path) -
     assert account.jmap().state("Email") == state
     assert path_of(mirror, ids[0], "INBOX") and path_of(mirror, ids[1], "INBOX")
     assert foreign.exists()  # never touched, never sent
+
+
+# -- partial passes ------------------------------------------------------------------
+
+
+def test_incremental_passes_look_only_at_changed_folders_and_emails(
+    account: Account, tmp_path: Path
+) -> None:
+    """After the first pass, a remote change or a local rename is handled by a
+    partial pass (Scope), and the mirror and the files table stay exact."""
+    mirror, ids = setup(account, tmp_path, n=5)
+    time.sleep(0.2)  # let the folders' times settle ("racy" ones are scanned again)
+    mirror.sync()
+    j = account.jmap()
+    j.add_keyword(ids[0], "$flagged")  # remote flag
+    j.move(ids[1], j.mailbox_id("INBOX"), j.mailbox_id("Archive"))  # remote move
+    report = mirror.sync()
+    assert report.partial and report.renamed == 2 and report.planned == 2
+    assert_exact_mirror(mirror)
+    assert_files_table(mirror)
+
+    time.sleep(0.2)
+    mirror.sync()
+    src = path_of(mirror, ids[2])
+    os.rename(src, mirror.maildir / "Junk" / "cur" / src.name)  # local move
+    p = path_of(mirror, ids[3])
+    os.rename(p, p.with_name(p.name.replace(":2,S", ":2,RS")))  # local flag
+    report = mirror.sync()
+    # INBOX and Junk changed: their 4 Emails are planned, not all 5
+    assert report.partial and report.pushed == 2 and report.planned == 4
+    assert boxes(account, ids[2]) == {"Junk"}
+    assert_exact_mirror(mirror)
+    assert_files_table(mirror)
+
+    # A file an MUA wrote needs every record (it may be a copy of any message):
+    (mirror.maildir / "INBOX" / "new" / "1.M1P1.host").write_bytes(make_message(80))
+    report = mirror.sync()
+    assert not report.partial and report.imported == 1
+    assert_exact_mirror(mirror)
+    assert_files_table(mirror)

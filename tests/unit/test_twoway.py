@@ -136,3 +136,9 @@ def test_moves_are_not_deletions(moves: int) -> None:
         updates=[Update(f"M{i}", join=frozenset({AR}), reason="move") for i in range(moves)]
     )
     assert p.deletions == 0
+
+
+def test_reimport_takes_the_changed_file_and_every_folder() -> None:
+    [r] = plan("IA", "A:S I:FS", None).reimports
+    assert r.mailbox_ids == {IN, AR} and "$flagged" in r.keywords
+    assert r.file.folder == "INBOX"
