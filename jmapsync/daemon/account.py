@@ -73,8 +73,9 @@ def is_echo(pushed: dict[str, str], known: dict[str, str]) -> bool:
     return bool(pushed) and all(known.get(t) == s for t, s in pushed.items())
 
 
-# SyncReport counters that are not changes (sizes, what was left alone).
-_NOT_CHANGES = frozenset({"bytes", "foreign", "warnings"})
+# SyncReport counters that are not changes (sizes, what was looked at or left
+# alone); every other non-zero counter is one.
+_NOT_CHANGES = frozenset({"bytes", "foreign", "planned", "warnings"})
 
 
 def change_counts(report: SyncReport) -> dict[str, int]:

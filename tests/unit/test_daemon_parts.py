@@ -331,7 +331,9 @@ def test_change_counts_are_the_nonzero_change_counters() -> None:
     from jmapsync.daemon.account import change_counts
     from jmapsync.sync.engine import SyncReport
 
-    report = SyncReport("a", downloaded=2, bytes=100, foreign=3, imported=1, seconds=0.5)
+    report = SyncReport(
+        "a", downloaded=2, bytes=100, foreign=3, imported=1, seconds=0.5, planned=9, partial=True
+    )
     report.warnings.append("x")
     assert change_counts(report) == {"downloaded": 2, "imported": 1}
     assert change_counts(SyncReport("a", mode="unchanged", email_state="5")) == {}
