@@ -125,7 +125,8 @@ def cyrus_ws() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def cyrus_stock() -> Iterator[Any]:
-    """A server with Debian's own httpd: no WebSocket, eventSourceUrl answers 204."""
+    """A server with Debian's own httpd: no WebSocket, eventSourceUrl answers 204
+    (``cyrus`` is one too unless $JMAPSYNC_CYRUS_HTTPD names another httpd)."""
     yield from _server(False)
 
 

@@ -33,10 +33,10 @@ answers the advertised eventSourceUrl with 204).  If the env var
 JMAPSYNC_CYRUS_HTTPD names an httpd rebuilt with libwslay and the file
 "<that path>.version" equals the installed cyrus-common version, that httpd
 is used (copied into DIR/bin) -- see ``websocket`` below.  Without the
-variable, a build cached in ~/.cache/jmapsync/httpd-wslay is used; with
-``websocket=True`` (``--websocket``) and no usable cache, one is built from
-Debian's source package by tools/build-httpd-wslay.sh (root, 2-5 minutes,
-once per cyrus-common version).
+variable, ``websocket=True`` (``--websocket``) uses the build cached in
+~/.cache/jmapsync/httpd-wslay, making it first from Debian's source package
+with tools/build-httpd-wslay.sh when missing (root, 2-5 minutes, once per
+cyrus-common version).
 
 Users: ``alice`` and ``bob`` (password ``secret``), admin ``admin``
 (password ``secret``), each with INBOX and the special-use folders Sent,
@@ -506,8 +506,9 @@ class CyrusServer:
     """One private Cyrus instance living in ``dir``.
 
     ``http_port``/``imap_port``: 0 = pick free ports on 127.0.0.1.
-    ``websocket``: True = require the WebSocket-capable httpd named by
-    $JMAPSYNC_CYRUS_HTTPD (error if unusable), False = Debian's httpd,
+    ``websocket``: True = require a WebSocket-capable httpd: the one named by
+    $JMAPSYNC_CYRUS_HTTPD, else the cached build (made now if missing; see
+    build_websocket_httpd), error if unusable; False = Debian's httpd,
     None = use it when it is usable (its ".version" file equals the installed
     cyrus-common version), else Debian's httpd.  After ``start()`` the
     attribute says what is running.
@@ -755,15 +756,13 @@ class CyrusServer:
         path = os.environ.get(HTTPD_ENV, "")
         usable = False
         why = f"${HTTPD_ENV} is not set"
-        if want is not False and not path:
-            cached = str(httpd_cache_dir() / "httpd-wslay")
-            if want and _httpd_unusable(cached) is not None:
-                try:
-                    build_websocket_httpd()
-                except CyrusError as exc:
-                    why = str(exc)
-            if _httpd_unusable(cached) is None:
-                path = cached
+        if want and not path:
+            # Only when asked for: with websocket=None the httpd depends on
+            # $JMAPSYNC_CYRUS_HTTPD alone, not on what some earlier run cached.
+            try:
+                path = build_websocket_httpd()  # the cached build, or a new one
+            except CyrusError as exc:
+                why = str(exc)
         if want is not False and path:
             found = _httpd_unusable(path)
             if found is None:
