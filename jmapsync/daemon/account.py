@@ -169,7 +169,8 @@ class AccountRunner:
         if self._debouncer is not None:
             self._debouncer.cancel()
         if self._watcher is not None:
-            self._watcher.stop()
+            # joins the observer thread: not on the loop, other accounts stop meanwhile
+            await asyncio.to_thread(self._watcher.stop)
         running = self._pass_task
         if running is not None and not running.done():
             self.log.info("stop-waiting-for-pass", grace=grace)
