@@ -76,6 +76,7 @@ MAX_ATTEMPTS = 4  # passes tried when the server keeps changing under our writes
 
 # Directory times this close to "now" may hide a change made in the same tick.
 RACY_NS = 100_000_000
+ROOT_KEY = "/"  # the Maildir root's own time in the stamp (never a folder path)
 
 
 @dataclass
@@ -513,6 +514,7 @@ class Engine:
         ):
             return None
         known: dict[str, list[int] | None] = recorded.get("folders", {})
+        known.pop(ROOT_KEY, None)  # new folders are found by listing them below
         now = self._local_stamp(sorted(known))
         dirty = {f for f, times in known.items() if times is None or now[f] != times}
         dirty |= set(self.store.folders(self.account.layout)) - set(known)
@@ -565,6 +567,11 @@ class Engine:
         None and is scanned next time ("racy git")."""
         now = time.time_ns()
         stamp: dict[str, list[int] | None] = {}
+        try:  # the root too: a new top-level folder changes only its time
+            root = self.store.root.stat().st_mtime_ns
+            stamp[ROOT_KEY] = None if root > now - RACY_NS else [root]
+        except OSError:
+            stamp[ROOT_KEY] = None
         for folder in folders:
             base = self.store.path(folder)
             try:
@@ -589,15 +596,21 @@ class Engine:
         ):
             return False
         folders: dict[str, list[int] | None] = recorded.get("folders", {})
-        if any(v is None for v in folders.values()):
+        if ROOT_KEY not in folders or any(v is None for v in folders.values()):
             return False
-        return self._local_stamp(sorted(folders)) == folders
+        return self._local_stamp(sorted(f for f in folders if f != ROOT_KEY)) == folders
 
     def _record_stamp(self, conn: sqlite3.Connection, folders: list[str]) -> None:
+        times = self._local_stamp(folders)
+        if any(t is None for t in times.values()) and self.store.root.is_dir():
+            # Folders this pass wrote to are "racy" for RACY_NS: waiting that
+            # out once (<= 0.1 s) spares the next pass a scan of every one.
+            time.sleep(RACY_NS / 1e9)
+            times = self._local_stamp(folders)
         stamp = {
             "layout": self.account.layout,
             "root": str(self.account.maildir),
-            "folders": self._local_stamp(folders),
+            "folders": times,
         }
         StateDB.set_meta(conn, "local_stamp", json.dumps(stamp, sort_keys=True))
 

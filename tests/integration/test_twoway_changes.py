@@ -98,6 +98,7 @@ def test_mutt_move_is_matched_by_message_id_and_body(account: Account, tmp_path:
     assert not copy.exists()  # the server's bytes replaced mutt's copy
     assert_exact_mirror(mirror)
     assert_files_table(mirror)
+    mirror.cli("verify")
 
 
 def test_identical_copy_under_another_name_joins_a_second_mailbox(
@@ -187,6 +188,7 @@ def test_new_local_message_is_imported_byte_exact(
     assert local.read_bytes() == (raw_lf if line_endings == "lf" else raw_crlf)
     assert_exact_mirror(mirror)
     assert_files_table(mirror)
+    mirror.cli("verify")  # the state knows the server's hash of what was sent
     again = mirror.sync()
     assert (again.imported, again.downloaded, again.pushed) == (0, 0, 0)
     assert len(j.emails_in("Drafts")) == 1
