@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="config file (default: $XDG_CONFIG_HOME/jmapsync/config.ini)",
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    p.add_argument("--log-format", choices=("auto", "console", "json"), default="auto")
+    p.add_argument(
+        "--log-format",
+        choices=("auto", "console", "json"),
+        default=None,
+        help="default: log_format from the config, else auto (console on a TTY, else JSON)",
+    )
     p.add_argument("--version", action="version", version=f"jmapsync {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sync", help="one pass over every (or the named) account")
@@ -58,16 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check every mirrored file against the state; change nothing")
     v.add_argument("--account", action="append", metavar="NAME")
     v.add_argument("--download", action="store_true", help="also hash every blob on the server")
-    d = sub.add_parser("daemon", help="sync in a loop (push and watching come later)")
+    d = sub.add_parser(
+        "daemon", help="keep every account mirrored: push, Maildir watcher, until SIGTERM"
+    )
     d.add_argument("--account", action="append", metavar="NAME")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    log.setup(args.log_format, args.verbose)
+    log.setup(args.log_format or "auto", args.verbose)
     try:
         config = load(args.config)
+        if args.log_format is None and config.log_format != "auto":
+            log.setup(config.log_format, args.verbose)
         if args.command == "sync":
             return cmd_sync(config, args.account, force_deletes=args.force_deletes)
         if args.command == "check":
@@ -107,20 +114,11 @@ def cmd_sync(config: Config, names: list[str] | None, *, force_deletes: bool = F
 
 
 def cmd_daemon(config: Config, names: list[str] | None) -> int:
-    """Until the push daemon lands: sync, sleep poll_interval, repeat; SIGTERM ends it."""
-    stop = asyncio.Event()
+    """Runs until SIGTERM / SIGINT (exit 0); jmapsync/daemon/ has the rest."""
+    from jmapsync.daemon import supervisor
 
-    async def loop() -> int:
-        aio = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            aio.add_signal_handler(sig, stop.set)
-        while not stop.is_set():
-            await sync_accounts(config, names)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=config.poll_interval_s)
-        return EXIT_OK
-
-    return asyncio.run(loop())
+    config.select(names)  # an unknown --account is a usage error, before anything starts
+    return supervisor.run(config, names)
 
 
 def cmd_check(config: Config, names: list[str] | None) -> int:
@@ -201,11 +199,17 @@ def _when(value: str | None) -> str:
 
 
 def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int:
+    from jmapsync.daemon.status import read_status, status_path
+
     out: dict[str, Any] = {}
+    daemon = read_status(status_path(config.state_dir))
+    live: dict[str, Any] = daemon.get("accounts", {}) if daemon else {}
     for account in config.select(names):
         db_path = config.state_dir / f"{account.name}.sqlite3"
         if not db_path.exists():
             out[account.name] = {"synced": False}
+            if account.name in live:
+                out[account.name]["daemon"] = live[account.name]
             continue
         db = StateDB(db_path)
         try:
@@ -214,12 +218,20 @@ def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int
             db.close()
         summary["maildir"] = str(account.maildir)
         summary["local_files"] = _count_files(account.maildir)
+        if account.name in live:
+            summary["daemon"] = live[account.name]
         out[account.name] = summary
     if as_json:
         print(json.dumps(out, indent=2, default=str))
         return EXIT_OK
+    if daemon:
+        print(f"daemon: running, pid {daemon['pid']}, since {_when(str(daemon['started_at']))}")
+    else:
+        print("daemon: not running")
     for name, s in out.items():
         print(f"account {name}:")
+        if "daemon" in s:
+            _print_daemon_status(s["daemon"])
         if not s.get("synced", True):
             print("  never synced")
             continue
@@ -233,6 +245,24 @@ def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int
         print(f"  files (disk):   {s['local_files']} under {s['maildir']}")
         print(f"  pending:        {counts['journal']} journaled intent(s)")
     return EXIT_OK
+
+
+def _print_daemon_status(d: dict[str, Any]) -> None:
+    """The live part of `status`: what the running daemon does for the account."""
+    print(f"  push:           {d.get('transport')} ({d.get('connection')}; push = {d.get('push')})")
+    sync = d.get("sync")
+    if d.get("error"):
+        sync = f"{sync}: {d['error']}; retry at {_when(str(d.get('retry_at') or ''))}"
+    print(f"  daemon:         {sync}, {d.get('passes')} pass(es)")
+    change = ", ".join(f"{k} {v}" for k, v in sorted((d.get("last_change") or {}).items()))
+    when = _when(str(d["last_change_at"])) if d.get("last_change_at") else "none yet"
+    print(f"  last change:    {when}" + (f" ({change})" if change else ""))
+    pending = []
+    if d.get("pending_local_events"):
+        pending.append(f"{d['pending_local_events']} local event(s) waiting")
+    if d.get("pass_pending"):
+        pending.append("a pass is queued")
+    print("  pending work:   " + ("; ".join(pending) or "none"))
 
 
 def _count_files(root: Path) -> int:

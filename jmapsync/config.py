@@ -23,6 +23,9 @@ from jmapsync.errors import ConfigError, SecretError
 Layout = Literal["verbatim", "maildir++"]
 Direction = Literal["two-way", "pull"]
 LineEndings = Literal["lf", "exact"]
+Push = Literal["auto", "websocket", "eventsource", "poll"]
+LogFormat = Literal["auto", "console", "json"]
+PUSH_CHOICES: tuple[str, ...] = ("auto", "websocket", "eventsource", "poll")
 
 _ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 _SECRET_TIMEOUT_S = 60
@@ -111,6 +114,7 @@ class AccountConfig:
     timeout_s: float = 60.0
     # Two-way: more local deletions than this in one pass are refused (--force-deletes).
     max_deletes: int = 100
+    push: Push = "auto"  # the daemon's change notification transport
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,8 @@ class Config:
     state_dir: Path
     accounts: tuple[AccountConfig, ...] = field(default_factory=tuple)
     poll_interval_s: float = 300.0
+    full_sync_interval_s: float = 86400.0
+    log_format: LogFormat = "auto"
 
     def account(self, name: str) -> AccountConfig:
         for account in self.accounts:
@@ -174,7 +180,7 @@ def _positive_float(section: configparser.SectionProxy, key: str, default: float
 
 
 def _parse_account(
-    name: str, section: configparser.SectionProxy, config_dir: Path
+    name: str, section: configparser.SectionProxy, config_dir: Path, push_default: str = "auto"
 ) -> AccountConfig:
     if not _ACCOUNT_NAME.match(name):
         raise ConfigError(
@@ -193,6 +199,7 @@ def _parse_account(
         "max_deletes",
         "timeout",
         "line_endings",
+        "push",
     }
     unknown = sorted(set(section.keys()) - known - set(section.parser.defaults()))
     if unknown:
@@ -237,6 +244,7 @@ def _parse_account(
         download_connections=connections,
         timeout_s=_positive_float(section, "timeout", 60.0),
         max_deletes=max_deletes,
+        push=cast(Push, _choice(section, "push", push_default, PUSH_CHOICES)),
     )
 
 
@@ -264,11 +272,18 @@ def parse(text: str, path: Path | None = None) -> Config:
     config_dir = path.parent if path else Path.cwd()
     state_dir = default_state_dir()
     poll = 300.0
+    full = 86400.0
+    log_format = "auto"
+    push_default = "auto"
     accounts: list[AccountConfig] = []
+    if parser.has_section("jmapsync"):
+        # read first: an account's push defaults to this section's
+        push_default = _choice(parser["jmapsync"], "push", "auto", PUSH_CHOICES)
     for section_name in parser.sections():
         section = parser[section_name]
         if section_name == "jmapsync":
-            unknown = sorted(set(section.keys()) - {"state_dir", "poll_interval"})
+            keys = {"state_dir", "poll_interval", "full_sync_interval", "log_format", "push"}
+            unknown = sorted(set(section.keys()) - keys)
             if unknown:
                 raise ConfigError(f"[jmapsync] unknown key(s): {', '.join(unknown)}")
             if section.get("state_dir"):
@@ -276,11 +291,13 @@ def parse(text: str, path: Path | None = None) -> Config:
                 if not state_dir.is_absolute():
                     state_dir = config_dir / state_dir
             poll = _positive_float(section, "poll_interval", poll)
+            full = _positive_float(section, "full_sync_interval", full)
+            log_format = _choice(section, "log_format", "auto", ("auto", "console", "json"))
             continue
         kind, _, name = section_name.partition(" ")
         if kind != "account" or not name.strip():
             raise ConfigError(f"{where}: unknown section [{section_name}] (want [account NAME])")
-        accounts.append(_parse_account(name.strip(), section, config_dir))
+        accounts.append(_parse_account(name.strip(), section, config_dir, push_default))
     if not accounts:
         raise ConfigError(f"{where}: no [account NAME] section")
     names = [a.name for a in accounts]
@@ -291,7 +308,14 @@ def parse(text: str, path: Path | None = None) -> Config:
         for b in roots[i + 1 :]:
             if a == b or a in b.parents or b in a.parents:
                 raise ConfigError(f"{where}: two accounts share or nest a maildir ({a}, {b})")
-    return Config(path=path, state_dir=state_dir, accounts=tuple(accounts), poll_interval_s=poll)
+    return Config(
+        path=path,
+        state_dir=state_dir,
+        accounts=tuple(accounts),
+        poll_interval_s=poll,
+        full_sync_interval_s=full,
+        log_format=cast(LogFormat, log_format),
+    )
 
 
 def load(path: Path | None = None) -> Config:

@@ -16,6 +16,8 @@ daemon later) what to do without looking at the concrete type::
         ├── HTTPStatusError       backoff  any other unexpected HTTP status
         ├── ProtocolError         fatal    the server broke the protocol (bad JSON, missing
         │                                  capability, unsafe mailbox name, absurd size)
+        ├── PushUnavailable       fatal    this push transport is not offered (the daemon
+        │                                  falls back to the next one)
         └── MethodError           backoff  a JMAP method answered ["error", {...}]
             └── CannotCalculateChanges   (plan: full reconcile, never retried as is)
 
@@ -106,6 +108,15 @@ class HTTPStatusError(RemoteError):
 
 class ProtocolError(RemoteError):
     """The server sent something that breaks RFC 8620/8621 or our safety rules."""
+
+    retry = Retry.FATAL
+
+
+class PushUnavailable(RemoteError):
+    """The server does not offer this push transport (no capability, HTTP 204/404).
+
+    Retrying the same transport changes nothing; the daemon takes the next
+    one in its order (WebSocket, EventSource, polling)."""
 
     retry = Retry.FATAL
 

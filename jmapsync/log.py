@@ -23,17 +23,18 @@ def setup(fmt: LogFormat = "auto", verbose: int = 0) -> None:
     """
     level = logging.DEBUG if verbose > 0 else logging.INFO
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
-    renderer: structlog.types.Processor
+    renderers: list[structlog.types.Processor]
     if use_console:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderers = [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     else:
-        renderer = structlog.processors.JSONRenderer()
+        # A traceback becomes one "exception" string field: still one line.
+        renderers = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
+            *renderers,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),

@@ -9,7 +9,14 @@
   ``mailtools.Account`` (``.user .password .session_url .imap_port .server``,
   ``.imap()``, ``.jmap()``, ``.append()``, ``.import_message()``, ...).
 
-Tests using either fixture are marked ``cyrus`` automatically
+* ``cyrus_ws`` / ``cyrus_stock`` (session, started on first use): servers
+  whose httpd speaks WebSocket and EventSource (built once from Debian's
+  source package into ~/.cache/jmapsync when none is there; the tests are
+  skipped with the reason when that fails), and Debian's own httpd (no
+  WebSocket; its eventSourceUrl answers 204).  ``new_account(server)``
+  makes a fresh user on either.
+
+Tests using any of these fixtures are marked ``cyrus`` automatically
 (``pytest -m "not cyrus"`` skips them).  The server needs root on first use
 (it apt-get installs the Cyrus packages); see tools/cyrus.py.
 """
@@ -38,7 +45,7 @@ if str(HERE) not in sys.path:  # "import mailtools" from tests at any depth
 
 from mailtools import Account  # noqa: E402
 
-CYRUS_FIXTURES = frozenset({"cyrus", "account"})
+CYRUS_FIXTURES = frozenset({"cyrus", "account", "cyrus_ws", "cyrus_stock"})
 
 
 def _load_cyrus_module() -> ModuleType:
@@ -77,17 +84,20 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
 
 
-@pytest.fixture(scope="session")
-def cyrus() -> Iterator[Any]:
-    """The session's running tools.cyrus.CyrusServer."""
+def _server(websocket: bool | None) -> Iterator[Any]:
     mod = _load_cyrus_module()
     parent = os.environ.get("JMAPSYNC_TEST_CYRUS_PARENT", "/tmp")
     d = tempfile.mkdtemp(prefix="jmsc-", dir=parent)
     os.chmod(d, 0o755)  # noqa: S103 - Cyrus runs as user cyrus
     keep = os.environ.get("JMAPSYNC_TEST_KEEP_CYRUS") == "1"
-    srv = mod.CyrusServer(d)
+    srv = mod.CyrusServer(d, websocket=websocket)
     try:
-        srv.start()
+        try:
+            srv.start()
+        except mod.CyrusError as exc:
+            if websocket:
+                pytest.skip(f"no WebSocket-capable Cyrus httpd: {exc}")
+            raise
         yield srv
     finally:
         try:
@@ -99,25 +109,46 @@ def cyrus() -> Iterator[Any]:
                 shutil.rmtree(d, ignore_errors=True)
 
 
-_counter = itertools.count(1)
-_rng = random.Random()
+@pytest.fixture(scope="session")
+def cyrus() -> Iterator[Any]:
+    """The session's running tools.cyrus.CyrusServer."""
+    yield from _server(None)
 
 
-def _new_account(cyrus: Any) -> Account:
+@pytest.fixture(scope="session")
+def cyrus_ws() -> Iterator[Any]:
+    """A second server whose httpd speaks WebSocket (RFC 8887) and EventSource:
+    $JMAPSYNC_CYRUS_HTTPD, the cached build, or one built now (tools/cyrus.py);
+    tests using it are skipped, with the reason, when none can be had."""
+    yield from _server(True)
+
+
+@pytest.fixture(scope="session")
+def cyrus_stock() -> Iterator[Any]:
+    """A server with Debian's own httpd: no WebSocket, eventSourceUrl answers 204
+    (``cyrus`` is one too unless $JMAPSYNC_CYRUS_HTTPD names another httpd)."""
+    yield from _server(False)
+
+
+def new_account(server: Any, password: str = "secret") -> Account:  # noqa: S107
+    """A fresh user on `server`, unique per test run."""
     suffix = "".join(_rng.choices(string.ascii_lowercase + string.digits, k=5))
     name = f"u{next(_counter)}{suffix}"
-    password = "secret"
-    cyrus.add_user(name, password)
-    return Account.of(cyrus, name, password)
+    server.add_user(name, password)
+    return Account.of(server, name, password)
+
+
+_counter = itertools.count(1)
+_rng = random.Random()
 
 
 @pytest.fixture
 def account(cyrus: Any) -> Account:
     """A fresh user on the session server, unique per test."""
-    return _new_account(cyrus)
+    return new_account(cyrus)
 
 
 @pytest.fixture
 def account_factory(cyrus: Any) -> Callable[[], Account]:
     """Fresh users on demand, for tests that need one per round."""
-    return lambda: _new_account(cyrus)
+    return lambda: new_account(cyrus)

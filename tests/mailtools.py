@@ -27,6 +27,7 @@ import http.client
 import imaplib
 import json
 import re
+import socket
 import sys
 import threading
 import time
@@ -124,6 +125,34 @@ class Account:
     def append(self, folder: str, raw: bytes, **kw: Any) -> int:
         with self.imap() as i:
             return i.append(folder, raw, **kw)
+
+    def append_many(self, folder: str, raws: Sequence[bytes], batch: int = 200) -> None:
+        """Load many messages fast: IMAP MULTIAPPEND (RFC 3502) with LITERAL+
+        literals, `batch` messages per command (~1000 messages/s on Cyrus,
+        against ~20/s for one APPEND per message)."""
+        with socket.create_connection((self.host, self.imap_port), timeout=60) as sock:
+            f = sock.makefile("rb")
+
+            def command(tag: str, data: bytes) -> None:
+                sock.sendall(data)
+                while True:
+                    line = f.readline()
+                    if not line:
+                        raise ImapError(f"{tag}: connection closed")
+                    if line.startswith(tag.encode() + b" "):
+                        if not line.startswith(tag.encode() + b" OK"):
+                            raise ImapError(f"{tag}: {line!r}")
+                        return
+
+            f.readline()  # greeting
+            command("l", f"l LOGIN {_quote(self.user)} {_quote(self.password)}\r\n".encode())
+            mailbox = Imap.mailbox(folder).encode()
+            for n, start in enumerate(range(0, len(raws), batch)):
+                parts = [f"a{n} APPEND ".encode() + mailbox]
+                for raw in raws[start : start + batch]:
+                    parts.append(f" {{{len(raw)}+}}\r\n".encode() + raw)
+                command(f"a{n}", b"".join(parts) + b"\r\n")
+            command("z", b"z LOGOUT\r\n")
 
     def import_message(self, raw: bytes, mailbox: str = "INBOX", **kw: Any) -> str:
         """Email/import into the mailbox with this IMAP-style path or role."""

@@ -28,10 +28,15 @@ libwslay1, plus dma when there is no /usr/sbin/sendmail) are apt-get
 installed on first use when running as root, with a policy-rc.d that keeps
 the system-wide daemons from starting.
 
-WebSocket (RFC 8887): Debian's httpd is built without it.  If the env var
+WebSocket (RFC 8887): Debian's httpd is built without it (and then also
+answers the advertised eventSourceUrl with 204).  If the env var
 JMAPSYNC_CYRUS_HTTPD names an httpd rebuilt with libwslay and the file
 "<that path>.version" equals the installed cyrus-common version, that httpd
-is used (copied into DIR/bin) -- see ``websocket`` below.
+is used (copied into DIR/bin) -- see ``websocket`` below.  Without the
+variable, ``websocket=True`` (``--websocket``) uses the build cached in
+~/.cache/jmapsync/httpd-wslay, making it first from Debian's source package
+with tools/build-httpd-wslay.sh when missing (root, 2-5 minutes, once per
+cyrus-common version).
 
 Users: ``alice`` and ``bob`` (password ``secret``), admin ``admin``
 (password ``secret``), each with INBOX and the special-use folders Sent,
@@ -85,6 +90,7 @@ BIN = Path("/usr/lib/cyrus/bin")
 SASLPASSWD2 = "/usr/sbin/saslpasswd2"
 PACKAGES = ("cyrus-common", "cyrus-imapd", "cyrus-caldav", "cyrus-admin", "sasl2-bin", "libwslay1")
 HTTPD_ENV = "JMAPSYNC_CYRUS_HTTPD"
+BUILD_SCRIPT = Path(__file__).resolve().parent / "build-httpd-wslay.sh"
 INSTANCE_ENV = "CYRUS_TEST_INSTANCE"
 SERVERNAME = "localhost"  # also the sasldb realm
 ADMIN = "admin"
@@ -284,6 +290,58 @@ def ensure_packages(log_path: str | os.PathLike[str] | None = None) -> None:
 # ------------------------------------------------------------------ helpers --
 
 
+def httpd_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "jmapsync"
+
+
+def _httpd_unusable(path: str) -> str | None:
+    """Why the WebSocket httpd at path cannot run here, or None if it can."""
+    have = installed_version("cyrus-common")
+    try:
+        built_for = Path(path + ".version").read_text().strip()
+    except OSError:
+        built_for = None
+    if not os.access(path, os.X_OK):
+        return f"{path} is not an executable file"
+    if built_for != have:
+        return f"{path} is built for cyrus {built_for!r}, installed is {have!r}"
+    return None
+
+
+def build_websocket_httpd(out: Path | None = None) -> str:
+    """Build httpd with libwslay from Debian's source package into the cache
+    (tools/build-httpd-wslay.sh) unless a build for the installed version is
+    there; return its path.  Serialised by a lock file: two test runs
+    starting at once build once."""
+    out = out or httpd_cache_dir()
+    path = str(out / "httpd-wslay")
+    if _httpd_unusable(path) is None:
+        return path
+    if os.geteuid() != 0:
+        raise CyrusError("building the WebSocket httpd needs root (apt-get build-dep)")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "httpd-wslay.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _httpd_unusable(path) is None:
+            return path
+        log = out / "httpd-wslay.build.log"
+        _log(f"building a WebSocket-capable httpd (2-5 minutes, log {log})")
+        with open(log, "w") as f:
+            done = subprocess.run(
+                ["bash", str(BUILD_SCRIPT), str(out)],
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        if done.returncode != 0:
+            raise CyrusError(f"building the WebSocket httpd failed (see {log})")
+    why = _httpd_unusable(path)
+    if why:
+        raise CyrusError(f"the WebSocket httpd build is unusable: {why}")
+    return path
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -448,8 +506,9 @@ class CyrusServer:
     """One private Cyrus instance living in ``dir``.
 
     ``http_port``/``imap_port``: 0 = pick free ports on 127.0.0.1.
-    ``websocket``: True = require the WebSocket-capable httpd named by
-    $JMAPSYNC_CYRUS_HTTPD (error if unusable), False = Debian's httpd,
+    ``websocket``: True = require a WebSocket-capable httpd: the one named by
+    $JMAPSYNC_CYRUS_HTTPD, else the cached build (made now if missing; see
+    build_websocket_httpd), error if unusable; False = Debian's httpd,
     None = use it when it is usable (its ".version" file equals the installed
     cyrus-common version), else Debian's httpd.  After ``start()`` the
     attribute says what is running.
@@ -697,18 +756,19 @@ class CyrusServer:
         path = os.environ.get(HTTPD_ENV, "")
         usable = False
         why = f"${HTTPD_ENV} is not set"
-        if want is not False and path:
-            have = installed_version("cyrus-common")
+        if want and not path:
+            # Only when asked for: with websocket=None the httpd depends on
+            # $JMAPSYNC_CYRUS_HTTPD alone, not on what some earlier run cached.
             try:
-                built_for = Path(path + ".version").read_text().strip()
-            except OSError:
-                built_for = None
-            if not os.access(path, os.X_OK):
-                why = f"{path} is not an executable file"
-            elif built_for != have:
-                why = f"{path} is built for cyrus {built_for!r}, installed is {have!r}"
-            else:
+                path = build_websocket_httpd()  # the cached build, or a new one
+            except CyrusError as exc:
+                why = str(exc)
+        if want is not False and path:
+            found = _httpd_unusable(path)
+            if found is None:
                 usable = True
+            else:
+                why = found
         if want and not usable:
             raise CyrusError(f"websocket=True but no usable WebSocket httpd: {why}")
         if path and not usable and want is None:

@@ -133,9 +133,13 @@ class JmapClient:
         account: AccountConfig,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        secret: Secret | None = None,
     ) -> None:
+        """`secret`: the password or token, already resolved (the daemon keeps
+        one per account so that password_command does not run every pass);
+        None runs the configured command on first use."""
         self.account = account
-        self._secret: Secret | None = None
+        self._secret: Secret | None = secret
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
         self.session: Session | None = None
@@ -189,6 +193,11 @@ class JmapClient:
             return {"Authorization": "Bearer " + self._secret.reveal()}
         raw = f"{creds.username}:{self._secret.reveal()}".encode()
         return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
+
+    def auth_headers(self) -> dict[str, str]:
+        """The Authorization header, for a push channel that opens its own
+        connection (jmap/push.py).  Never log the result."""
+        return self._auth_header()
 
     def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         return self._auth_header() | (extra or {})
