@@ -19,10 +19,12 @@ What the tables hold, and why:
 - contents: per Email, the SHA-256 and size of the SERVER's bytes, whether
   they are CRLF-only (so LF form is reversible), and the form the local files
   hold ("lf" or "exact"); `jmapsync verify` checks files against it.
-- journal: intents written before side effects a rescan could not recognise:
-  an Email/import (kind "import": the file, the SHA-256 and size of the
-  bytes sent, the mailbox, and once known the new Email id), so that a crash
-  between the import and the commit never imports the file twice.
+- journal: each two-way write's intent, committed before the write and
+  cleared with the pass's commit: Email/set and Mailbox/set (kind "write",
+  informational: their effect is read back from the server) and Email/import
+  (kind "import": the file, the SHA-256 and size of the bytes sent, the
+  mailbox, and once known the new Email id), so that a crash between the
+  import and the commit never imports the file twice.
 """
 
 from __future__ import annotations
@@ -400,8 +402,12 @@ class StateDB:
         ]
 
     @staticmethod
-    def journal_clear(conn: sqlite3.Connection, kind: str) -> None:
-        conn.execute("DELETE FROM journal WHERE kind=?", (kind,))
+    def journal_clear(conn: sqlite3.Connection, kind: str | None) -> None:
+        """Forget the intents of one kind (None: all of them)."""
+        if kind is None:
+            conn.execute("DELETE FROM journal")
+        else:
+            conn.execute("DELETE FROM journal WHERE kind=?", (kind,))
 
     def counts(self) -> dict[str, int]:
         out = {}

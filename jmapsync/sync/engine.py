@@ -841,6 +841,7 @@ class Engine:
                     db.prune_contents(conn)
             db.put_contents(conn, self.new_contents)
             db.set_meta(conn, "files_pending", None)
+            db.journal_clear(conn, None)  # every intent of this pass is done and recorded
             db.set_meta(conn, "line_endings", self.account.line_endings)
             db.set_meta(conn, "contents_complete", "1")
             self._record_stamp(conn, sorted(set(folder_of.values())))

@@ -51,6 +51,10 @@ if TYPE_CHECKING:
     from jmapsync.sync.engine import Engine, SyncReport
 
 JOURNAL_IMPORT = "import"
+# Email/set and Mailbox/set intents: a pass that finds them knows an earlier
+# one died after announcing them; their effect is read back from the server
+# (the three-way decisions see a change made on both sides as done).
+JOURNAL_WRITE = "write"
 # A file to import: its bytes, and its mailboxes (None: its folder's)
 Import = tuple[LocalFile, bytes, frozenset[str] | None]
 INBOX = "INBOX"
@@ -123,6 +127,7 @@ class TwoWay:
             elif box.total_emails:
                 why = f"the mailbox holds {box.total_emails} messages on the server"
             else:
+                self.db.journal_add(JOURNAL_WRITE, {"mailbox_destroy": mid, "folder": path})
                 why = await mail.destroy_mailbox(self.client, mid)
             if why is None:
                 self.report.mailboxes_destroyed += 1
@@ -178,6 +183,8 @@ class TwoWay:
                 creates[f"c{i}"] = (names[-1], parent)
             if not creates:
                 continue
+            paths = sorted("/".join(level[int(cid[1:])]) for cid in creates)
+            self.db.journal_add(JOURNAL_WRITE, {"mailbox_create": paths})
             ids, failed = await mail.create_mailboxes(self.client, creates)
             for cid, (name, _parent) in creates.items():
                 names = level[int(cid[1:])]
@@ -211,6 +218,11 @@ class TwoWay:
         mailbox_of = {p: m for m, p in folder_of.items()}
         trash = next((m for m, b in mailboxes.items() if b.role == "trash"), None)
 
+        died = self.db.journal(JOURNAL_WRITE)
+        if died:
+            self.log.info(
+                "earlier-pass-died", writes=len(died), action="their effect is read from the server"
+            )
         recovered = await self._recover_imports(emails, base, scan)
         out.rescan = bool(recovered)
         foreign = [
@@ -404,6 +416,8 @@ class TwoWay:
             chunk = work[start : start + size]
             updates = {u.email_id: dict(u.as_jmap()) for u in chunk if isinstance(u, twoway.Update)}
             destroy = [u for u in chunk if isinstance(u, str)]
+            intent = {"update": sorted(updates), "destroy": destroy, "state": out.email_state}
+            self.db.journal_add(JOURNAL_WRITE, intent)
             result = await mail.set_emails(self.client, out.email_state, updates, destroy)
             out.email_state = result.new_state
             for u in chunk:

@@ -112,10 +112,12 @@ def assert_outcome(account: Account, mirror: Mirror, ids: list[str]) -> None:
     assert len(emails) == 6
     assert_exact_mirror(mirror)
     assert_files_table(mirror)
+    assert journal_rows(mirror) == 0  # every intent done and recorded
 
 
-def run_with_crash(mirror: Mirror, at: int, monkeypatch: pytest.MonkeyPatch) -> bool:
-    """One pass crashed at step `at`; False if the pass had fewer steps."""
+def run_with_crash(mirror: Mirror, at: int, monkeypatch: pytest.MonkeyPatch) -> int | None:
+    """One pass crashed at step `at`: the journal rows it left; None if the
+    pass had fewer steps."""
     inj = Injector(at)
     with monkeypatch.context() as m:
         for name in ("call", "upload"):
@@ -127,25 +129,28 @@ def run_with_crash(mirror: Mirror, at: int, monkeypatch: pytest.MonkeyPatch) -> 
         try:
             mirror.sync()
         except Crash:
-            return True
+            return journal_rows(mirror)
     assert not inj.fired
-    return False
+    return None
 
 
 def test_interrupted_at_every_step_then_resumed(
     account_factory: Callable[[], Account], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     steps = 0
+    left: list[int] = []  # journal rows each interrupted pass left behind
     for at in range(1, 200):
         account = account_factory()
         mirror, ids = scenario(account, tmp_path / f"run{at}")
-        crashed = run_with_crash(mirror, at, monkeypatch)
+        rows = run_with_crash(mirror, at, monkeypatch)
         mirror.sync()  # the clean pass after the "restart"
         assert_outcome(account, mirror, ids)
-        if not crashed:
+        if rows is None:
             steps = at - 1
             break
+        left.append(rows)
     assert steps > 20, f"only {steps} side effects: the injection misses the pass"
+    assert max(left) >= 3  # intents were journaled before their writes
 
 
 def journal_rows(mirror: Mirror) -> int:
