@@ -5,8 +5,10 @@ Starts a throwaway Cyrus IMAP server on 127.0.0.1 (tools/cyrus.py), loads
 sample mail into it (nested and non-ASCII folders, flags, one message in two
 folders), mirrors it with the real `jmapsync sync` into ./demo-mail, lists
 what arrived, then changes things on the server (a flag, a move, a delete, a
-new delivery) and syncs again to show the incremental pass.  The server is
-stopped and removed at the end; ./demo-mail stays so you can read it:
+new delivery) and syncs again to show the incremental pass, then changes
+things locally as mutt would (read, move, delete, a new draft) and syncs to
+show them reach the server.  The server is stopped and removed at the end;
+./demo-mail stays so you can read it:
 
     mutt -f demo-mail/INBOX
 """
@@ -65,6 +67,26 @@ def tree() -> None:
             print(f"      {name}")
 
 
+def by_subject(subject: str) -> Path:
+    for p in OUT.rglob("*.jmapsync*"):
+        if f"Subject: {subject}\n".encode() in p.read_bytes():
+            return p
+    raise LookupError(subject)
+
+
+def local_changes() -> None:
+    """The renames, moves, unlinks and new files a mail program makes."""
+    unread = by_subject("Alpha: first milestone")  # read it: new/X -> cur/X:2,S
+    unread.rename(unread.parent.parent / "cur" / (unread.name + ":2,S"))
+    kickoff = by_subject("Project kickoff")  # move it to Archive
+    kickoff.rename(OUT / "Archive" / "cur" / kickoff.name)
+    by_subject("Old newsletter").unlink()  # delete it: to Trash on the server
+    draft = make_message(100, subject="Draft: reply to Bob", seed="demo")
+    (OUT / "Drafts" / "cur" / "1732560000.M1P1.demo:2,DS").write_bytes(
+        draft.replace(b"\r\n", b"\n")  # a new message, as mutt writes it
+    )
+
+
 def main() -> int:
     if OUT.exists():
         if not (WORK / "config.ini").exists():
@@ -99,7 +121,7 @@ def main() -> int:
             "password = secret\n"
             f"maildir = {OUT}\n"
             "layout = verbatim\n"
-            "direction = pull\n"
+            "direction = two-way\n"
         )
         run("check")
         run("sync")
@@ -114,6 +136,19 @@ def main() -> int:
             make_message(99, subject="Fresh delivery", seed="demo"), [j.mailbox_id("INBOX")]
         )
         run("sync")
+        tree()
+
+        print("\nnow, locally, as mutt would: read one, move one to Archive, delete one,")
+        print("save a draft ...")
+        local_changes()
+        run("sync")
+        names = {m["id"]: path for path, m in j.mailbox_paths().items()}
+        print("\non the server now:")
+        shown = ("Alpha: first milestone", "Project kickoff", "Old newsletter")
+        for e in j.get_emails(j.email_ids(), ["subject", "mailboxIds", "keywords"]):
+            if e["subject"] in shown or e["subject"].startswith("Draft:"):
+                where = ", ".join(sorted(names[m] for m in e["mailboxIds"]))
+                print(f"  {e['subject']!r:28} in {where:22} {sorted(e['keywords'])}")
         run("status")
         run("verify")
         tree()
