@@ -239,9 +239,14 @@ class AccountRunner:
         try:
             secret = await self._get_secret()
             if self._full_due:
-                self._forget_email_state()
+                self.log.info("full-reconcile")
             engine = Engine(
-                self.config, self.account, client_factory=lambda a: JmapClient(a, secret=secret)
+                self.config,
+                self.account,
+                client_factory=lambda a: JmapClient(a, secret=secret),
+                # A full read compares every Email with every file, catching
+                # anything */changes or a lost event missed.
+                full=self._full_due,
             )
             report = await engine.sync()
         except JmapsyncError as exc:
@@ -308,19 +313,6 @@ class AccountRunner:
             self.log.warning("state-read-failed", error=str(exc))
             return {}
         return {"Mailbox": ms} if ms else {}
-
-    def _forget_email_state(self) -> None:
-        """Make the next pass a full reconcile: without a stored Email state the
-        engine reads the whole account (docs/DESIGN.md, step 3) and compares it
-        with every file, catching anything */changes or a lost event missed.
-        Safe at any moment: a full read never loses data, it only costs time."""
-        db = StateDB.for_account(self.config.state_dir, self.account.name)
-        try:
-            with db.transaction() as conn:
-                db.set_meta(conn, "email_state", None)
-        finally:
-            db.close()
-        self.log.info("full-reconcile-scheduled")
 
     # -- local changes -------------------------------------------------------------
 

@@ -194,9 +194,11 @@ class Engine:
         client_factory: Callable[[AccountConfig], JmapClient] | None = None,
         progress: ProgressFactory | None = None,
         force_deletes: bool = False,
+        full: bool = False,
     ) -> None:
         self.config = config
         self.force_deletes = force_deletes
+        self.full = full  # read the whole account, whatever the stored states say
         self.account = account
         self.client_factory = client_factory or (JmapClient)
         self.progress = progress
@@ -432,7 +434,7 @@ class Engine:
         # States are per account: after the config points at another account,
         # the stored ones mean nothing there.
         same_account = db.get_meta("account_id") in (None, client.session.account_id)
-        if not (es and ms and same_account):
+        if not (es and ms and same_account) or self.full:
             return None
         try:
             return await mail.fetch_changes(client, ms, es)

@@ -130,7 +130,7 @@ def test_full_reconcile_runs_on_schedule(cyrus_ws: Any, tmp_path: Path) -> None:
     config = write_config(tmp_path, [Acct("a", acct)], full_sync_interval="1")
     with DaemonProc(config) as d:
         d.wait_event("daemon-ready")
-        d.wait_event("full-reconcile-scheduled", timeout=5)
+        d.wait_event("full-reconcile", timeout=5)
         d.wait_event("sync-done", mode="full", count=2, timeout=5)  # the first pass + this one
         assert files_of(tmp_path / "mail" / "a", eid)
         assert d.stop()[0] == 0
