@@ -208,6 +208,8 @@ class Engine:
         self.base: dict[EmailId, Email] = {}  # Emails as last synced
         self.files_pending = False  # an earlier pass died mid-way (files table stale)
         self.commits = Commits(self.store)
+        self.pre_stamp: dict[str, list[int] | None] = {}  # folder times just before the scan
+        self.removed_foreign: set[str] = set()  # MUA copies this pass removed
 
     async def sync(self) -> SyncReport:
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -273,6 +275,7 @@ class Engine:
         """Everything but the unchanged fast path; fills in `report`."""
         self.new_contents = {}
         self.commits = Commits(self.store)  # nothing of a failed attempt carries over
+        self.pre_stamp = {}
         self.files_pending = db.get_meta("files_pending") == "1"
         root_existed = self.account.maildir.is_dir()
         if not root_existed and db.has_files() and self.account.direction == "pull":
@@ -316,6 +319,7 @@ class Engine:
         if scope is not None:
             scan = scope.dirty_files + scope.clean_files
         else:
+            self.pre_stamp = self._local_stamp(sorted(set(folder_of.values())))
             scan = list(self.store.scan(sorted(local_folders)))
         superseded: list[tuple[str, str]] = []
         if tw is not None:
@@ -354,9 +358,10 @@ class Engine:
         await self._execute(client, plan, report)
         report.phases["execute"] = round(time.monotonic() - t, 3)
 
+        self.removed_foreign = set()
         if tw is not None and superseded:
             placed = set(plan.final.values()) | {d.email_id for d in plan.downloads}
-            tw.remove_superseded(superseded, placed)
+            self.removed_foreign = tw.remove_superseded(superseded, placed)
         self._folders_after(report, fplan)
         await asyncio.to_thread(self._line_endings, db, plan, report)
         self.store.dirsync.flush()
@@ -520,6 +525,7 @@ class Engine:
         now = self._local_stamp(sorted(known))
         dirty = {f for f, times in known.items() if times is None or now[f] != times}
         dirty |= set(self.store.folders(self.account.layout)) - set(known)
+        self.pre_stamp = now
         dirty_files = list(self.store.scan(sorted(dirty)))
         if self.account.direction == "two-way" and any(
             f.email_id is None and TRASHED not in f.flags for f in dirty_files
@@ -602,19 +608,62 @@ class Engine:
             return False
         return self._local_stamp(sorted(f for f in folders if f != ROOT_KEY)) == folders
 
-    def _record_stamp(self, conn: sqlite3.Connection, folders: list[str]) -> None:
+    def _record_stamp(
+        self,
+        conn: sqlite3.Connection,
+        folders: list[str],
+        plan: FilePlan | None = None,
+        scope: Scope | None = None,
+    ) -> None:
+        """Record the folders' times for the next pass's fast path -- only
+        where the state being recorded is known to be what is on disk.
+
+        A folder whose times did not move since just before the scan holds
+        what the scan saw, plus nothing.  One whose times moved during the
+        pass (our own writes, or the user's mutt at the same moment) is listed
+        again and compared with what this pass leaves there: equal -> its new
+        times are recorded; different, or not listable from this pass's plan
+        -> None, scanned next time.  Times within RACY_NS of now are never
+        trusted; a pass that wrote waits that out once."""
+        pre = self.pre_stamp
         times = self._local_stamp(folders)
         if any(t is None for t in times.values()) and self.store.root.is_dir():
-            # Folders this pass wrote to are "racy" for RACY_NS: waiting that
-            # out once (<= 0.1 s) spares the next pass a scan of every one.
             time.sleep(RACY_NS / 1e9)
             times = self._local_stamp(folders)
+        moved = [f for f in folders if times[f] is not None and pre.get(f) != times[f]]
+        if moved:
+            checkable = set(folders) if scope is None else set(scope.dirty)
+            expected = self._expected_files(plan, [f for f in moved if f in checkable])
+            for f in moved:
+                if f not in expected:
+                    times[f] = None
+                    continue
+                listed = {x.relpath for x in self.store.scan([f])}
+                if listed != expected[f]:
+                    times[f] = None
+        if pre.get(ROOT_KEY) != times.get(ROOT_KEY):
+            times[ROOT_KEY] = None  # folders came or went: the next pass lists them
         stamp = {
             "layout": self.account.layout,
             "root": str(self.account.maildir),
             "folders": times,
         }
         StateDB.set_meta(conn, "local_stamp", json.dumps(stamp, sort_keys=True))
+
+    def _expected_files(self, plan: FilePlan | None, folders: list[str]) -> dict[str, set[str]]:
+        """folder -> every file this pass leaves there (ours and others')."""
+        if plan is None or not folders:
+            return {}
+        want = set(folders)
+        out: dict[str, set[str]] = {f: set() for f in folders}
+        for rel, _eid in plan.owned():
+            folder = planner.split_rel(rel)[0]
+            if folder in want:
+                out[folder].add(rel)
+        for f in plan.foreign:
+            if f.folder in want and f.relpath not in self.removed_foreign:
+                out[f.folder].add(f.relpath)
+        return out
 
     # -- folders -------------------------------------------------------------------
 
@@ -846,7 +895,7 @@ class Engine:
             db.journal_clear(conn, None)  # every intent of this pass is done and recorded
             db.set_meta(conn, "line_endings", self.account.line_endings)
             db.set_meta(conn, "contents_complete", "1")
-            self._record_stamp(conn, sorted(set(folder_of.values())))
+            self._record_stamp(conn, sorted(set(folder_of.values())), plan, scope)
             db.set_meta(conn, "account_id", account_id)
             # Only now, with every file of this pass on disk and the
             # directories fsynced, do the states advance.

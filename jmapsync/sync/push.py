@@ -555,11 +555,15 @@ class TwoWay:
             self.store.remove(f.relpath)
         self.engine.new_contents[email.id] = Content(seen.sha256, seen.size, seen.crlf_only, form)
 
-    def remove_superseded(self, superseded: Iterable[tuple[str, str]], owned: set[str]) -> None:
-        """Remove MUA copies whose Email now has a file of ours in the mirror."""
+    def remove_superseded(self, superseded: Iterable[tuple[str, str]], owned: set[str]) -> set[str]:
+        """Remove MUA copies whose Email now has a file of ours in the mirror;
+        the paths removed."""
+        removed = set()
         for rel, eid in superseded:
             if eid not in owned:
                 self.log.warning("copy-kept", path=rel, email=eid, reason="not mirrored yet")
                 continue
             if self.store.remove(rel):
                 self.report.superseded += 1
+                removed.add(rel)
+        return removed

@@ -225,8 +225,9 @@ def test_sigterm_during_a_large_first_sync_exits_cleanly_and_resumes(
     cyrus_ws: Any, tmp_path: Path
 ) -> None:
     acct = new_account(cyrus_ws)
-    n = 1200  # ~4-5 s of first sync here: longer than the 2 s a pass gets at SIGTERM
-    acct.append_many("INBOX", [make_message(k, size=10_000) for k in range(n)])
+    # ~5 s of first sync here (60 MB): well beyond the 2 s a pass gets at SIGTERM
+    n = 3000
+    acct.append_many("INBOX", [make_message(k, size=20_000) for k in range(n)])
     config = write_config(tmp_path, [Acct("a", acct)], poll_interval="300")
     maildir = tmp_path / "mail" / "a"
     with DaemonProc(config) as d:

@@ -419,3 +419,31 @@ def test_incremental_passes_look_only_at_changed_folders_and_emails(
     assert not report.partial and report.imported == 1
     assert_exact_mirror(mirror)
     assert_files_table(mirror)
+
+
+def test_a_change_made_while_a_pass_runs_is_seen_by_the_next_pass(
+    account: Account, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mutt renames a file after our scan but before our commit: the folder's
+    recorded times must not hide that change from the next pass."""
+    from jmapsync.sync.engine import Engine
+
+    mirror, ids = setup(account, tmp_path)
+    time.sleep(0.2)
+    mirror.sync()
+    account.jmap().add_keyword(ids[0], "$flagged")  # a remote change: our pass writes
+    victim = path_of(mirror, ids[1])
+    real = Engine._execute
+
+    async def execute_with_mutt(self: Engine, *args: object) -> None:
+        os.rename(victim, victim.with_name(victim.name.replace(":2,S", ":2,RS")))
+        await real(self, *args)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as m:
+        m.setattr(Engine, "_execute", execute_with_mutt)
+        mirror.sync()
+    time.sleep(0.2)
+    report = mirror.sync()
+    assert report.pushed == 1
+    assert "$answered" in account.jmap().get_email(ids[1], ["keywords"])["keywords"]
+    assert_exact_mirror(mirror)
