@@ -189,16 +189,6 @@ def plan_push(
 EMPTIED_MIN = 10  # a folder that held at least this many messages and lost them all
 
 
-def held_per_folder(
-    base: Mapping[EmailId, Email], folder_of: Mapping[MailboxId, str]
-) -> Counter[str]:
-    """How many Emails each folder held at the last sync."""
-    held: Counter[str] = Counter()
-    for e in base.values():
-        held.update(folder_of[m] for m in e.mailbox_ids if m in folder_of)
-    return held
-
-
 def deletion_guard(
     plan: PushPlan,
     held: Mapping[str, int],
