@@ -17,7 +17,6 @@ nothing here ever waits for one account to succeed.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import signal
@@ -31,7 +30,8 @@ from jmapsync.daemon.account import AccountRunner
 from jmapsync.daemon.notify import notify, watchdog_interval
 from jmapsync.daemon.status import remove_status, status_path, write_status
 from jmapsync.daemon.tmpclean import clean_tmp
-from jmapsync.errors import ConfigError, LockedError
+from jmapsync.errors import ConfigError
+from jmapsync.state.db import PidLock
 
 # SIGTERM: a running pass gets this long to finish before it is cancelled;
 # the rest of systemd's 10 s is for closing sockets and threads.
@@ -251,30 +251,18 @@ def _in_seconds(seconds: float) -> Any:
     return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
 
 
-def _lock_state_dir(state_dir: Path) -> int:
+def _state_dir_lock(state_dir: Path) -> PidLock:
     """One daemon per state_dir: a second one would fight the first over
     every account lock (each retrying with backoff for ever) and over the
     status file.  flock: released by the kernel when the process dies."""
-    path = state_dir / "daemon.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        other = os.read(fd, 32).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise LockedError(
-            f"another jmapsync daemon (pid {other}) uses the state directory {state_dir}"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
+    return PidLock(
+        state_dir / "daemon.lock",
+        f"another jmapsync daemon (pid {{pid}}) uses the state directory {state_dir}",
+    )
 
 
 def run(config: Config, names: list[str] | None = None) -> int:
     """Entry point for the CLI."""
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = _lock_state_dir(config.state_dir)
-    try:
+    with _state_dir_lock(config.state_dir):
         return asyncio.run(Daemon(config, names).run())
-    finally:
-        os.close(fd)

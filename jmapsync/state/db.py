@@ -2,7 +2,7 @@
 
 One database per account (`<state_dir>/<account>.sqlite3`), WAL mode with
 synchronous=FULL, so a commit survives a power cut.  A second file,
-`<account>.lock`, is held with flock() for the whole sync: two jmapsync
+`<account>.lock` (account_lock), is held with flock() for the whole sync: two jmapsync
 processes never sync one account at once.
 
 What the tables hold, and why:
@@ -103,11 +103,13 @@ class FileRecord:
     email_id: str
 
 
-class AccountLock:
-    """An exclusive flock() on `<state_dir>/<account>.lock`, released on close or death."""
+class PidLock:
+    """An exclusive flock() on a file that names its holder's pid, released on
+    close or death.  `busy` is the error message, with {pid} for the holder."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy: str) -> None:
         self.path = path
+        self.busy = busy
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -115,10 +117,9 @@ class AccountLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            other = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise LockedError(
-                f"another jmapsync process is syncing this account (lock {self.path})"
-            ) from None
+            raise LockedError(self.busy.format(pid=other)) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
@@ -128,12 +129,19 @@ class AccountLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> AccountLock:
+    def __enter__(self) -> PidLock:
         self.acquire()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def account_lock(path: Path) -> PidLock:
+    """`<state_dir>/<account>.lock`: one sync of an account at a time."""
+    return PidLock(
+        path, f"another jmapsync process (pid {{pid}}) is syncing this account (lock {path})"
+    )
 
 
 def _split(value: str) -> frozenset[str]:

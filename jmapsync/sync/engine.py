@@ -65,7 +65,7 @@ from jmapsync.maildir.lineendings import (
 )
 from jmapsync.maildir.names import MailboxNode, folder_paths
 from jmapsync.maildir.store import LocalFile, MaildirStore, Subdir
-from jmapsync.state.db import AccountLock, Content, FileRecord, StateDB
+from jmapsync.state.db import Content, FileRecord, StateDB, account_lock
 from jmapsync.sync import plan as planner
 from jmapsync.sync import twoway
 from jmapsync.sync.plan import TRASHED, Download, FilePlan, FolderPlan
@@ -213,7 +213,7 @@ class Engine:
 
     async def sync(self) -> SyncReport:
         self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock = AccountLock(self.config.state_dir / f"{self.account.name}.lock")
+        lock = account_lock(self.config.state_dir / f"{self.account.name}.lock")
         with lock:
             db = StateDB.for_account(self.config.state_dir, self.account.name)
             try:
