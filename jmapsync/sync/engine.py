@@ -33,7 +33,7 @@ import sqlite3
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -635,11 +635,10 @@ class Engine:
             checkable = set(folders) if scope is None else set(scope.dirty)
             expected = self._expected_files(plan, [f for f in moved if f in checkable])
             for f in moved:
-                if f not in expected:
-                    times[f] = None
-                    continue
-                listed = {x.relpath for x in self.store.scan([f])}
-                if listed != expected[f]:
+                if (
+                    f not in expected
+                    or _fingerprint(x.relpath for x in self.store.scan([f])) != expected[f]
+                ):
                     times[f] = None
         if pre.get(ROOT_KEY) != times.get(ROOT_KEY):
             times[ROOT_KEY] = None  # folders came or went: the next pass lists them
@@ -650,20 +649,28 @@ class Engine:
         }
         StateDB.set_meta(conn, "local_stamp", json.dumps(stamp, sort_keys=True))
 
-    def _expected_files(self, plan: FilePlan | None, folders: list[str]) -> dict[str, set[str]]:
-        """folder -> every file this pass leaves there (ours and others')."""
+    def _expected_files(
+        self, plan: FilePlan | None, folders: list[str]
+    ) -> dict[str, tuple[int, int]]:
+        """folder -> fingerprint of every file this pass leaves there (ours
+        and others'): a count and a hash sum, so that 100 000 names are not
+        held twice at the end of a first sync."""
         if plan is None or not folders:
             return {}
-        want = set(folders)
-        out: dict[str, set[str]] = {f: set() for f in folders}
+        acc: dict[str, list[int]] = {f: [0, 0] for f in folders}
+
+        def add(folder: str, rel: str) -> None:
+            a = acc.get(folder)
+            if a is not None:
+                a[0] += 1
+                a[1] = (a[1] + hash(rel)) & _MASK
+
         for rel, _eid in plan.owned():
-            folder = planner.split_rel(rel)[0]
-            if folder in want:
-                out[folder].add(rel)
+            add(planner.split_rel(rel)[0], rel)
         for f in plan.foreign:
-            if f.folder in want and f.relpath not in self.removed_foreign:
-                out[f.folder].add(f.relpath)
-        return out
+            if f.relpath not in self.removed_foreign:
+                add(f.folder, f.relpath)
+        return {f: (a[0], a[1]) for f, a in acc.items()}
 
     # -- folders -------------------------------------------------------------------
 
@@ -901,6 +908,19 @@ class Engine:
             # directories fsynced, do the states advance.
             db.set_meta(conn, "email_state", email_state)
             db.set_meta(conn, "mailbox_state", mailbox_state)
+
+
+_MASK = (1 << 64) - 1
+
+
+def _fingerprint(relpaths: Iterable[str]) -> tuple[int, int]:
+    """(count, sum of hashes) of a set of paths: equal sets, equal prints; a
+    rename, a new or a missing file changes it (for _record_stamp)."""
+    n = total = 0
+    for rel in relpaths:
+        n += 1
+        total = (total + hash(rel)) & _MASK
+    return n, total
 
 
 def _file_changes(plan: FilePlan) -> tuple[list[tuple[str, str]], list[FileRecord]]:
