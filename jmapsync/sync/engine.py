@@ -512,15 +512,9 @@ class Engine:
             return None
         if delta.mailboxes is not None and self._folder_map(delta.mailboxes) != old_paths:
             return None  # folders move, appear or go
-        raw = db.get_meta("local_stamp")
-        if raw is None:
+        known = self._recorded_times(db)
+        if known is None:
             return None
-        recorded = json.loads(raw)
-        if recorded.get("layout") != self.account.layout or recorded.get("root") != str(
-            self.account.maildir
-        ):
-            return None
-        known: dict[str, list[int] | None] = recorded.get("folders", {})
         known.pop(ROOT_KEY, None)  # new folders are found by listing them below
         now = self._local_stamp(sorted(known))
         dirty = {f for f, times in known.items() if times is None or now[f] != times}
@@ -592,18 +586,26 @@ class Engine:
             stamp[folder] = None if max(times) > now - RACY_NS else times
         return stamp
 
-    def _local_unchanged(self, db: StateDB) -> bool:
-        """True when no folder changed since the last pass recorded its stamp,
-        and the settings that shape the files are the same."""
+    def _recorded_times(self, db: StateDB) -> dict[str, list[int] | None] | None:
+        """The folder times the last pass recorded, if they are for this
+        Maildir root and layout."""
         raw = db.get_meta("local_stamp")
-        if raw is None or db.get_meta("line_endings") != self.account.line_endings:
-            return False
+        if raw is None:
+            return None
         recorded = json.loads(raw)
         if recorded.get("layout") != self.account.layout or recorded.get("root") != str(
             self.account.maildir
         ):
-            return False
+            return None
         folders: dict[str, list[int] | None] = recorded.get("folders", {})
+        return folders
+
+    def _local_unchanged(self, db: StateDB) -> bool:
+        """True when no folder changed since the last pass recorded its stamp,
+        and the settings that shape the files are the same."""
+        folders = self._recorded_times(db)
+        if folders is None or db.get_meta("line_endings") != self.account.line_endings:
+            return False
         if ROOT_KEY not in folders or any(v is None for v in folders.values()):
             return False
         return self._local_stamp(sorted(f for f in folders if f != ROOT_KEY)) == folders
