@@ -96,7 +96,11 @@ def _server(websocket: bool | None) -> Iterator[Any]:
             srv.start()
         except mod.CyrusError as exc:
             if websocket:
-                pytest.skip(f"no WebSocket-capable Cyrus httpd: {exc}")
+                pytest.skip(
+                    f"no WebSocket-capable Cyrus httpd: {exc}. To run these tests set"
+                    " JMAPSYNC_CYRUS_HTTPD to an httpd built with libwslay, or let"
+                    " tools/build-httpd-wslay.sh build one (needs Debian deb-src access)"
+                )
             raise
         yield srv
     finally:
