@@ -224,6 +224,65 @@ def _packages_missing() -> list[str]:
     return missing
 
 
+CYRUS_SOURCE_PACKAGES = ("cyrus-common", "cyrus-imapd", "cyrus-caldav", "cyrus-admin")
+
+
+def _prebuilt_version() -> str | None:
+    """The cyrus-common version $JMAPSYNC_CYRUS_HTTPD was built for, if any."""
+    path = os.environ.get(HTTPD_ENV, "")
+    if not path:
+        return None
+    try:
+        return Path(path + ".version").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def align_with_prebuilt(log_path: str | os.PathLike[str] | None = None) -> None:
+    """Install the Cyrus packages at the version the prebuilt WebSocket httpd
+    ($JMAPSYNC_CYRUS_HTTPD) was built for, when the machine has another one.
+
+    Why: a machine whose package lists predate a security update installs
+    e.g. 3.6.1-4+deb12u4 while the workplace's prebuilt httpd is for
+    +deb12u5; the httpd links against Debian's libcyrus of its own version,
+    so without this the WebSocket tests would need a 2-5 minute source build
+    (and deb-src access).  Does nothing without root, without the variable,
+    or when apt cannot offer that version (the caller then builds)."""
+    want = _prebuilt_version()
+    have = installed_version("cyrus-common")
+    if want is None or have is None or want == have or os.geteuid() != 0:
+        return
+    if os.environ.get("JMAPSYNC_CYRUS_NO_INSTALL") == "1":
+        return
+    pkgs = [f"{p}={want}" for p in CYRUS_SOURCE_PACKAGES]
+    if installed_version("libcyrus-imap-perl") is not None:
+        pkgs.append(f"libcyrus-imap-perl={want}")
+    _log(f"installing Cyrus {want} to match {os.environ[HTTPD_ENV]} (installed: {have})")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "--allow-downgrades", *pkgs]
+    output = b""
+
+    def run(argv: list[str]) -> bool:
+        nonlocal output
+        res = subprocess.run(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+        output += res.stdout
+        return res.returncode == 0
+
+    # the package lists may predate the version: update once, then retry
+    if not run(cmd) and not (run(["apt-get", "update", "-q"]) and run(cmd)):
+        _log(f"could not install Cyrus {want}; the WebSocket httpd will be built instead")
+    if log_path:
+        with open(log_path, "ab") as f:
+            f.write(output)
+
+
 def ensure_packages(log_path: str | os.PathLike[str] | None = None) -> None:
     """apt-get install the Cyrus packages if any is missing (root only).
 
@@ -234,6 +293,7 @@ def ensure_packages(log_path: str | os.PathLike[str] | None = None) -> None:
     """
     missing = _packages_missing()
     if not missing:
+        align_with_prebuilt(log_path)
         return
     if os.geteuid() != 0:
         raise CyrusError(
@@ -285,6 +345,7 @@ def ensure_packages(log_path: str | os.PathLike[str] | None = None) -> None:
     still = _packages_missing()
     if still:
         raise CyrusError(f"packages still missing after apt-get install: {' '.join(still)}")
+    align_with_prebuilt(log_path)
 
 
 # ------------------------------------------------------------------ helpers --
@@ -769,6 +830,13 @@ class CyrusServer:
                 usable = True
             else:
                 why = found
+                if want:
+                    # Named but built for another Cyrus: build our own instead.
+                    try:
+                        path = build_websocket_httpd()
+                        usable = _httpd_unusable(path) is None
+                    except CyrusError as exc:
+                        why = f"{found}; {exc}"
         if want and not usable:
             raise CyrusError(f"websocket=True but no usable WebSocket httpd: {why}")
         if path and not usable and want is None:
