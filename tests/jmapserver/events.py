@@ -41,10 +41,14 @@ class EventSourceMixin:
             ping = max(0, int(q.get("ping", "0") or 0))
         except ValueError:
             return self._json(400, {"type": "about:blank", "status": 400})
+        # The states the stream starts from are taken now, before the answer's
+        # head goes out: a change right after the client sees 200 is pushed.
+        now = self.store.states()
+        start = {t: now[t] for t in types}
         return Response(
             200,
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
-            stream=self._stream(types, q.get("closeafter") == "state", ping),
+            stream=self._stream(start, q.get("closeafter") == "state", ping),
         )
 
     def state_event(self, changed: dict[str, str], first: bool) -> bytes:
@@ -56,7 +60,7 @@ class EventSourceMixin:
         return f"event: state\ndata: {json.dumps(data)}\n\n".encode()
 
     async def _stream(
-        self, types: list[str], close_after: bool, ping: int
+        self, last: dict[str, str], close_after: bool, ping: int
     ) -> AsyncGenerator[bytes, None]:
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
@@ -66,9 +70,8 @@ class EventSourceMixin:
                 loop.call_soon_threadsafe(wake.set)
 
         self.store.listeners.append(listener)
+        wake.set()  # look once at once: something may have changed since `last`
         try:
-            now = self.store.states()
-            last = {t: now[t] for t in types}
             if self.personality.connect_event:
                 yield self.state_event(last, first=True)
                 if close_after:
@@ -83,7 +86,7 @@ class EventSourceMixin:
                     continue
                 wake.clear()
                 now = self.store.states()
-                changed = {t: now[t] for t in types if now[t] != last[t]}
+                changed = {t: now[t] for t in last if now[t] != last[t]}
                 if changed:
                     last.update(changed)
                     yield self.state_event(changed, first=False)
