@@ -126,7 +126,9 @@ async def fetch_all(
             "sort": [{"property": "receivedAt", "isAscending": True}],
             "collapseThreads": False,
             "limit": page,
-            "calculateTotal": total is None,
+            # Every page: the total is how the end of the list is recognised
+            # on a server that clamps `limit` without saying so.
+            "calculateTotal": True,
         }
         if anchor is not None:
             query["anchor"] = anchor
@@ -157,19 +159,40 @@ async def fetch_all(
         ids = qres.get("ids")
         if not isinstance(ids, list):
             raise ProtocolError("Email/query: ids is not an array")
-        if total is None and isinstance(qres.get("total"), int):
+        if isinstance(qres.get("total"), int):
             total = qres["total"]
         got = _emails(r.result("g"))
         for e in got:
             emails[e.id] = e
         if progress:
             progress(len(emails), total)
-        if len(ids) < page:
+        if query_ended(qres, ids, page, total):
             break
         anchor = parse_id(ids[-1], "email")
     else:  # pragma: no cover - needs a server that never ends a query
         raise ProtocolError("Email/query paging did not end")
     return Snapshot(mailbox_state, email_state, mailboxes, emails)
+
+
+def query_ended(result: dict[str, Any], ids: list[Any], asked: int, total: int | None) -> bool:
+    """Whether an Email/query page was the last one.
+
+    RFC 8620 5.5: a server may clamp `limit` (Stalwart: to
+    `jmap.protocol.query.max-results`) and then returns the limit it used; a
+    page as long as THAT limit is not the end, however short of what we
+    asked.  A shorter page is the end -- unless `total` says more follow (a
+    server that clamps without saying so).  Both must agree: a wrong `total`
+    alone never ends the read early (the Emails it missed would look
+    destroyed).  An empty page always ends: an anchor past the last Email
+    gives one."""
+    if not ids:
+        return True
+    used = result.get("limit")
+    limit = used if isinstance(used, int) and 0 < used < asked else asked
+    position = result.get("position")
+    if total is not None and isinstance(position, int) and position + len(ids) < total:
+        return False
+    return len(ids) < limit
 
 
 async def fetch_changes(client: JmapClient, mailbox_state: State, email_state: State) -> Delta:
