@@ -14,6 +14,8 @@ daemon later) what to do without looking at the concrete type::
         ├── TransportError        temporary  connection refused / reset / timed out
         ├── AuthError             fatal    HTTP 401 / 403: wrong credentials
         ├── HTTPStatusError       backoff  any other unexpected HTTP status
+        ├── RateLimited           backoff  HTTP 429 or `rateLimit` SetErrors that outlasted
+        │                                  a few tries (retry_after: the server's wish)
         ├── ProtocolError         fatal    the server broke the protocol (bad JSON, missing
         │                                  capability, unsafe mailbox name, absurd size)
         ├── PushUnavailable       fatal    this push transport is not offered (the daemon
@@ -104,6 +106,18 @@ class HTTPStatusError(RemoteError):
     def __init__(self, message: str, *, status: int, **fields: Any) -> None:
         super().__init__(message, status=status, **fields)
         self.status = status
+
+
+class RateLimited(RemoteError):
+    """The server asked us to slow down (HTTP 429, or `rateLimit` SetErrors,
+    RFC 8620 5.3) and a few paced tries did not get through.
+
+    `retry_after`: seconds the server asked for (Retry-After), if it said.
+    Nothing was lost: a write refused this way was not applied."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after
 
 
 class ProtocolError(RemoteError):

@@ -29,7 +29,8 @@ import ssl
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from jmapsync.errors import AuthError, HTTPStatusError, ProtocolError, TransportError
+from jmapsync.errors import AuthError, HTTPStatusError, ProtocolError, RateLimited, TransportError
+from jmapsync.jmap.ratelimit import retry_after
 
 _MAX_HEADER_BYTES = 64 * 1024
 _CHUNK = 256 * 1024
@@ -88,15 +89,20 @@ class BlobFetcher:
         headers: dict[str, str],
         sink: Callable[[bytes], None],
         body: bytes | None = None,
+        *,
+        resend: bool = True,
     ) -> bool:
         """Like get(), for any method; `body` is sent with a Content-Length.
 
-        A request that met a connection the server had closed while idle is
-        sent again on a new one: for the JMAP API that is safe, since writes
-        carry ifInState."""
+        A kept-alive connection the server closed while idle is seen before
+        sending and not used.  If one dies after the request went out and
+        before any answer byte, the request is sent again on a new connection
+        only when `resend` (a read): the server may have done a write whose
+        answer was lost, and an Email/import done twice is two Emails on a
+        server that does not deduplicate (Stalwart)."""
         try:
             return await asyncio.wait_for(
-                self._send(method, url, headers, sink, body), self.timeout_s
+                self._send(method, url, headers, sink, body, resend), self.timeout_s
             )
         except TimeoutError:
             raise TransportError(f"GET {urlsplit(url).path}: timed out") from None
@@ -105,10 +111,15 @@ class BlobFetcher:
 
     async def _connect(self, key: tuple[str, str, int]) -> tuple[_Conn, bool]:
         """A connection for key, and whether it came from the pool."""
-        for i, conn in enumerate(self._idle):
-            if conn.key == key:
-                del self._idle[i]
-                return conn, True
+        while True:
+            i = next((i for i, c in enumerate(self._idle) if c.key == key), None)
+            if i is None:
+                break
+            conn = self._idle.pop(i)
+            if conn.reader.at_eof() or conn.writer.is_closing():
+                await conn.close()  # the server closed it while idle
+                continue
+            return conn, True
         scheme, host, port = key
         reader, writer = await asyncio.open_connection(
             host,
@@ -129,6 +140,7 @@ class BlobFetcher:
         headers: dict[str, str],
         sink: Callable[[bytes], None],
         body: bytes | None,
+        resend: bool,
     ) -> bool:
         parts = urlsplit(url)
         key = (
@@ -154,7 +166,7 @@ class BlobFetcher:
                 try:
                     status, resp_headers = await self._read_head(conn.reader)
                 except (asyncio.IncompleteReadError, ConnectionError):
-                    if not pooled:
+                    if not pooled or not resend:
                         raise
                     # The server closed this idle connection: try the next one.
                     await conn.close()
@@ -185,6 +197,11 @@ class BlobFetcher:
             raise AuthError(f"{what}: the server refused the credentials (HTTP {status})")
         if status in (404, 410):
             raise HTTPStatusError(f"{what} {target}: HTTP {status}", status=status)
+        if status == 429:  # not handed to httpx: that would send it once more
+            raise RateLimited(
+                f"{what} {target}: HTTP 429, the server asks to slow down",
+                retry_after=retry_after(headers.get("retry-after")),
+            )
         if status != 200:
             return False  # redirects and the like: httpx does it properly
         framed = await self._read_body(conn.reader, headers, sink)

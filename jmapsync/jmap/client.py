@@ -24,9 +24,7 @@ import os
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 if TYPE_CHECKING:  # httpx is imported on first use: a pass with nothing new never needs it
     import httpx
@@ -37,17 +35,18 @@ from jmapsync.errors import (
     AuthError,
     HTTPStatusError,
     ProtocolError,
+    RateLimited,
     TransportError,
-    method_error,
 )
+from jmapsync.jmap import ratelimit
 from jmapsync.jmap.blobs import BlobFetcher
+from jmapsync.jmap.calls import Invocation, Responses, expand_template, resolve_refs, well_known_url
 from jmapsync.jmap.types import MAX_MESSAGE_BYTES, USING, Session, parse_id
-
-Invocation = tuple[str, dict[str, Any], str]
 
 _MAX_SESSION_BYTES = 4 * 1024 * 1024
 _MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 _CHUNK = 256 * 1024
+_READS = frozenset({"get", "changes", "query", "queryChanges", "echo"})
 
 
 @contextmanager
@@ -63,66 +62,6 @@ def map_transport_errors(what: str) -> Iterator[None]:
         raise TransportError(f"{what}: {type(exc).__name__}: {exc}") from None
     except httpx.InvalidURL as exc:
         raise ProtocolError(f"{what}: invalid URL ({exc})") from None
-
-
-def expand_template(template: str, **values: str) -> str:
-    """RFC 6570 level-1 expansion: every value is percent-encoded (no reserved chars)."""
-    out = template
-    for key, value in values.items():
-        out = out.replace("{" + key + "}", quote(value, safe=""))
-    return out
-
-
-def _resolve_refs(args: dict[str, Any], earlier: Responses) -> dict[str, Any]:
-    """Replace "#name": {resultOf, path} by the value from an earlier response.
-
-    Only the simple JSON pointers jmapsync itself uses ("/ids", "/created")
-    are supported; a reference to a call of the same chunk is left for the
-    server.  An earlier method error propagates as its typed error."""
-    out: dict[str, Any] = {}
-    for key, value in args.items():
-        source = value.get("resultOf") if isinstance(value, dict) else None
-        if key.startswith("#") and source in earlier.methods:
-            result: Any = earlier.result(str(source))
-            for part in str(value.get("path", "")).strip("/").split("/"):
-                if not isinstance(result, dict) or part not in result:
-                    raise ProtocolError(f"cannot resolve back-reference {value!r}")
-                result = result[part]
-            out[key[1:]] = result
-        else:
-            out[key] = value
-    return out
-
-
-def well_known_url(session_url: str) -> str:
-    """`https://host` (no path) means RFC 8620 2.2 discovery at /.well-known/jmap."""
-    parts = urlsplit(session_url)
-    if parts.path in ("", "/"):
-        return urlunsplit((parts.scheme, parts.netloc, "/.well-known/jmap", "", ""))
-    return session_url
-
-
-@dataclass
-class Responses:
-    """The method responses of one request, addressable by call id."""
-
-    items: list[tuple[str, dict[str, Any], str]]
-    methods: dict[str, str]  # call id -> method name of the request
-
-    def result(self, call_id: str) -> dict[str, Any]:
-        """The arguments of the response to `call_id`; a method error raises typed.
-
-        A call id answered twice (a method with implicit calls) yields the last
-        answer, which per RFC 8620 3.4 is the one for the call itself."""
-        found = None
-        for name, args, cid in self.items:
-            if cid == call_id:
-                if name == "error":
-                    raise method_error(self.methods.get(call_id, "?"), args)
-                found = args
-        if found is None:
-            raise ProtocolError(f"no response for method call {call_id}")
-        return found
 
 
 class JmapClient:
@@ -207,9 +146,14 @@ class JmapClient:
     async def connect(self) -> Session:
         """Fetch and validate the session resource (RFC 8620 2)."""
         url = well_known_url(self.account.session_url)
-        with map_transport_errors(f"session {url}"):
-            response = await self.http.get(url, headers=self._headers())
-        self._check_status(response, "session")
+
+        async def get() -> httpx.Response:
+            with map_transport_errors(f"session {url}"):
+                response = await self.http.get(url, headers=self._headers())
+            self._check_status(response, "session")
+            return response
+
+        response = await ratelimit.paced("session", get)
         if len(response.content) > _MAX_SESSION_BYTES:
             raise ProtocolError("session resource is larger than 4 MiB")
         data = self._json(response, "session")
@@ -253,7 +197,7 @@ class JmapClient:
             return await self._request(calls, using)
         done = Responses([], {})
         for start in range(0, len(calls), limit):
-            chunk = [(n, _resolve_refs(a, done), c) for n, a, c in calls[start : start + limit]]
+            chunk = [(n, resolve_refs(a, done), c) for n, a, c in calls[start : start + limit]]
             part = await self._request(chunk, using)
             done.items.extend(part.items)
             done.methods.update(part.methods)
@@ -289,10 +233,20 @@ class JmapClient:
         return Responses(parsed, {c[2]: c[0] for c in calls})
 
     async def _post_api(self, url: str, body: bytes, names: str) -> Any:
+        """POST to the API, again after a pause while the server answers 429."""
+        return await ratelimit.paced(
+            f"API request {names}", lambda: self._post_api_once(url, body, names)
+        )
+
+    async def _post_api_once(self, url: str, body: bytes, names: str) -> Any:
         """POST to the API: the lean client first (keep-alive without the 44 ms
         stall, and no httpx import on a pass with nothing new), httpx for any
         answer but a plain 200."""
         headers = {"Content-Type": "application/json"}
+        # Only a request that reads may be sent again on a fresh connection
+        # when a kept-alive one turns out dead after sending: the server may
+        # have carried out an Email/import whose answer was lost.
+        reads = all(n.rsplit("/", 1)[-1] in _READS for n in names.split(","))
         async with self._api_sem:
             if self._transport is None:
                 received = bytearray()
@@ -302,7 +256,9 @@ class JmapClient:
                     if len(received) > _MAX_RESPONSE_BYTES:
                         raise ProtocolError("API response larger than 256 MiB")
 
-                if await self._fetcher.request("POST", url, self._headers(headers), sink, body):
+                if await self._fetcher.request(
+                    "POST", url, self._headers(headers), sink, body, resend=reads
+                ):
                     try:
                         return json.loads(received)
                     except ValueError:
@@ -357,14 +313,20 @@ class JmapClient:
             sink(chunk)
 
         url = self.download_url(blob_id)
-        done = False
-        if self._transport is None:  # tests with a fake transport go through httpx
-            done = await self._fetcher.get(url, self._auth_header(), checked)
-        if not done:
-            async with self.open_blob(blob_id) as response:
-                with map_transport_errors(f"download {blob_id}"):
-                    async for chunk in response.aiter_bytes(_CHUNK):
-                        checked(chunk)
+
+        async def get() -> None:
+            # The token goes to the download host too, whatever host that is
+            # (Fastmail: www.fastmailusercontent.com, not api.fastmail.com).
+            done = False
+            if self._transport is None:  # tests with a fake transport go through httpx
+                done = await self._fetcher.get(url, self._auth_header(), checked)
+            if not done:
+                async with self.open_blob(blob_id) as response:
+                    with map_transport_errors(f"download {blob_id}"):
+                        async for chunk in response.aiter_bytes(_CHUNK):
+                            checked(chunk)
+
+        await ratelimit.paced(f"download {blob_id}", get)  # a 429 comes before any byte
         if expected_size is not None and received != expected_size:
             raise ProtocolError(
                 f"blob {blob_id}: got {received} bytes, the server declared {expected_size}"
@@ -404,11 +366,16 @@ class JmapClient:
                 f" ({session.limits.max_size_upload})"
             )
         url = expand_template(session.upload_url, accountId=session.account_id)
-        with map_transport_errors("upload"):
-            response = await self.http.post(
-                url, content=data, headers=self._headers({"Content-Type": content_type})
-            )
-        self._check_status(response, "upload")
+
+        async def post() -> httpx.Response:
+            with map_transport_errors("upload"):
+                response = await self.http.post(
+                    url, content=data, headers=self._headers({"Content-Type": content_type})
+                )
+            self._check_status(response, "upload")
+            return response
+
+        response = await ratelimit.paced("upload", post)
         answer = self._json(response, "upload")
         if not isinstance(answer, dict):
             raise ProtocolError("upload: the answer is not a JSON object")
@@ -423,6 +390,9 @@ class JmapClient:
         status = response.status_code
         if status in (401, 403):
             raise AuthError(f"{what}: the server refused the credentials (HTTP {status})")
+        if status == 429:
+            wait = ratelimit.retry_after(response.headers.get("retry-after"))
+            raise RateLimited(f"{what}: HTTP 429, the server asks to slow down", retry_after=wait)
         if status >= 400 or status < 200:
             detail = ""
             ctype = response.headers.get("content-type", "")

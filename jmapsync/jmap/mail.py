@@ -13,7 +13,8 @@ from typing import Any
 
 from jmapsync import log
 from jmapsync.errors import CannotCalculateChanges, MethodError, ProtocolError
-from jmapsync.jmap.client import Invocation, JmapClient, Responses
+from jmapsync.jmap.calls import Invocation, Responses
+from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import (
     EMAIL_PROPERTIES,
     MAILBOX_PROPERTIES,
@@ -26,6 +27,31 @@ from jmapsync.jmap.types import (
     parse_id,
     parse_state,
 )
+from jmapsync.jmap.writes import (
+    ImportItem,
+    WriteResult,
+    create_mailboxes,
+    destroy_mailbox,
+    import_emails,
+    set_emails,
+)
+
+# The writes live in jmap/writes.py; callers know them as mail.set_emails etc.
+__all__ = [
+    "Delta",
+    "ImportItem",
+    "Snapshot",
+    "WriteResult",
+    "create_mailboxes",
+    "destroy_mailbox",
+    "fetch_all",
+    "fetch_changes",
+    "fetch_mailboxes",
+    "import_emails",
+    "message_ids",
+    "query_ended",
+    "set_emails",
+]
 
 # Errors from */changes that mean "your state is no good here": full reconcile.
 # Cyrus answers a bogus state with invalidArguments, not cannotCalculateChanges.
@@ -281,122 +307,6 @@ def _changes(r: Responses, call_id: str, what: str) -> Changes:
     return Changes.parse(result, what)
 
 
-def _set_errors(result: dict[str, Any], key: str) -> dict[str, dict[str, Any]]:
-    raw = result.get(key) or {}
-    if not isinstance(raw, dict):
-        raise ProtocolError(f"{key} is not an object")
-    return {str(k): v if isinstance(v, dict) else {"type": "?"} for k, v in raw.items()}
-
-
-@dataclass
-class WriteResult:
-    """Email/set or Email/import: what the server did, per id / creation id."""
-
-    new_state: State
-    updated: set[str] = field(default_factory=set)
-    destroyed: set[str] = field(default_factory=set)
-    created: dict[str, Email] = field(default_factory=dict)  # creation id -> Email
-    failed: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> SetError
-
-    def why(self, key: str) -> str:
-        err = self.failed.get(key)
-        if err is None:
-            return "no answer from the server"
-        desc = err.get("description")
-        return f"{err.get('type', '?')}" + (f": {desc}" if isinstance(desc, str) else "")
-
-
-async def set_emails(
-    client: JmapClient,
-    if_in_state: State | None,
-    updates: dict[str, dict[str, Any]],
-    destroy: list[str],
-) -> WriteResult:
-    """Email/set with patches and destroys, guarded by ifInState (unless None).
-
-    Raises MethodError("stateMismatch") when the server moved on since our read."""
-    aid = _aid(client)
-    args: dict[str, Any] = {"accountId": aid}
-    if if_in_state is not None:
-        args["ifInState"] = if_in_state
-    if updates:
-        args["update"] = updates
-    if destroy:
-        args["destroy"] = destroy
-    result = (await client.call([("Email/set", args, "s")])).result("s")
-    updated = result.get("updated") or {}
-    destroyed = result.get("destroyed") or []
-    if not isinstance(updated, dict) or not isinstance(destroyed, list):
-        raise ProtocolError("Email/set: updated / destroyed are malformed")
-    return WriteResult(
-        new_state=parse_state(result.get("newState"), "Email"),
-        updated=set(updated),
-        destroyed={str(d) for d in destroyed},
-        failed=_set_errors(result, "notUpdated") | _set_errors(result, "notDestroyed"),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class ImportItem:
-    blob_id: str
-    mailbox_ids: frozenset[str]
-    keywords: frozenset[str]
-    received_at: str  # RFC 3339 UTC
-
-
-async def import_emails(
-    client: JmapClient, since: State, items: dict[str, ImportItem]
-) -> WriteResult:
-    """Email/import of uploaded blobs (creation id -> item).
-
-    Without ifInState: Cyrus 3.6 answers it with invalidArguments.  An import
-    only adds, so it needs no guard; but its newState is ours only when the
-    answer's oldState is `since` (nothing else happened between): then
-    `new_state` is that newState, otherwise it stays `since` and the next pass
-    reads the import back as a change (Cyrus 3.6 sends neither state).
-
-    `alreadyExists` (Cyrus: the same bytes are already in the account) comes
-    back in `failed` with its `existingId`."""
-    aid = _aid(client)
-    emails = {
-        cid: {
-            "blobId": it.blob_id,
-            "mailboxIds": dict.fromkeys(sorted(it.mailbox_ids), True),
-            "keywords": dict.fromkeys(sorted(it.keywords), True),
-            "receivedAt": it.received_at,
-        }
-        for cid, it in items.items()
-    }
-    result = (
-        await client.call([("Email/import", {"accountId": aid, "emails": emails}, "i")])
-    ).result("i")
-    created_raw = result.get("created") or {}
-    if not isinstance(created_raw, dict):
-        raise ProtocolError("Email/import: created is not an object")
-    created: dict[str, Email] = {}
-    for cid, value in created_raw.items():
-        if cid not in items or not isinstance(value, dict):
-            raise ProtocolError(f"Email/import: unexpected created entry {cid!r:.40}")
-        it = items[cid]
-        created[cid] = Email.parse(
-            {
-                "id": value.get("id"),
-                "blobId": value.get("blobId", it.blob_id),
-                "mailboxIds": dict.fromkeys(it.mailbox_ids, True),
-                "keywords": dict.fromkeys(it.keywords, True),
-                "size": value.get("size"),
-            }
-        )
-    new_state = since
-    if result.get("oldState") == since and isinstance(result.get("newState"), str):
-        new_state = parse_state(result["newState"], "Email")
-    return WriteResult(
-        new_state=new_state,
-        created=created,
-        failed=_set_errors(result, "notCreated"),
-    )
-
-
 async def message_ids(client: JmapClient, ids: list[str]) -> dict[str, list[str]]:
     """Email id -> its Message-IDs (for matching a local copy to its Email)."""
     aid = _aid(client)
@@ -413,50 +323,3 @@ async def message_ids(client: JmapClient, ids: list[str]) -> dict[str, list[str]
                 mids = item.get("messageId") or []
                 out[item["id"]] = [m for m in mids if isinstance(m, str)]
     return out
-
-
-async def create_mailboxes(
-    client: JmapClient, creates: dict[str, tuple[str, str | None]]
-) -> tuple[dict[str, str], dict[str, str]]:
-    """Mailbox/set create: creation id -> (name, parent id or "#creation id").
-
-    Returns (creation id -> new mailbox id, creation id -> why it failed)."""
-    aid = _aid(client)
-    create = {
-        cid: {"name": name, "parentId": parent, "isSubscribed": True}
-        for cid, (name, parent) in creates.items()
-    }
-    result = (
-        await client.call([("Mailbox/set", {"accountId": aid, "create": create}, "c")])
-    ).result("c")
-    created = result.get("created") or {}
-    if not isinstance(created, dict):
-        raise ProtocolError("Mailbox/set: created is not an object")
-    ids = {
-        str(cid): parse_id(v.get("id") if isinstance(v, dict) else None, "mailbox")
-        for cid, v in created.items()
-    }
-    failed = {
-        cid: str(err.get("type", "?")) for cid, err in _set_errors(result, "notCreated").items()
-    }
-    return ids, failed
-
-
-async def destroy_mailbox(client: JmapClient, mailbox_id: str) -> str | None:
-    """Mailbox/set destroy, never taking Emails with it; None or why it failed."""
-    aid = _aid(client)
-    result = (
-        await client.call(
-            [
-                (
-                    "Mailbox/set",
-                    {"accountId": aid, "destroy": [mailbox_id], "onDestroyRemoveEmails": False},
-                    "d",
-                )
-            ]
-        )
-    ).result("d")
-    failed = _set_errors(result, "notDestroyed")
-    if mailbox_id in failed:
-        return str(failed[mailbox_id].get("type", "?"))
-    return None

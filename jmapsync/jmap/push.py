@@ -31,7 +31,8 @@ from jmapsync.errors import (
     PushUnavailable,
     TransportError,
 )
-from jmapsync.jmap.client import JmapClient, expand_template, map_transport_errors
+from jmapsync.jmap.calls import expand_template
+from jmapsync.jmap.client import JmapClient, map_transport_errors
 from jmapsync.jmap.types import WEBSOCKET, Session
 
 Transport = Literal["websocket", "eventsource"]
@@ -62,6 +63,7 @@ class StateChange:
 
     changed: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     push_state: str | None = None
+    typeless: bool = False  # sent without "@type" (Fastmail's event source)
 
     def states(self, account_id: str) -> dict[str, str]:
         """The pushed states of one account (empty when it did not change)."""
@@ -73,10 +75,23 @@ PushEvent = Opened | StateChange
 
 def parse_state_change(data: object) -> StateChange | None:
     """A StateChange object, None for any other JMAP push message; a malformed
-    StateChange is a ProtocolError (never a crash, never silently ignored)."""
-    if not isinstance(data, dict) or data.get("@type") != "StateChange":
+    StateChange is a ProtocolError (never a crash, never silently ignored).
+
+    An object WITHOUT "@type" that has a `changed` map is taken as one:
+    Fastmail's event source sends `{"changed": {...}, "type": "connect" |
+    "change"}` (two independent clients type it so: mattwynne/email-tools
+    src/infrastructure/emails/PushNotification.ts, smkent/jmapc
+    jmapc/models/event.py).  Ignoring it left the daemon on its backstop poll."""
+    if not isinstance(data, dict):
         return None
+    kind = data.get("@type")
     changed = data.get("changed")
+    if kind is None and isinstance(changed, dict):
+        typeless = True
+    elif kind == "StateChange":
+        typeless = False
+    else:
+        return None
     if not isinstance(changed, dict):
         raise ProtocolError("StateChange without a changed object")
     out: dict[str, dict[str, str]] = {}
@@ -87,7 +102,7 @@ def parse_state_change(data: object) -> StateChange | None:
             raise ProtocolError(f"StateChange: bad type states for account {account_id!r:.40}")
         out[str(account_id)] = dict(types)
     push_state = data.get("pushState")
-    return StateChange(out, push_state if isinstance(push_state, str) else None)
+    return StateChange(out, push_state if isinstance(push_state, str) else None, typeless)
 
 
 def transports(session: Session) -> list[Transport]:

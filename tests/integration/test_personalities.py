@@ -9,6 +9,7 @@ Fastmail: Bearer only, downloads on a second host, typeless push, 429 and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from memmirror import memory_mirror
 from mirror import assert_exact_mirror, message_files
 
 from jmapsync.config import load
+from jmapsync.errors import TransportError
 from jmapsync.sync.engine import Engine
 
 
@@ -61,3 +63,35 @@ def test_full_read_on_a_clamping_server_pages_by_the_limit_it_returns(
     full_sync(mirror)
     assert_exact_mirror(mirror)
     assert len(message_files(mirror.maildir)) == 10
+
+
+def new_local_file(
+    mirror: object, folder: str, raw: bytes, name: str = "1700000000.x.host"
+) -> Path:
+    """A message written by a mail program (its own name, in new/)."""
+    path = mirror.maildir / folder / "new" / name  # type: ignore[attr-defined]
+    path.write_bytes(raw)
+    return path
+
+
+def test_never_imports_twice_after_a_lost_import_answer(
+    stalwart: JmapServer, tmp_path: Path
+) -> None:
+    """The test Cyrus cannot fail: Stalwart imports the same bytes twice as two
+    Emails.  The import is carried out, its answer lost; the next pass must
+    find it (journal) instead of importing again -- and the HTTP client must
+    not send the lost request a second time on its own."""
+    stalwart.deliver(make_message(1))
+    mirror = memory_mirror(stalwart, tmp_path, direction="two-way")
+    mirror.sync()
+    new_local_file(mirror, "INBOX", make_message(2).replace(b"\r\n", b"\n"))
+    stalwart.fault("lose", "api:Email/import")
+    with contextlib.suppress(TransportError):
+        mirror.sync()
+    assert len(stalwart.by_message_id("2.mailtools@mailtools.test")) == 1
+    mirror.sync()
+    assert len(stalwart.by_message_id("2.mailtools@mailtools.test")) == 1
+    assert len(stalwart.emails()) == 2
+    assert_exact_mirror(mirror)
+    imports = [s for s in stalwart.seen if "Email/import" in s.calls]
+    assert len(imports) == 1

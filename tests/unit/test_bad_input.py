@@ -224,7 +224,7 @@ def test_token_command_sends_a_bearer_token(tmp_path: Path) -> None:
 
 
 def test_download_url_template_is_percent_encoded() -> None:
-    from jmapsync.jmap.client import expand_template
+    from jmapsync.jmap.calls import expand_template
 
     url = expand_template(
         "/dl/{accountId}/{blobId}/{name}?accept={type}",

@@ -219,6 +219,23 @@ def test_malformed_state_change_is_a_protocol_error(data: object) -> None:
 def test_other_push_messages_are_not_state_changes() -> None:
     assert parse_state_change({"@type": "Response", "methodResponses": []}) is None
     assert parse_state_change(["StateChange"]) is None
+    assert parse_state_change({"type": "connect"}) is None  # no changed map: not one
+    assert parse_state_change({"@type": "Other", "changed": {}}) is None
+
+
+@pytest.mark.parametrize("kind", ["connect", "change", "delivery", None])
+def test_typeless_state_change_with_a_changed_map_is_accepted(kind: str | None) -> None:
+    """Fastmail's event source: {"changed": {...}, "type": ...} without "@type"
+    (mattwynne/email-tools PushNotification.spec.ts sees "connect", then
+    "delivery"; smkent/jmapc models/event.py).  Ignored, the daemon polled."""
+    data: dict[str, object] = {"changed": {"u1": {"Email": "12", "Mailbox": "3"}}}
+    if kind is not None:
+        data["type"] = kind
+    sc = parse_state_change(data)
+    assert sc is not None and sc.typeless
+    assert sc.states("u1") == {"Email": "12", "Mailbox": "3"}
+    with pytest.raises(ProtocolError):
+        parse_state_change({"changed": {"u1": {"Email": 12}}})
 
 
 def test_sse_parser_events_pings_comments_and_multiline_data() -> None:
