@@ -30,13 +30,14 @@ from typing import Any
 
 from jmapsync import log
 from jmapsync.config import AccountConfig, Config, Secret
-from jmapsync.daemon.backoff import Backoff
+from jmapsync.daemon.backoff import Backoff, rate_limit_delay
 from jmapsync.daemon.debounce import Debouncer
 from jmapsync.daemon.watch import MaildirWatcher
 from jmapsync.errors import (
     AuthError,
     JmapsyncError,
     PushUnavailable,
+    RateLimited,
     SecretError,
     TransportError,
 )
@@ -53,6 +54,9 @@ DEBOUNCE_MAX_S = 1.0
 # after staying open this long: a server that accepts and at once drops the
 # connection must not get a reconnect -- and a pass -- every second.
 PUSH_STABLE_S = 30.0
+# Passes the server refused with "slow down" (HTTP 429, rateLimit) that are
+# retried quietly -- as long as it asked -- before the account shows as failed.
+RATE_LIMIT_GRACE = 3
 
 
 def transport_order(push_key: str) -> list[push.Transport]:
@@ -94,7 +98,7 @@ class AccountStatus:
     push: str
     transport: str = "none"  # websocket | eventsource | poll | none (not yet known)
     connection: str = "starting"  # connecting | connected | reconnecting | polling | stopped
-    sync: str = "idle"  # idle | syncing | backoff
+    sync: str = "idle"  # idle | syncing | backoff | rate-limited
     passes: int = 0
     last_pass_at: float | None = None
     last_pass_seconds: float | None = None
@@ -144,6 +148,8 @@ class AccountRunner:
         self._watcher: MaildirWatcher | None = None
         self._debouncer: Debouncer | None = None
         self._stopping = False
+        self._rate_limited = 0  # consecutive passes refused with "slow down"
+        self._typeless_noted = False
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -259,6 +265,7 @@ class AccountRunner:
         finally:
             self.first_pass_done.set()
         self._full_due = False
+        self._rate_limited = 0
         self._pass_backoff.reset()
         if self._retry is not None:
             self._retry.cancel()
@@ -284,16 +291,26 @@ class AccountRunner:
     def _pass_failed(self, exc: JmapsyncError, reasons: list[str]) -> None:
         if isinstance(exc, AuthError | SecretError):
             self._secret = None  # the command runs again: it may hand out a new one
-        delay = self._pass_backoff.next_delay()
-        self.status.sync, self.status.error = "backoff", str(exc)
+        if isinstance(exc, RateLimited):
+            # The server is busy, not broken: wait as long as it asked, and do
+            # not call the account failed for the first few of these.
+            self._rate_limited += 1
+            delay = rate_limit_delay(exc.retry_after, self._pass_backoff)
+        else:
+            delay = self._pass_backoff.next_delay()
         self.status.retry_at = time.time() + delay
-        self.log.warning(
-            "pass-failed",
-            error=str(exc),
-            retry=exc.retry.value,
-            retry_in=round(delay, 2),
-            reasons=reasons,
-        )
+        if 0 < self._rate_limited <= RATE_LIMIT_GRACE and isinstance(exc, RateLimited):
+            self.status.sync = "rate-limited"
+            self.log.info("pass-rate-limited", error=str(exc), retry_in=round(delay, 2))
+        else:
+            self.status.sync, self.status.error = "backoff", str(exc)
+            self.log.warning(
+                "pass-failed",
+                error=str(exc),
+                retry=exc.retry.value,
+                retry_in=round(delay, 2),
+                reasons=reasons,
+            )
         if self._retry is not None:
             self._retry.cancel()
         self._retry = asyncio.get_running_loop().call_later(delay, self.request, "retry")
@@ -414,6 +431,9 @@ class AccountRunner:
         self.request("connect")
 
     def _on_state_change(self, change: push.StateChange, account_id: str) -> None:
+        if change.typeless and not self._typeless_noted:
+            self._typeless_noted = True
+            self.log.info("push-typeless", note="state events without @type (as Fastmail's)")
         if change.push_state is not None:
             self._push_state = change.push_state
         states = {t: s for t, s in change.states(account_id).items() if t in push.PUSH_TYPES}

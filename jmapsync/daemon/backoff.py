@@ -36,3 +36,17 @@ class Backoff:
     def reset(self) -> None:
         """After a success: the next failure starts again at `base`."""
         self.failures = 0
+
+
+# A server's Retry-After is honoured up to this (a broken header must not
+# park an account for a week).
+MAX_RETRY_AFTER_S = 3600.0
+
+
+def rate_limit_delay(retry_after: float | None, backoff: Backoff) -> float:
+    """How long to wait after the server said "slow down": as long as it
+    asked (Retry-After), else the growing backoff delay."""
+    if retry_after is not None:
+        backoff.failures += 1
+        return min(max(retry_after, 0.0), MAX_RETRY_AFTER_S)
+    return backoff.next_delay()

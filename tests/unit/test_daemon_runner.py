@@ -16,7 +16,7 @@ from jmapsync.config import Config, parse
 from jmapsync.daemon import account as account_mod
 from jmapsync.daemon.account import AccountRunner
 from jmapsync.daemon.backoff import Backoff
-from jmapsync.errors import TransportError
+from jmapsync.errors import RateLimited, TransportError
 from jmapsync.jmap.push import StateChange
 from jmapsync.sync.engine import SyncReport
 
@@ -232,3 +232,50 @@ def test_a_long_lived_channel_the_server_ends_is_reopened_at_once(
     gaps = [b - a for a, b in itertools.pairwise(opens)]
     assert len(opens) >= 5
     assert max(gaps) < 0.15 + 0.2  # up_for plus scheduling; a backoff would add >= 0.3
+
+
+def test_rate_limited_passes_wait_as_asked_and_do_not_fail_the_account_at_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP 429 / rateLimit: the retry waits the server's Retry-After (not
+    the 1 s backoff), and the account shows no error for the first few."""
+    from structlog.testing import capture_logs
+
+    slow = RateLimited("HTTP 429", retry_after=0.05)
+    script = Script([slow, slow, "9"])
+    runner = _runner(tmp_path, monkeypatch, script)
+    seen: list[tuple[str, str | None]] = []
+    runner._on_status = lambda: seen.append((runner.status.sync, runner.status.error))
+
+    async def run() -> None:
+        runner.start()
+        await _until(lambda: runner.status.passes == 1)
+        await runner.stop(1.0)
+
+    with capture_logs() as logs:
+        asyncio.run(run())
+    assert script.calls == 3
+    assert all(error is None for _, error in seen)
+    assert ("rate-limited", None) in seen
+    waits = [e["retry_in"] for e in logs if e["event"] == "pass-rate-limited"]
+    assert waits == [0.05, 0.05]
+    assert not [e for e in logs if e["event"] == "pass-failed"]
+
+
+def test_a_server_that_keeps_refusing_shows_the_account_failed_after_the_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow = RateLimited("HTTP 429", retry_after=0.01)
+    script = Script([slow] * (account_mod.RATE_LIMIT_GRACE + 1) + ["3"])
+    runner = _runner(tmp_path, monkeypatch, script)
+    errors: list[str | None] = []
+    runner._on_status = lambda: errors.append(runner.status.error)
+
+    async def run() -> None:
+        runner.start()
+        await _until(lambda: runner.status.passes == 1)
+        await runner.stop(1.0)
+
+    asyncio.run(run())
+    assert "HTTP 429" in errors  # shown once the grace was used up
+    assert runner.status.error is None  # and cleared by the good pass
