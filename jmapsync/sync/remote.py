@@ -51,10 +51,13 @@ async def read_changes(ctx: PassContext, client: JmapClient, *, full: bool) -> m
     with nothing new is ONE request) and the remote changes; None when a full
     reconcile is due."""
     db, account = ctx.db, ctx.account
+    # The session is per URL AND user: another user on the same URL has
+    # another accountId, and often other URLs and capabilities.
+    key = {"for": account.session_url, "user": account.credentials.username}
     cached = db.get_meta("session")
     if cached is not None:
         entry = json.loads(cached)
-        if entry.get("for") == account.session_url:
+        if all(entry.get(k) == v for k, v in key.items()):
             try:
                 client.use_cached(entry["url"], entry["data"])
                 delta = await _changes(ctx, client, full=full)
@@ -68,7 +71,7 @@ async def read_changes(ctx: PassContext, client: JmapClient, *, full: bool) -> m
     if client.session_json is not None:
         url, data = client.session_json
         with db.transaction() as conn:
-            entry = {"for": account.session_url, "url": url, "data": data}
+            entry = key | {"url": url, "data": data}
             db.set_meta(conn, "session", json.dumps(entry))
     return await _changes(ctx, client, full=full)
 
