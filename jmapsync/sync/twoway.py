@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 from jmapsync.jmap.types import Email, EmailId, MailboxId
 from jmapsync.maildir.files import TRASHED, LocalFile
-from jmapsync.maildir.flags import flags_from_keywords, keywords_from_flags
+from jmapsync.maildir.flags import STANDARD_FLAGS, flags_from_keywords, keywords_from_flags
 from jmapsync.sync import merge
 
 
@@ -84,7 +84,7 @@ class Reimport:
     email_id: str
     file: LocalFile
     mailbox_ids: frozenset[str]
-    keywords: frozenset[str]
+    keywords: frozenset[str]  # merged: every file's flag changes, and base's other keywords
 
 
 @dataclass
@@ -147,8 +147,12 @@ def plan_push(
                 flags |= {c for c, on in changes.items() if on}
                 changed = {f.relpath for f in here if merge.local_flag_changes(base_flags, [f])}
                 first = min(here, key=lambda f: (f.relpath not in changed, f.relpath))
-                wanted = keywords_from_flags("".join(sorted(flags)))
-                plan.reimports.append(Reimport(eid, first, boxes_here, wanted))
+                # Keywords without a Maildir letter ($junk, custom ones) are
+                # kept from base: nobody changed them here, and there is no
+                # server copy any more to keep them.
+                lettered = keywords_from_flags(STANDARD_FLAGS)
+                wanted = (b.keywords - lettered) | keywords_from_flags("".join(sorted(flags)))
+                plan.reimports.append(Reimport(eid, first, boxes_here, frozenset(wanted)))
             continue
         keywords = patch.changes if patch else ()
         if boxes_here == b.mailbox_ids:

@@ -323,3 +323,28 @@ def test_daemon_follows_fastmails_typeless_push(fastmail: JmapServer, tmp_path: 
         wait_for("pushed message on disk", lambda: files_of(tmp_path / "mail", eid), 10)
         d.wait_event("push-typeless")
         assert d.stop()[0] == 0
+
+
+# -- engine rules that need a server that does not deduplicate ---------------------
+
+
+def test_a_reimport_carries_the_merged_keywords_of_every_copy(
+    stalwart: JmapServer, tmp_path: Path
+) -> None:
+    """Destroyed on the server, changed here (F on the INBOX copy, D on the
+    Archive copy): the re-import carries both changes and the keywords
+    without a Maildir letter -- not the flags of one file."""
+    eid = stalwart.deliver(make_message(1), ["INBOX", "Archive"], ["$seen", "custom"])
+    mirror = memory_mirror(stalwart, tmp_path, direction="two-way")
+    mirror.sync()
+    (a,) = (mirror.maildir / "INBOX" / "cur").glob(f"{eid}.*")
+    (b,) = (mirror.maildir / "Archive" / "cur").glob(f"{eid}.*")
+    a.rename(a.with_name(f"{eid}.jmapsync:2,FS"))
+    b.rename(b.with_name(f"{eid}.jmapsync:2,DS"))
+    stalwart.destroy(eid)
+    mirror.sync()
+    [new] = stalwart.by_message_id("1.mailtools@mailtools.test")
+    e = stalwart.emails()[new]
+    assert e.keywords == {"$seen", "$flagged", "$draft", "custom"}
+    assert e.mailbox_ids == {stalwart.mailbox_id("INBOX"), stalwart.mailbox_id("Archive")}
+    assert_exact_mirror(mirror)

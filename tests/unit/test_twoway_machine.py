@@ -285,7 +285,13 @@ class TwoWayMachine(RuleBasedStateMachine):
                         boxes_here,
                         content=b.blob_id,
                         why="destroyed there, changed here: imported again",
-                        keyword_choices=frozenset({keywords_from_flags(flags)}),
+                        # ... and the keywords without a letter, from base
+                        keyword_choices=frozenset(
+                            {
+                                keywords_from_flags(flags)
+                                | (b.keywords - set(KEYWORD_OF_FLAG.values()))
+                            }
+                        ),
                     )
                 else:
                     out[eid] = Expect("gone", why="destroyed there, unchanged here")

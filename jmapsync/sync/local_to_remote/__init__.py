@@ -121,7 +121,7 @@ class LocalToRemote:
         await send_updates(ctx, client, plan, emails, out)
         for r in plan.reimports:
             raw = await asyncio.to_thread(ctx.store.read, r.file.relpath)
-            imports.append((r.file, raw, r.mailbox_ids))
+            imports.append((r.file, raw, r.mailbox_ids, r.keywords))
         if imports:
             ctx.mark_files_pending(rewrite=True)
             await import_files(ctx, client, imports, emails, mailbox_of, out)

@@ -149,7 +149,7 @@ async def match_foreign(
             virtual.append(LocalFile(f.folder, f.subdir, f.name, match, f.flags, f.inode))
             out.superseded.append((f.relpath, match))
         elif message.looks_like_message(raw):
-            imports.append((f, raw, None))
+            imports.append((f, raw, None, None))
         else:
             msg = f"{f.relpath} is not a mail message; left alone"
             ctx.warn("not-a-message", msg, path=f.relpath, action="left alone")

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from jmapsync.jmap.types import Email, EmailId, State
 from jmapsync.maildir.files import LocalFile
 
-# A file to import: the file, its bytes, and its mailboxes (None: its folder's).
-Import = tuple[LocalFile, bytes, frozenset[str] | None]
+# A file to import: the file, its bytes, its mailboxes (None: its folder's)
+# and its keywords (None: from its flags; a re-import carries the merged ones).
+Import = tuple[LocalFile, bytes, frozenset[str] | None, frozenset[str] | None]
 
 
 @dataclass

@@ -101,7 +101,8 @@ async def import_files(
         chunk = items[start : start + batch]
         pending: dict[str, tuple[LocalFile, bytes, int, dict[str, object]]] = {}
         boxes: dict[str, frozenset[str]] = {}
-        for i, (f, raw, mailbox_ids) in enumerate(chunk):
+        keywords: dict[str, frozenset[str]] = {}
+        for i, (f, raw, mailbox_ids, kws) in enumerate(chunk):
             data = message.upload_form(raw)
             if len(data) > limits.max_size_upload:
                 why = f"{len(data)} bytes, over the server's maxSizeUpload"
@@ -119,13 +120,14 @@ async def import_files(
             intent["blob_id"] = await client.upload(data)
             pending[f"i{i}"] = (f, data, seq, intent)
             boxes[f"i{i}"] = mailbox_ids or frozenset({mailbox_of[f.folder]})
+            keywords[f"i{i}"] = kws if kws is not None else keywords_from_flags(standard(f.flags))
         if not pending:
             continue
         items_jmap = {
             cid: mail.ImportItem(
                 blob_id=str(intent["blob_id"]),
                 mailbox_ids=boxes[cid],
-                keywords=keywords_from_flags(standard(f.flags)),
+                keywords=keywords[cid],
                 received_at=received_at(store.path(f.relpath)),
             )
             for cid, (f, _data, _seq, intent) in pending.items()
