@@ -47,11 +47,14 @@ def record(
         else:
             db.delete_emails(conn, (e for e in touched if e not in emails))
             db.put_emails(conn, (emails[e] for e in touched if e in emails))
-        if touched is None or ctx.rewrite_files:
-            # After a full read, or when an earlier pass died between its
-            # first file action and its commit: the table is rewritten
-            # whole, streamed from the plan -- or, in a partial pass, the
-            # rows of the Emails and folders it looked at.
+        if touched is None or ctx.rewrite_files or scope is None or scope.dirty:
+            # After a full read, when an earlier pass died between its first
+            # file action and its commit, or whenever a scanned folder may
+            # hold the user's own renames (which are not the plan's actions:
+            # a file moved out of a folder would stay recorded there, and a
+            # later partial pass would trust that phantom): the table is
+            # rewritten whole, streamed from the plan -- or, in a partial
+            # pass, the rows of the Emails and folders it looked at.
             if scope is None:
                 db.replace_all_files(conn, files())
             else:

@@ -83,6 +83,41 @@ async def send_updates(
         )
 
 
+def group_copies(
+    items: list[Import], mailbox_of: Mapping[str, MailboxId]
+) -> tuple[list[Import], dict[str, list[LocalFile]]]:
+    """One import per message: files with the same Message-ID and body (the
+    same new message in two folders, or an MUA's copy of a message being
+    imported again) become ONE import into all their folders' mailboxes; the
+    other files are its copies, replaced by the server's bytes once in place.
+
+    Without this, a server that does not deduplicate (Stalwart) got two
+    Emails of one message.  A re-import leads its group (it carries the
+    merged keywords); a group of new files takes every copy's flags."""
+    groups: dict[object, list[Import]] = {}
+    for item in items:
+        f, raw = item[0], item[1]
+        mid = message.message_id(raw)
+        body = message.split(raw)[1].replace(b"\r\n", b"\n")
+        key: object = (mid, hashlib.sha256(body).digest()) if mid else f.relpath
+        groups.setdefault(key, []).append(item)
+    out: list[Import] = []
+    copies: dict[str, list[LocalFile]] = {}
+    for group in groups.values():
+        group.sort(key=lambda it: (it[2] is None, it[0].relpath))  # a re-import first
+        f, raw, boxes, kws = group[0]
+        if len(group) > 1:
+            rest = [it[0] for it in group[1:]]
+            boxes = frozenset(boxes or {mailbox_of[f.folder]}) | {
+                mailbox_of[c.folder] for c in rest
+            }
+            if kws is None:
+                kws = keywords_from_flags(standard("".join(it[0].flags for it in group)))
+            copies[f.relpath] = rest
+        out.append((f, raw, boxes, kws))
+    return out, copies
+
+
 async def import_files(
     ctx: PassContext,
     client: JmapClient,
@@ -92,7 +127,9 @@ async def import_files(
     out: Outcome,
 ) -> None:
     """Upload and Email/import new local messages (and re-imports), journaled:
-    intent before the upload, the new Email id right after the answer."""
+    intent before the upload, the new Email id right after the answer.  Copies
+    of one message are imported once (`group_copies`)."""
+    items, copies = group_copies(items, mailbox_of)
     assert client.session is not None  # noqa: S101
     db, report, store = ctx.db, ctx.report, ctx.store
     limits = client.session.limits
@@ -139,6 +176,7 @@ async def import_files(
             if email is not None:
                 db.journal_update(seq, intent | {"email_id": email.id})
                 await asyncio.to_thread(adopt, ctx, f, data, email)
+                out.superseded += [(c.relpath, email.id) for c in copies.get(f.relpath, [])]
                 out.changed[email.id] = email
                 out.destroyed.discard(email.id)
                 report.imported += 1
@@ -147,7 +185,8 @@ async def import_files(
             err = result.failed.get(cid, {})
             existing = err.get("existingId")
             if err.get("type") == "alreadyExists" and isinstance(existing, str):
-                await _join_existing(ctx, client, f, EmailId(existing), emails, mailbox_of, out)
+                here = [f, *copies.get(f.relpath, [])]
+                await _join_existing(ctx, client, here, EmailId(existing), boxes[cid], emails, out)
             else:
                 why = result.why(cid)
                 msg = f"{f.relpath} not imported: {why}"
@@ -159,21 +198,22 @@ async def import_files(
 async def _join_existing(
     ctx: PassContext,
     client: JmapClient,
-    f: LocalFile,
+    files: list[LocalFile],
     eid: EmailId,
+    boxes: frozenset[str],
     emails: Mapping[EmailId, Email],
-    mailbox_of: Mapping[str, MailboxId],
     out: Outcome,
 ) -> None:
     """The server already holds these bytes (Cyrus: same content, same
-    id): the Email joins this folder's mailbox, and its bytes replace
-    the file once they are in place."""
-    mid = mailbox_of[f.folder]
+    id): the Email joins the import's mailboxes, and its bytes replace
+    the files once they are in place."""
+    f = files[0]
     e = out.current(emails, eid)
     if e is None:
         raise ProtocolError(f"Email/import: alreadyExists names {eid}, which is not there")
-    if mid not in e.mailbox_ids:
-        update = twoway.Update(eid, join=frozenset({mid}), reason="move")
+    join = frozenset(boxes - e.mailbox_ids)
+    if join:
+        update = twoway.Update(eid, join=join, reason="move")
         # Unguarded: after an import our state is behind (see import_emails),
         # and a patch of one mailbox key cannot overwrite anyone's change.
         result = await mail.set_emails(client, None, {eid: dict(update.as_jmap())}, [])
@@ -182,4 +222,4 @@ async def _join_existing(
             ctx.log.warning("import-refused", path=f.relpath, reason=why)
             return
         out.changed[eid] = update.apply(e)
-    out.superseded.append((f.relpath, eid))
+    out.superseded += [(c.relpath, eid) for c in files]

@@ -1,0 +1,102 @@
+"""Engine bugs the state machine over the real engine found
+(test_engine_machine.py), each as the smallest example that showed it, run
+against the in-memory server's Stalwart personality (no import dedup).
+
+Each test names the bug it pins; the fix is in the commit that added it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from jmapserver import JmapServer
+from mailtools import make_message
+from memmirror import memory_mirror
+from mirror import Mirror, assert_exact_mirror, assert_files_table
+
+MID = "{}.mailtools@mailtools.test"
+
+
+@pytest.fixture
+def stalwart() -> Iterator[JmapServer]:
+    with JmapServer("stalwart") as s:
+        yield s
+
+
+def mutt_copy(mirror: Mirror, src: Path, folder: str, name: str = "1700000001.M1P1.host") -> Path:
+    """mutt's `s`ave: a new file in new/, a Content-Length: header added."""
+    raw = src.read_bytes().replace(b"\r\n", b"\n")
+    head, _, body = raw.partition(b"\n\n")
+    dst = mirror.maildir / folder / "new" / name
+    dst.write_bytes(head + f"\nContent-Length: {len(body)}".encode() + b"\n\n" + body)
+    return dst
+
+
+def test_a_reimported_message_with_an_mua_copy_is_imported_once(
+    stalwart: JmapServer, tmp_path: Path
+) -> None:
+    """Found by the machine (a duplicate on the server): the Email was
+    destroyed on the server; here it was moved to Archive (a change: it is
+    imported again) and mutt saved a copy of it to INBOX.  The copy was
+    imported as a second, new message; now it joins the re-import."""
+    eid = stalwart.deliver(make_message(1))
+    mirror = memory_mirror(stalwart, tmp_path, direction="two-way")
+    mirror.sync()
+    [f] = (mirror.maildir / "INBOX" / "new").iterdir()
+    moved = mirror.maildir / "Archive" / "new" / f.name
+    f.rename(moved)
+    mutt_copy(mirror, moved, "INBOX")
+    stalwart.destroy(eid)
+    mirror.sync()
+    [new] = stalwart.by_message_id(MID.format(1))
+    assert stalwart.emails()[new].mailbox_ids == {
+        stalwart.mailbox_id("Archive"),
+        stalwart.mailbox_id("INBOX"),
+    }
+    assert_exact_mirror(mirror)
+    assert mirror.sync().imported == 0
+
+
+def test_two_copies_of_a_new_local_message_are_imported_once(
+    stalwart: JmapServer, tmp_path: Path
+) -> None:
+    """The same new message written to two folders before a pass (a draft
+    saved, then `cp` to another folder) became two Emails on a server that
+    does not deduplicate; now one Email in both mailboxes."""
+    mirror = memory_mirror(stalwart, tmp_path, direction="two-way")
+    mirror.sync()
+    raw = make_message(2).replace(b"\r\n", b"\n")
+    (mirror.maildir / "Drafts" / "new" / "1700000002.M2P1.host").write_bytes(raw)
+    (mirror.maildir / "Archive" / "new" / "1700000003.M3P1.host").write_bytes(raw)
+    assert mirror.sync().imported == 1
+    [new] = stalwart.by_message_id(MID.format(2))
+    assert stalwart.emails()[new].mailbox_ids == {
+        stalwart.mailbox_id("Drafts"),
+        stalwart.mailbox_id("Archive"),
+    }
+    assert_exact_mirror(mirror)
+
+
+def test_a_local_move_the_server_overrules_leaves_no_stale_file_record(
+    stalwart: JmapServer, tmp_path: Path
+) -> None:
+    """Found by the machine ("the next pass changed {'pushed': 1}"): moved here
+    Trash -> Sent while the server moved it Trash -> Junk.  The server's move
+    wins and nothing is sent -- but the files table kept the row of the file
+    the USER moved out of Trash (the pass updated the table only by its own
+    actions).  The next partial pass trusted Trash's recorded files and sent
+    a join of Trash nobody asked for."""
+    eid = stalwart.deliver(make_message(3), "Trash")
+    mirror = memory_mirror(stalwart, tmp_path, direction="two-way")
+    mirror.sync()
+    [f] = (mirror.maildir / "Trash" / "new").iterdir()
+    f.rename(mirror.maildir / "Sent" / "new" / f.name)
+    stalwart.move(eid, "Junk")
+    mirror.sync()
+    assert_files_table(mirror)
+    again = mirror.sync()
+    assert again.pushed == 0
+    assert stalwart.emails()[eid].mailbox_ids == {stalwart.mailbox_id("Junk")}
+    assert_exact_mirror(mirror)
