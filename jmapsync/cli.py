@@ -17,6 +17,7 @@ from typing import Any
 from jmapsync import __version__, log
 from jmapsync.config import Config, load
 from jmapsync.errors import ConfigError, JmapsyncError
+from jmapsync.jmap import quirks
 from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import CORE, MAIL, WEBSOCKET
 from jmapsync.state.db import StateDB
@@ -129,6 +130,7 @@ def cmd_check(config: Config, names: list[str] | None) -> int:
         try:
             async with JmapClient(account) as client:
                 s = await client.connect()
+                noticed = await quirks.notice(client, s, account.direction)
         except JmapsyncError as exc:
             print(f"  FAILED: {exc}")
             return False
@@ -159,6 +161,8 @@ def cmd_check(config: Config, names: list[str] | None) -> int:
             return False
         if WEBSOCKET not in s.capabilities:
             print("  note: no WebSocket push; the daemon will use EventSource or polling")
+        for note in noticed:
+            print(f"  note: {note}")
         return True
 
     async def run() -> list[bool]:

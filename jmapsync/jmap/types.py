@@ -116,6 +116,9 @@ class Session:
     capabilities: dict[str, Any] = field(default_factory=dict)
     account_capabilities: dict[str, Any] = field(default_factory=dict)
     accounts: dict[str, str] = field(default_factory=dict)  # id -> name
+    # The mail account is read-only for these credentials (RFC 8620 2,
+    # isReadOnly; a read-only API token): pull works, no write will.
+    read_only: bool = False
 
     @classmethod
     def parse(cls, data: object, url: str) -> Session:
@@ -176,6 +179,7 @@ class Session:
             capabilities=dict(caps),
             account_capabilities=dict(acaps) if isinstance(acaps, dict) else {},
             accounts=names,
+            read_only=account.get("isReadOnly") is True,
         )
 
 

@@ -348,3 +348,27 @@ def test_a_reimport_carries_the_merged_keywords_of_every_copy(
     assert e.keywords == {"$seen", "$flagged", "$draft", "custom"}
     assert e.mailbox_ids == {stalwart.mailbox_id("INBOX"), stalwart.mailbox_id("Archive")}
     assert_exact_mirror(mirror)
+
+
+# -- jmapsync check ------------------------------------------------------------------
+
+
+def test_check_notes_fastmails_habits(fastmail: JmapServer, tmp_path: Path) -> None:
+    mirror = memory_mirror(fastmail, tmp_path)
+    out = mirror.cli("check").stdout
+    assert "downloads come from another host" in out
+    assert 'without "@type": "StateChange"' in out
+    assert "READ-ONLY" not in out and "clamps" not in out
+    ro = memory_mirror(fastmail, tmp_path / "ro", read_only=True, direction="two-way")
+    out = ro.cli("check").stdout
+    assert "READ-ONLY" in out and "pull works" in out and "sending will not" in out
+
+
+def test_check_notes_stalwarts_habits(stalwart: JmapServer, tmp_path: Path) -> None:
+    stalwart.knobs.query_max = 3  # Stalwart returns `limit` only when more Emails match
+    for i in range(5):
+        stalwart.deliver(make_message(i))
+    out = memory_mirror(stalwart, tmp_path).cli("check").stdout
+    assert "Email/query clamps limit to 3" in out
+    assert "no state event within" in out  # Stalwart pushes only on a change
+    assert "another host" not in out and "READ-ONLY" not in out
