@@ -184,14 +184,15 @@ def expect(
     key = box_keys(base_names, names, folders)
     by_token = {s.token: s for s in server.values()}
     here: dict[str, list[File]] = defaultdict(list)  # Email id -> files standing for it
-    new_tokens: set[int] = set()
+    unmatched: dict[int, list[File]] = defaultdict(list)  # token -> MUA files to import
     for f in files:
         if f.eid is not None:
             here[f.eid].append(f)
         elif f.token in by_token and key[f.folder] is not None:
             here[by_token[f.token].eid].append(f)  # cp or mutt copy of a message there
         elif f.token is not None and key[f.folder] is not None:
-            new_tokens.add(f.token)  # imported as a new message
+            unmatched[f.token].append(f)  # imported (once per message) as a new one
+    new_tokens = set(unmatched)
     out = Expect(set(new_tokens), {}, dict.fromkeys(new_tokens, "new local file"))
     for eid, s in server.items():
         if eid not in base and s.token is not None:
@@ -217,7 +218,9 @@ def expect(
             if fs and (boxes != b.boxes or changed):
                 out.survive.add(t)
                 flags = "".join(sorted(set(base_letters) ^ changed))
-                out.exact[t] = (boxes, flags)
+                # MUA copies of it join the re-import (one Email per message)
+                joined = {key[f.folder] for f in unmatched.get(t, [])}
+                out.exact[t] = (boxes | {k for k in joined if k is not None}, flags)
                 out.why[t] = "destroyed there, changed here: imported again"
             else:
                 out.why[t] = "destroyed there, unchanged here"

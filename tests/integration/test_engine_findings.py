@@ -7,6 +7,7 @@ Each test names the bug it pins; the fix is in the commit that added it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from jmapserver import JmapServer
 from mailtools import make_message
 from memmirror import memory_mirror
 from mirror import Mirror, assert_exact_mirror, assert_files_table
+
+from jmapsync.errors import TransportError
 
 MID = "{}.mailtools@mailtools.test"
 
@@ -100,3 +103,31 @@ def test_a_local_move_the_server_overrules_leaves_no_stale_file_record(
     assert again.pushed == 0
     assert stalwart.emails()[eid].mailbox_ids == {stalwart.mailbox_id("Junk")}
     assert_exact_mirror(mirror)
+
+
+def test_a_reimport_whose_answer_was_lost_is_not_imported_again(
+    stalwart: JmapServer, tmp_path: Path
+) -> None:
+    """Found by the machine (a duplicate on the server): destroyed there,
+    moved here -> re-imported; the server carried the import out and the
+    answer was lost.  The journal recovery skipped files under our name, so
+    the next pass imported it a second time."""
+    eid = stalwart.deliver(make_message(1), ["INBOX", "Drafts"])
+    mirror = memory_mirror(stalwart, tmp_path, direction="two-way")
+    mirror.sync()
+    for folder in ("INBOX", "Drafts"):  # both copies moved: one re-import, two files
+        [f] = (mirror.maildir / folder / "new").iterdir()
+        f.rename(mirror.maildir / ("Archive" if folder == "INBOX" else "Sent") / "new" / f.name)
+    stalwart.destroy(eid)
+    stalwart.fault("lose", "api:Email/import")
+    with contextlib.suppress(TransportError):
+        mirror.sync()
+    assert len(stalwart.by_message_id(MID.format(1))) == 1
+    mirror.sync()
+    [new] = stalwart.by_message_id(MID.format(1))
+    assert stalwart.emails()[new].mailbox_ids == {
+        stalwart.mailbox_id("Archive"),
+        stalwart.mailbox_id("Sent"),
+    }
+    assert_exact_mirror(mirror)
+    assert mirror.sync().imported == 0

@@ -83,7 +83,7 @@ class LocalToRemote:
             ctx.log.info(
                 "earlier-pass-died", writes=len(died), action="their effect is read from the server"
             )
-        recovered = await recover_imports(ctx, client, emails, scan)
+        recovered, reimported = await recover_imports(ctx, client, emails, scan)
         out.rescan = bool(recovered)
         foreign = [
             f
@@ -101,7 +101,7 @@ class LocalToRemote:
 
         local: dict[str, list[LocalFile]] = defaultdict(list)
         for f in [*scan, *virtual]:
-            if f.email_id is not None:
+            if f.email_id is not None and f.email_id not in reimported:
                 local[f.email_id].append(f)
         plan = twoway.plan_push(ctx.base, emails, local, folder_of, trash)
 

@@ -55,20 +55,26 @@ async def recover_imports(
     client: JmapClient,
     emails: Mapping[EmailId, Email],
     scan: list[LocalFile],
-) -> set[str]:
+) -> tuple[set[str], set[str]]:
     """Files of imports a crash interrupted that the server did take:
-    adopted now (their paths returned), never imported again."""
+    adopted now, never imported again.  Returns their paths, and the ids of
+    the destroyed Emails whose re-import they were (their other files stand
+    for nothing any more: the import carried their changes)."""
     db, base = ctx.db, ctx.base
     entries = db.journal(JOURNAL_IMPORT)
     if not entries:
-        return set()
+        return set(), set()
     on_disk = {f.relpath: f for f in scan}
     adopted: set[str] = set()
+    reimported: set[str] = set()
     for _seq, p in entries:
         rel, sha, size = str(p["path"]), str(p["sha256"]), int(str(p["size"]))
         f = on_disk.get(rel)
-        if f is None or f.email_id is not None:
-            continue  # gone, or already ours
+        # A file under our name of an Email the server no longer has is a
+        # re-import's: look for it too (found by the machine: a lost answer
+        # to a re-import made the next pass import it again).
+        if f is None or (f.email_id is not None and EmailId(f.email_id) in emails):
+            continue  # gone, or a file of a live Email
         found: Email | None = None
         if isinstance(p.get("email_id"), str):
             found = emails.get(EmailId(str(p["email_id"])))
@@ -87,9 +93,11 @@ async def recover_imports(
         ctx.mark_files_pending(rewrite=True)
         await asyncio.to_thread(adopt, ctx, f, raw, found)
         adopted.add(rel)
+        if f.email_id is not None:
+            reimported.add(f.email_id)
     with db.transaction() as conn:
         db.journal_clear(conn, JOURNAL_IMPORT)
-    return adopted
+    return adopted, reimported
 
 
 async def match_foreign(
