@@ -34,6 +34,7 @@ from jmapsync.config import AccountConfig, Config
 from jmapsync.errors import JmapsyncError, MethodError
 from jmapsync.jmap import mail
 from jmapsync.jmap.client import JmapClient
+from jmapsync.jmap.types import EmailId
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import StateDB
 from jmapsync.state.lock import account_lock
@@ -218,7 +219,7 @@ class Engine:
             ctx.mark_files_pending()
         t = time.monotonic()
         executor = Executor(ctx, client, self.progress)
-        await executor.run(plan)
+        await executor.run(plan, settled=partial_record(ctx, model) if ctx.two_way else None)
         report.phases["execute"] = round(time.monotonic() - t, 3)
         removed_foreign: set[str] = set()
         if to_remote is not None and superseded:
@@ -231,6 +232,17 @@ class Engine:
         # 8. record, the states last
         record(ctx, account_id, model, folder_of, plan, partial, pre_stamp, removed_foreign)
         report.email_state = model.email_state
+
+
+def partial_record(ctx: PassContext, model: remote.RemoteModel) -> Callable[[set[str]], None]:
+    """Record, ahead of the pass, the Emails whose files the pull has made
+    final: they are the base the next pass merges against (see Executor.run)."""
+
+    def settled(ids: set[str]) -> None:
+        with ctx.db.transaction() as conn:
+            ctx.db.put_emails(conn, (model.emails[EmailId(e)] for e in ids if e in model.emails))
+
+    return settled
 
 
 async def sync_accounts(

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from jmapsync.errors import LocalError
@@ -82,7 +83,13 @@ class Executor:
         self.progress = progress
         self.commits = Commits(ctx.store)
 
-    async def run(self, plan: FilePlan) -> None:
+    async def run(self, plan: FilePlan, settled: Callable[[set[str]], None] | None = None) -> None:
+        """Carry out the plan.  `settled(ids)` is told, right after the renames
+        and links, which Emails' files are now final (they needed nothing
+        else): the caller records them at once, so that a pass failing later
+        (a download cut) does not leave those renames looking like the user's
+        changes -- the next pass would send them back over a newer change
+        made on the server meanwhile."""
         store, report = self.store, self.ctx.report
         for r in plan.renames:
             if store.rename(r.src, r.dst):
@@ -92,6 +99,12 @@ class Executor:
         for lk in plan.links:
             store.link(lk.src, lk.dst)
             report.linked += 1
+        if settled is not None and (plan.renames or plan.links):
+            touched = {r.email_id for r in plan.renames} | {lk.email_id for lk in plan.links}
+            pending = {d.email_id for d in plan.downloads} | {rm.email_id for rm in plan.removes}
+            if touched - pending:
+                store.dirsync.flush()  # the renames are durable before they are recorded
+                settled(touched - pending)
         if plan.downloads:
             await self._download_all(plan.downloads)
         for rm in plan.removes:

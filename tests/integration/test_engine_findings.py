@@ -17,7 +17,7 @@ from mailtools import make_message
 from memmirror import memory_mirror
 from mirror import Mirror, assert_exact_mirror, assert_files_table
 
-from jmapsync.errors import TransportError
+from jmapsync.errors import JmapsyncError, TransportError
 
 MID = "{}.mailtools@mailtools.test"
 
@@ -131,3 +131,33 @@ def test_a_reimport_whose_answer_was_lost_is_not_imported_again(
     }
     assert_exact_mirror(mirror)
     assert mirror.sync().imported == 0
+
+
+@pytest.mark.parametrize("change", ["flag", "move"])
+def test_the_pulls_own_renames_in_a_failed_pass_do_not_undo_a_later_server_change(
+    stalwart: JmapServer, tmp_path: Path, change: str
+) -> None:
+    """Found while writing the machine's oracle (which cannot see it: it
+    models the engine's rules from the disk): the server flagged (or moved)
+    a message, the pass renamed its file and then failed on a download; then
+    another client took the change back.  The next pass took our own rename
+    for the user's change and sent it again, over the newer one."""
+    eid = stalwart.deliver(make_message(1))
+    mirror = memory_mirror(stalwart, tmp_path, direction="two-way")
+    mirror.sync()
+    if change == "flag":
+        stalwart.add_keyword(eid, "$flagged")
+    else:
+        stalwart.move(eid, "Archive")
+    stalwart.deliver(make_message(2, size=50_000))  # its download is cut
+    stalwart.fault("cut", "download")
+    with pytest.raises(JmapsyncError):
+        mirror.sync()
+    if change == "flag":
+        stalwart.remove_keyword(eid, "$flagged")  # another client takes it back
+    else:
+        stalwart.move(eid, "INBOX")
+    mirror.sync()
+    e = stalwart.emails()[eid]
+    assert e.keywords == set() and e.mailbox_ids == {stalwart.mailbox_id("INBOX")}
+    assert_exact_mirror(mirror)

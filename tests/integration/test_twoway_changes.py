@@ -12,6 +12,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mailtools import Account, make_message
@@ -436,9 +437,9 @@ def test_a_change_made_while_a_pass_runs_is_seen_by_the_next_pass(
     victim = path_of(mirror, ids[1])
     real = Executor.run
 
-    async def execute_with_mutt(self: Executor, plan: FilePlan) -> None:
+    async def execute_with_mutt(self: Executor, plan: FilePlan, **kw: Any) -> None:
         os.rename(victim, victim.with_name(victim.name.replace(":2,S", ":2,RS")))
-        await real(self, plan)
+        await real(self, plan, **kw)
 
     with monkeypatch.context() as m:
         m.setattr(Executor, "run", execute_with_mutt)
