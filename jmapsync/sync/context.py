@@ -42,6 +42,10 @@ class PassContext:
     # pass died after its first file action, or this one made file changes
     # the pull plan does not list (folder moves, the user's renames, imports).
     rewrite_files: bool = False
+    # Folders of vanished mailboxes kept because they hold an MUA's file:
+    # not stamped as clean, so the next pass looks again (and makes them
+    # mailboxes) instead of taking its "unchanged" fast path past them.
+    kept_folders: set[str] = field(default_factory=set)
 
     @property
     def two_way(self) -> bool:

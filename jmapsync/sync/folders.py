@@ -81,6 +81,7 @@ def apply_after(ctx: PassContext, fplan: FolderPlan) -> None:
                 ctx.report.folders_removed += 1
                 ctx.log.info("folder-removed", folder=folder)
         else:
+            ctx.kept_folders.add(folder)
             ctx.warn(
                 "folder-kept",
                 f"folder {folder!r} belongs to no mailbox any more but holds other files; kept",

@@ -193,6 +193,8 @@ def stamp_to_record(
                 times[f] = None
     if pre.get(ROOT_KEY) != times.get(ROOT_KEY):
         times[ROOT_KEY] = None  # folders came or went: the next pass lists them
+    for f in ctx.kept_folders:
+        times[f] = None  # holds a file of a mail program: the next pass syncs it
     stamp = {"layout": ctx.account.layout, "root": str(ctx.account.maildir), "folders": times}
     return json.dumps(stamp, sort_keys=True)
 

@@ -161,3 +161,29 @@ def test_the_pulls_own_renames_in_a_failed_pass_do_not_undo_a_later_server_chang
     e = stalwart.emails()[eid]
     assert e.keywords == set() and e.mailbox_ids == {stalwart.mailbox_id("INBOX")}
     assert_exact_mirror(mirror)
+
+
+def test_a_folder_kept_for_an_mua_file_is_synced_by_the_next_pass(
+    stalwart: JmapServer, tmp_path: Path
+) -> None:
+    """Found by the machine (Fastmail personality): the server destroyed a
+    mailbox while mutt saved a copy into its folder.  The folder is kept (a
+    file we did not write), but it was not in the recorded folder times, so
+    every later pass took the "unchanged" fast path past it: the copy never
+    reached the server."""
+    eid = stalwart.deliver(make_message(1))
+    mirror = memory_mirror(stalwart, tmp_path, direction="two-way")
+    for sub in ("cur", "new", "tmp"):
+        (mirror.maildir / "Projects" / sub).mkdir(parents=True)
+    mirror.sync()
+    [f] = (mirror.maildir / "INBOX" / "new").iterdir()
+    mutt_copy(mirror, f, "Projects")
+    stalwart.destroy_mailbox("Projects", remove_emails=True)
+    report = mirror.sync()
+    assert any("kept" in w for w in report.warnings)
+    mirror.sync()
+    assert stalwart.emails()[eid].mailbox_ids == {
+        stalwart.mailbox_id("INBOX"),
+        stalwart.mailbox_id("Projects"),
+    }
+    assert_exact_mirror(mirror)
