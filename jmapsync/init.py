@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import getpass
 import re
 import sys
@@ -207,7 +206,13 @@ def _read_password(args: argparse.Namespace) -> str | None:
     return line
 
 
-def ask(args: argparse.Namespace, asker: Asker, before: Section | None) -> Section:
+def ask(
+    args: argparse.Namespace,
+    asker: Asker,
+    before: Section | None,
+    names: list[str],
+    path: Path,
+) -> Section:
     """Every value: the flag, else the answer, else (no terminal) the default."""
     address = args.address
     url = args.session_url
@@ -246,6 +251,7 @@ def ask(args: argparse.Namespace, asker: Asker, before: Section | None) -> Secti
         before.name if before else _default_name(address, url),
         "--account",
     )
+    name = _free_name(name, names, path, asker)
     maildir = args.maildir or asker.text(
         "Maildir", before.maildir if before else f"~/Mail/{name}", "--maildir"
     )
@@ -257,6 +263,20 @@ def ask(args: argparse.Namespace, asker: Asker, before: Section | None) -> Secti
         "Direction:", directions, before.direction if before else "two-way", "--direction"
     )
     return Section(name, url, username, key, secret, maildir, layout, direction)
+
+
+def _free_name(name: str, names: list[str], path: Path, asker: Asker) -> str:
+    """A name the file does not have yet -- or the user's yes to replacing it."""
+    while name in names:
+        if not asker.interactive:
+            raise ConfigError(
+                f"init: {path} already has [account {name}]; give another --account NAME"
+                " (init never replaces one without asking)"
+            )
+        if asker.confirm(f"{path} has [account {name}]. Replace it?", False):
+            return name
+        name = asker.text("Another account name", None, "--account")
+    return name
 
 
 def _secret(
@@ -287,21 +307,13 @@ def run(args: argparse.Namespace) -> int:
     existing = path.read_text(encoding="utf-8") if path.exists() else None
     names = configfile.account_names(existing, str(path)) if existing is not None else []
     before: Section | None = None
+    if interactive:
+        print(f"jmapsync init: a config for one account in {path}; nothing is written before")
+        print("the end, and Ctrl-C quits. Press Enter to take the [default].")
     try:
         while True:
-            section = ask(args, asker, before)
-            replace = False
-            while section.name in names and not replace:
-                if not interactive:
-                    raise ConfigError(
-                        f"init: {path} already has [account {section.name}]; give another"
-                        " --account NAME (init never replaces one without asking)"
-                    )
-                replace = asker.confirm(f"{path} has [account {section.name}]. Replace it?", False)
-                if not replace:
-                    section = dataclasses.replace(
-                        section, name=asker.text("Another account name", None, "--account")
-                    )
+            section = ask(args, asker, before, names, path)
+            replace = section.name in names  # only when the user said so
             text = configfile.merged(existing, section)
             try:
                 config, account = configfile.validated(text, path, section)
@@ -334,7 +346,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     private = section.secret_key == "password" or existing is None  # noqa: S105 - a key name
     configfile.write(path, text, private=private)
-    print(f"wrote {what}" + (" (mode 0600)" if existing is None else ""))
+    print(f"wrote {what}" + (" (mode 0600)" if private else ""))
     print("next: " + _next_command(args, path, section.name, len(config.accounts)))
     return EXIT_OK
 
@@ -342,9 +354,19 @@ def run(args: argparse.Namespace) -> int:
 def _forget_flags(args: argparse.Namespace) -> None:
     """After a failed connection the user answers again: flags were the
     first answers, not fixed ones."""
-    for key in ("session_url", "address", "username", "token_command", "password_command"):
+    for key in (
+        "session_url",
+        "address",
+        "username",
+        "token_command",
+        "password_command",
+        "password",
+        "account",
+        "maildir",
+        "layout",
+        "direction",
+    ):
         setattr(args, key, None)
-    args.password = None
 
 
 def _next_command(args: argparse.Namespace, path: Path, name: str, accounts: int) -> str:
