@@ -341,3 +341,36 @@ def test_man_renders_the_pages_without_warnings(page: str) -> None:
     assert done.returncode == 0
     assert done.stderr == ""
     assert "jmapsync" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("man") is None, reason="man (man-db) is not installed")
+def test_pip_install_puts_the_man_pages_where_man_finds_them(tmp_path: Path) -> None:
+    """`pip install .` into a prefix (as into a venv): <prefix>/share/man/man1
+    and man5; man, with <prefix>/bin on $PATH and no MANPATH, finds both."""
+    prefix = tmp_path / "prefix"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--prefix", str(prefix), "."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    shutil.rmtree(ROOT / "build", ignore_errors=True)  # setuptools' leftovers in the checkout
+    assert (prefix / "bin" / "jmapsync").exists()
+    env = {k: v for k, v in os.environ.items() if k != "MANPATH"}
+    env["PATH"] = f"{prefix / 'bin'}:/usr/bin:/bin"
+    found = subprocess.run(
+        ["man", "-w", "jmapsync", "jmapsync.ini"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout.split()
+    assert found == [
+        str(prefix / "share" / "man" / "man1" / "jmapsync.1"),
+        str(prefix / "share" / "man" / "man5" / "jmapsync.ini.5"),
+    ]
+    installed = (prefix / "share" / "man" / "man1" / "jmapsync.1").read_text()
+    assert installed == (ROOT / "man" / "jmapsync.1").read_text()
