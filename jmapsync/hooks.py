@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from structlog.stdlib import BoundLogger
 
 # SyncReport counter -> (environment variable, what it counts).  Every change
-# counter of SyncReport is listed (tests/unit/test_hooks.py checks, and that
+# counter of SyncReport is listed (tests/unit/test_post_sync_parts.py checks, and that
 # config.example.ini documents each variable), so a counter added to the
 # report cannot go missing here.  `planned` and `foreign` are not changes.
 COUNTERS: dict[str, tuple[str, str]] = {
