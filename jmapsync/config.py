@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from jmapsync.errors import ConfigError, SecretError
+from jmapsync.maildir.keywords import DEFAULT_SERVER_ONLY, is_keyword
 
 Layout = Literal["verbatim", "maildir++"]
 Direction = Literal["two-way", "pull"]
@@ -114,6 +115,8 @@ class AccountConfig:
     # Two-way: more local deletions than this in one pass are refused (--force-deletes).
     max_deletes: int = 100
     push: Push = "auto"  # the daemon's change notification transport
+    # Keywords that never get a Dovecot letter (maildir/keywords.py), lowercase.
+    server_only_keywords: frozenset[str] = DEFAULT_SERVER_ONLY
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,7 @@ def _parse_account(
         "timeout",
         "line_endings",
         "push",
+        "server_only_keywords",
     }
     unknown = sorted(set(section.keys()) - known - set(section.parser.defaults()))
     if unknown:
@@ -244,7 +248,23 @@ def _parse_account(
         timeout_s=_positive_float(section, "timeout", 60.0),
         max_deletes=max_deletes,
         push=cast(Push, _choice(section, "push", push_default, PUSH_CHOICES)),
+        server_only_keywords=_keywords(section, "server_only_keywords", DEFAULT_SERVER_ONLY),
     )
+
+
+def _keywords(
+    section: configparser.SectionProxy, key: str, default: frozenset[str]
+) -> frozenset[str]:
+    """A space-separated list of JMAP keywords, lowercased (keywords are
+    case-insensitive, RFC 8621 4.1.1); empty means none."""
+    raw = section.get(key)
+    if raw is None:
+        return default
+    words = raw.split()
+    bad = [w for w in words if not is_keyword(w)]
+    if bad:
+        raise ConfigError(f"[{section.name}] {key}: not a keyword: {bad[0]!r}")
+    return frozenset(w.lower() for w in words)
 
 
 def _count(section: configparser.SectionProxy, key: str, default: int) -> int:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from jmapsync.config import AccountConfig
 from jmapsync.jmap.types import Email, EmailId
+from jmapsync.maildir.keywords import Letters
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import Content, StateDB
 from jmapsync.sync.report import SyncReport
@@ -42,6 +43,14 @@ class PassContext:
     # pass died after its first file action, or this one made file changes
     # the pull plan does not list (folder moves, the user's renames, imports).
     rewrite_files: bool = False
+    # Folder -> the Dovecot keyword letters jmapsync maps there (sync/letters.py).
+    letters: dict[str, Letters] = field(default_factory=dict)
+    # Folders whose time stamp must not be recorded: the next pass looks at
+    # all their files (new letters reached only some of them).
+    unsettled: set[str] = field(default_factory=set)
+    # Folder -> keywords already logged as left without a letter (None: not
+    # looked at this pass).
+    overflow_told: dict[str, list[str]] | None = None
 
     @property
     def two_way(self) -> bool:

@@ -37,7 +37,7 @@ from jmapsync.jmap.client import JmapClient
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import StateDB
 from jmapsync.state.lock import account_lock
-from jmapsync.sync import folders, remote, scope
+from jmapsync.sync import folders, letters, remote, scope
 from jmapsync.sync import plan as planner
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.execute import Executor
@@ -181,6 +181,7 @@ class Engine:
                 folder_of = folders.folder_map(model.mailboxes, layout)
         fplan = planner.plan_folders(old_paths, folder_of)
         folders.apply_before(ctx, fplan)
+        letters.load(ctx, sorted(set(folder_of.values())), fplan.moves)
 
         # 6. scan; two-way: local changes to the server
         local_folders = set(store.folders(layout)) | set(folder_of.values())
@@ -203,7 +204,8 @@ class Engine:
                 scan = partial.scan(store) if partial else list(store.scan(sorted(local_folders)))
 
         # 7. plan the local side and execute it
-        plan = planner.plan_files(model.emails, folder_of, scan)
+        letters.allocate(ctx, model.emails, folder_of)
+        plan = planner.plan_files(model.emails, folder_of, scan, ctx.letters)
         report.planned = len(model.emails)
         del scan  # 100 000 entries; the plan holds what is still needed
         report.phases["scan_plan"] = round(time.monotonic() - t, 3)

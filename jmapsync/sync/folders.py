@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from jmapsync.errors import DeletionRefused
 from jmapsync.jmap.types import Mailbox, MailboxId
+from jmapsync.maildir import keyword_file
 from jmapsync.maildir.names import Layout, MailboxNode, folder_paths
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.sync import guards
@@ -61,6 +62,7 @@ def apply_before(ctx: PassContext, fplan: FolderPlan) -> None:
         ctx.mark_files_pending(rewrite=True)
     for src, dst in fplan.moves:
         if ctx.store.move_folder(src, dst):
+            keyword_file.move(ctx.store, src, dst)
             ctx.report.folders_moved += 1
             ctx.log.info("folder-moved", src=src, dst=dst)
     for folder in fplan.create:

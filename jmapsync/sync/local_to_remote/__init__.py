@@ -103,7 +103,7 @@ class LocalToRemote:
         for f in [*scan, *virtual]:
             if f.email_id is not None:
                 local[f.email_id].append(f)
-        plan = twoway.plan_push(ctx.base, emails, local, folder_of, trash)
+        plan = twoway.plan_push(ctx.base, emails, local, folder_of, trash, ctx.letters)
 
         reasons = guards.deletion_guard(plan, held, max_deletes=ctx.account.max_deletes)
         if reasons and not ctx.force_deletes:

@@ -25,7 +25,7 @@ from jmapsync.jmap import mail
 from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import Email, EmailId
 from jmapsync.maildir import message
-from jmapsync.maildir.files import LocalFile, Subdir, join, standard, wanted_name
+from jmapsync.maildir.files import TRASHED, LocalFile, Subdir, join, wanted_name
 from jmapsync.maildir.lineendings import inspect, local_form, server_bytes, to_lf
 from jmapsync.state.db import JOURNAL_IMPORT, Content
 from jmapsync.sync.context import PassContext
@@ -40,7 +40,7 @@ def adopt(ctx: PassContext, f: LocalFile, sent: bytes, email: Email) -> None:
     seen = inspect(server)
     form = local_form(ctx.account.line_endings, seen)
     body = to_lf(server) if form == "lf" else server
-    sub, name = wanted_name(email.id, standard(f.flags))
+    sub, name = wanted_name(email.id, _kept(f.flags))
     dst = join(f.folder, sub, name)
     if store.read(f.relpath) == body:
         store.rename(f.relpath, dst)
@@ -48,6 +48,12 @@ def adopt(ctx: PassContext, f: LocalFile, sent: bytes, email: Email) -> None:
         store.deliver(f.folder, email.id, body, dst)
         store.remove(f.relpath)
     ctx.new_contents[email.id] = Content(seen.sha256, seen.size, seen.crlf_only, form)
+
+
+def _kept(flags: str) -> str:
+    """The flags of a mail program's file under our name: all its letters
+    (Dovecot keyword letters too: they were imported, or are the user's)."""
+    return "".join(sorted(set(flags) - {TRASHED}))
 
 
 async def recover_imports(
@@ -119,10 +125,10 @@ async def match_foreign(
         if eid is not None:
             # The same bytes as our file of that Email: a copy (cp, mv under
             # another name).  Take it over under our name.
-            sub, name = wanted_name(eid, standard(f.flags))
+            sub, name = wanted_name(eid, _kept(f.flags))
             if store.rename(f.relpath, join(f.folder, sub, name)):
                 here = cast(Subdir, sub)
-                virtual.append(LocalFile(f.folder, here, name, eid, standard(f.flags)))
+                virtual.append(LocalFile(f.folder, here, name, eid, _kept(f.flags)))
                 ctx.report.adopted += 1
                 out.rescan = True
             continue
