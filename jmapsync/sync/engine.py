@@ -169,6 +169,7 @@ class Engine:
         folder_of = folders.folder_map(model.mailboxes, layout)
 
         # 5. folders (two-way: new local folders become mailboxes first)
+        folders.adopt_imap_names(ctx, folder_of)
         to_remote: LocalToRemote | None = None
         held: dict[str, int] = {}
         if ctx.two_way:
@@ -176,7 +177,10 @@ class Engine:
             held = db.files_per_folder()
             vanished = folders.vanished(store, old_paths, folder_of) if root_existed else []
             folders.refuse_missing(ctx, held, vanished, root_missing)
-            if await to_remote.folders(old_paths, model.mailboxes, folder_of, held, vanished):
+            new_boxes = await to_remote.folders(
+                old_paths, model.mailboxes, folder_of, held, vanished, model.emails
+            )
+            if new_boxes:
                 model.mailbox_state, model.mailboxes = await mail.fetch_mailboxes(client)
                 folder_of = folders.folder_map(model.mailboxes, layout)
         fplan = planner.plan_folders(old_paths, folder_of)

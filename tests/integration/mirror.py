@@ -116,13 +116,16 @@ def message_files(root: Path) -> dict[str, Path]:
     }
 
 
-def stray_files(root: Path) -> list[str]:
+def stray_files(root: Path, ignore: tuple[str, ...] = ()) -> list[str]:
     """Files that are neither messages in cur/new nor anything in tmp/ (nor a
-    folder's dovecot-keywords)."""
+    folder's dovecot-keywords, nor names in `ignore`)."""
     return [
         str(p.relative_to(root))
         for p in root.rglob("*")
-        if p.is_file() and p.parent.name not in ("cur", "new", "tmp") and p.name != KEYWORDS_FILE
+        if p.is_file()
+        and p.parent.name not in ("cur", "new", "tmp")
+        and p.name != KEYWORDS_FILE
+        and p.name not in ignore
     ]
 
 
@@ -175,19 +178,27 @@ def assert_exact_mirror(
     *,
     check_bytes: bool = True,
     all_lettered: bool = True,
+    ignore_folders: list[str] | tuple[str, ...] = (),
+    ignore_strays: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Every Email is in the folder of each of its mailboxes, exactly once,
     with the right flags and the server's bytes; nothing else is there.
 
     Flags: D F P R S as the keywords say, and exactly the Dovecot letters of
     its other keywords that the folder's dovecot-keywords names (every such
-    keyword has one, unless `all_lettered` is False: a folder of more than 26)."""
+    keyword has one, unless `all_lettered` is False: a folder of more than 26).
+    `ignore_folders`: folders of no mailbox left as they are (another tool's);
+    `ignore_strays`: file names another tool keeps in folders (.mbsyncstate)."""
     account = mirror.account
     j = account.jmap()
     folder_of = folder_of or folder_of_paths(account, mirror.layout)
     ids = j.email_ids()
     emails = j.get_emails(ids, ["id", "blobId", "mailboxIds", "keywords", "size"]) if ids else []
-    files = message_files(mirror.maildir)
+    files = {
+        rel: p
+        for rel, p in message_files(mirror.maildir).items()
+        if not any(rel.startswith(f + "/") for f in ignore_folders)
+    }
     expected: dict[str, tuple[str, str]] = {}  # "folder|id" -> (flags, blobId)
     letters: dict[str, dict[str, str]] = {}
     for e in emails:
@@ -231,7 +242,8 @@ def assert_exact_mirror(
                 blobs[blob_id] = j.download(blob_id)
             want = expected_local_bytes(blobs[blob_id], mirror.line_endings)
             assert path.read_bytes() == want, f"{path} differs from blob {blob_id}"
-    assert not stray_files(mirror.maildir), stray_files(mirror.maildir)
+    strays = stray_files(mirror.maildir, ignore_strays)
+    assert not strays, strays
     return {"emails": len(emails), "files": len(found)}
 
 

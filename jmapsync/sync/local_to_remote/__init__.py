@@ -57,10 +57,13 @@ class LocalToRemote:
         folder_of: Mapping[MailboxId, str],
         held: Mapping[str, int],
         vanished: list[str],
+        emails: Mapping[EmailId, Email],
     ) -> bool:
         """New local folders -> mailboxes, removed empty ones -> destroyed.
         True if the server's mailboxes changed (read them again)."""
-        return await sync_folders(self.ctx, self.client, old, mailboxes, folder_of, held, vanished)
+        return await sync_folders(
+            self.ctx, self.client, old, mailboxes, folder_of, held, vanished, emails
+        )
 
     async def run(
         self,

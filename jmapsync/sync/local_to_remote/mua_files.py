@@ -134,7 +134,7 @@ async def match_foreign(
             continue
         rest.append((f, raw, message.message_id(raw)))
 
-    candidates = await _by_message_id(client, {mid for _, _, mid in rest if mid})
+    candidates = await by_message_id(client, {mid for _, _, mid in rest if mid})
     blobs: dict[str, bytes] = {}
     imports: list[Import] = []
     for f, raw, mid in rest:
@@ -144,7 +144,7 @@ async def match_foreign(
             if e is None:
                 continue
             if cand not in blobs:
-                blobs[cand] = await client.fetch_blob(e.blob_id, e.size)
+                blobs[cand] = await ctx.fetch_blob(client, e.blob_id, e.size)
             if message.same_body(raw, blobs[cand]):
                 match = cand
                 break
@@ -162,7 +162,14 @@ async def match_foreign(
     return virtual, imports
 
 
-async def _by_message_id(client: JmapClient, mids: set[str]) -> dict[str, list[str]]:
+# RFC 8621 4.4.1: the header filter matches when the header CONTAINS the
+# value, so "1.x@y" also finds "11.x@y", "101.x@y", ...: with a small limit the
+# Email that really has the Message-ID can fall outside it (an mbsync Maildir
+# of 300 such messages had 10 imported twice).  Exact matches are kept below.
+_MID_LIMIT = 256
+
+
+async def by_message_id(client: JmapClient, mids: set[str]) -> dict[str, list[str]]:
     """Message-ID -> ids of the Emails on the server that carry it."""
     if not mids:
         return {}
@@ -171,7 +178,7 @@ async def _by_message_id(client: JmapClient, mids: set[str]) -> dict[str, list[s
     calls = [
         (
             "Email/query",
-            {"accountId": aid, "filter": {"header": ["Message-ID", mid]}, "limit": 20},
+            {"accountId": aid, "filter": {"header": ["Message-ID", mid]}, "limit": _MID_LIMIT},
             f"q{i}",
         )
         for i, mid in enumerate(ordered)
