@@ -7,9 +7,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from jmapsync.config import parse
+from jmapsync.errors import ConfigError
 from jmapsync.jmap.types import Email, EmailId, MailboxId, parse_keyword
 from jmapsync.maildir.files import LocalFile
 from jmapsync.maildir.keywords import (
+    DEFAULT_SERVER_ONLY,
     Letters,
     allocate,
     format_file,
@@ -248,3 +251,17 @@ def test_merge_of_letters(
         FOLDER_OF,
     )
     assert (got[0].changes if got else ()) == patch
+
+
+# -- config ---------------------------------------------------------------------
+
+_ACCOUNT = "[account a]\nsession_url = http://h/\nusername = u\npassword = p\nmaildir = /m\n"
+
+
+def test_server_only_keywords_config() -> None:
+    assert parse(_ACCOUNT).accounts[0].server_only_keywords == DEFAULT_SERVER_ONLY
+    c = parse(_ACCOUNT + "server_only_keywords = $HasAttachment $IsMailingList\n")
+    assert c.accounts[0].server_only_keywords == {"$hasattachment", "$ismailinglist"}
+    assert parse(_ACCOUNT + "server_only_keywords =\n").accounts[0].server_only_keywords == set()
+    with pytest.raises(ConfigError):
+        parse(_ACCOUNT + "server_only_keywords = a(b\n")
