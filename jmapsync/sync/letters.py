@@ -69,8 +69,13 @@ def allocate(
     a slot is free; write the folders' files first."""
     server_only = ctx.account.server_only_keywords
     needed: dict[str, set[str]] = defaultdict(set)
+    # Keyword sets are interned (jmap/types.py): few distinct ones among
+    # 100 000 Emails, so each is checked once.
+    custom_of: dict[frozenset[str], list[str]] = {}
     for e in emails.values():
-        custom = [k for k in e.keywords if is_mappable(k, server_only)]
+        custom = custom_of.get(e.keywords)
+        if custom is None:
+            custom = custom_of[e.keywords] = [k for k in e.keywords if is_mappable(k, server_only)]
         if not custom:
             continue
         for m in e.mailbox_ids:
@@ -96,6 +101,7 @@ def allocate(
             slots = keyword_file.update(ctx.store, folder, change)
         except keyword_file.Locked:
             ctx.log.info("keywords-file-locked", folder=folder, action="letters next pass")
+            overflow.pop(folder, None)  # not told: tell when it is written
             continue
         ctx.letters[folder] = Letters.of(mapped(slots or {}, server_only), lt.synced)
         if ctx.letters[folder].current != lt.current:
