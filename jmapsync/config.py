@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from jmapsync.errors import ConfigError, SecretError
+from jmapsync.sync.selection import Selection
 
 Layout = Literal["verbatim", "maildir++"]
 Direction = Literal["two-way", "pull"]
@@ -114,6 +115,8 @@ class AccountConfig:
     # Two-way: more local deletions than this in one pass are refused (--force-deletes).
     max_deletes: int = 100
     push: Push = "auto"  # the daemon's change notification transport
+    # `folders =`: mbsync-style patterns of the mailboxes mirrored (sync/selection.py)
+    folders: tuple[str, ...] = ("*",)
 
 
 @dataclass(frozen=True)
@@ -178,8 +181,25 @@ def _positive_float(section: configparser.SectionProxy, key: str, default: float
     return value
 
 
+def _folders(section: configparser.SectionProxy, default: tuple[str, ...]) -> tuple[str, ...]:
+    """`folders =`: patterns split like a shell would ("Old Mail/*" quoted), checked now."""
+    raw = section.get("folders")
+    if raw is None:
+        return default
+    try:
+        items = tuple(shlex.split(raw))
+        Selection.parse(items)
+    except ValueError as exc:
+        raise ConfigError(f"[{section.name}] folders = {raw.strip()!r}: {exc}") from None
+    return items
+
+
 def _parse_account(
-    name: str, section: configparser.SectionProxy, config_dir: Path, push_default: str = "auto"
+    name: str,
+    section: configparser.SectionProxy,
+    config_dir: Path,
+    push_default: str = "auto",
+    folders_default: tuple[str, ...] = ("*",),
 ) -> AccountConfig:
     if not _ACCOUNT_NAME.match(name):
         raise ConfigError(
@@ -199,6 +219,7 @@ def _parse_account(
         "timeout",
         "line_endings",
         "push",
+        "folders",
     }
     unknown = sorted(set(section.keys()) - known - set(section.parser.defaults()))
     if unknown:
@@ -244,6 +265,7 @@ def _parse_account(
         timeout_s=_positive_float(section, "timeout", 60.0),
         max_deletes=max_deletes,
         push=cast(Push, _choice(section, "push", push_default, PUSH_CHOICES)),
+        folders=_folders(section, folders_default),
     )
 
 
@@ -274,14 +296,23 @@ def parse(text: str, path: Path | None = None) -> Config:
     full = 86400.0
     log_format = "auto"
     push_default = "auto"
+    folders_default: tuple[str, ...] = ("*",)
     accounts: list[AccountConfig] = []
     if parser.has_section("jmapsync"):
-        # read first: an account's push defaults to this section's
+        # read first: an account's push and folders default to this section's
         push_default = _choice(parser["jmapsync"], "push", "auto", PUSH_CHOICES)
+        folders_default = _folders(parser["jmapsync"], folders_default)
     for section_name in parser.sections():
         section = parser[section_name]
         if section_name == "jmapsync":
-            keys = {"state_dir", "poll_interval", "full_sync_interval", "log_format", "push"}
+            keys = {
+                "state_dir",
+                "poll_interval",
+                "full_sync_interval",
+                "log_format",
+                "push",
+                "folders",
+            }
             unknown = sorted(set(section.keys()) - keys)
             if unknown:
                 raise ConfigError(f"[jmapsync] unknown key(s): {', '.join(unknown)}")
@@ -296,7 +327,9 @@ def parse(text: str, path: Path | None = None) -> Config:
         kind, _, name = section_name.partition(" ")
         if kind != "account" or not name.strip():
             raise ConfigError(f"{where}: unknown section [{section_name}] (want [account NAME])")
-        accounts.append(_parse_account(name.strip(), section, config_dir, push_default))
+        accounts.append(
+            _parse_account(name.strip(), section, config_dir, push_default, folders_default)
+        )
     if not accounts:
         raise ConfigError(f"{where}: no [account NAME] section")
     names = [a.name for a in accounts]

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from jmapsync.config import AccountConfig
-from jmapsync.jmap.types import Email, EmailId
+from jmapsync.jmap.types import Email, EmailId, MailboxId
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import Content, StateDB
+from jmapsync.sync.dryrun import DryRun
 from jmapsync.sync.report import SyncReport
 
 if TYPE_CHECKING:
@@ -42,6 +43,10 @@ class PassContext:
     # pass died after its first file action, or this one made file changes
     # the pull plan does not list (folder moves, the user's renames, imports).
     rewrite_files: bool = False
+    # The mailboxes `folders =` mirrors (sync/selection.py); None: all of them.
+    selected: frozenset[MailboxId] | None = None
+    # A dry run (sync/dryrun.py): every write is listed there instead of done.
+    dry: DryRun | None = None
 
     @property
     def two_way(self) -> bool:

@@ -222,6 +222,10 @@ class Executor:
                     reason="altered",
                 )
                 continue
+            if ctx.dry is not None:
+                ctx.dry.add("maildir", "rewrite", ", ".join(rels), f"line endings: {want}")
+                ctx.report.rewritten += 1
+                continue
             store.rewrite(rels, to_lf if want == "lf" else to_crlf)
             ctx.new_contents[eid] = Content(content.sha256, content.size, content.crlf_only, want)
             ctx.report.rewritten += 1

@@ -42,9 +42,11 @@ class SyncReport:
     email_state: str | None = None
     warnings: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step
+    dry_run: bool = False  # counts and `would` say what the pass would have done
+    would: list[dict[str, str]] = field(default_factory=list)  # dry run: each action
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "warnings"} | {
+        return {k: v for k, v in self.__dict__.items() if k not in ("warnings", "would")} | {
             "warnings": len(self.warnings)
         }
 

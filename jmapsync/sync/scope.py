@@ -113,6 +113,8 @@ def local_unchanged(db: StateDB, account: AccountConfig, store: MaildirStore) ->
     folders = recorded_times(db, account)
     if folders is None or db.get_meta("line_endings") != account.line_endings:
         return False
+    if (db.get_meta("folders") or "*") != " ".join(account.folders):
+        return False  # `folders =` changed: folders come or go
     if ROOT_KEY not in folders or any(v is None for v in folders.values()):
         return False
     return local_stamp(store, sorted(f for f in folders if f != ROOT_KEY)) == folders
@@ -149,7 +151,8 @@ def compute(
     ids = set(delta.changed) | set(delta.destroyed) | db.emails_with_files_in(dirty)
     ids.update(f.email_id for f in dirty_files if f.email_id is not None)
     records = db.emails_by_id(ids)
-    if guards.many_left(guards.left_by_mailbox(records, delta.changed, delta.destroyed)):
+    left = guards.left_by_mailbox(records, delta.changed, delta.destroyed, ctx.selected)
+    if guards.many_left(left):
         return None  # the emptied-mailbox check needs every record
     clean = [
         LocalFile(r.folder, cast(Subdir, sub), name, r.email_id, parse_name(name).flags)

@@ -15,6 +15,7 @@ from jmapsync.jmap.types import Mailbox, MailboxId
 from jmapsync.maildir.names import mailbox_path_components
 from jmapsync.state.db import JOURNAL_WRITE
 from jmapsync.sync.context import PassContext
+from jmapsync.sync.selection import Selection, role_paths
 
 INBOX = "INBOX"
 
@@ -44,12 +45,15 @@ async def sync_folders(
             why = "the mailbox has child mailboxes"
         elif box.total_emails:
             why = f"the mailbox holds {box.total_emails} messages on the server"
+        elif ctx.dry is not None:
+            ctx.dry.destroy_mailbox(mid, path)
         else:
             ctx.db.journal_add(JOURNAL_WRITE, {"mailbox_destroy": mid, "folder": path})
             why = await mail.destroy_mailbox(client, mid)
         if why is None:
             ctx.report.mailboxes_destroyed += 1
-            ctx.log.info("mailbox-destroyed", folder=path, reason="folder removed locally")
+            if ctx.dry is None:
+                ctx.log.info("mailbox-destroyed", folder=path, reason="folder removed locally")
             changed = True
         else:
             msg = f"folder {path!r} was removed locally but is kept: {why}"
@@ -79,12 +83,20 @@ async def _create_mailboxes(
     if inbox is not None:
         by_names.setdefault((INBOX,), inbox)
     wanted: set[tuple[str, ...]] = set()
+    selection = Selection.parse(ctx.account.folders)
+    roles = role_paths(mailboxes)
     for folder in new:
         try:
             names = tuple(mailbox_path_components(folder, layout))
         except ValueError as exc:
             msg = f"folder {folder!r} not created on the server: {exc}"
             ctx.warn("folder-not-created", msg, folder=folder, reason=str(exc))
+            continue
+        if not selection.selects("/".join(names), roles):
+            # It would be a mailbox this account does not sync.
+            why = "`folders =` does not select it"
+            msg = f"folder {folder!r} not created on the server: {why}"
+            ctx.warn("folder-not-created", msg, folder=folder, reason=why)
             continue
         # Every missing ancestor too (a verbatim "a/b" whose "a" has no cur/).
         wanted.update(names[:i] for i in range(1, len(names) + 1))
@@ -103,14 +115,22 @@ async def _create_mailboxes(
         if not creates:
             continue
         paths = sorted("/".join(level[int(cid[1:])]) for cid in creates)
-        ctx.db.journal_add(JOURNAL_WRITE, {"mailbox_create": paths})
-        ids, failed = await mail.create_mailboxes(client, creates)
+        if ctx.dry is not None:
+            dry = ctx.dry
+            ids: dict[str, str] = {
+                cid: dry.create_mailbox(level[int(cid[1:])], p) for cid, (_, p) in creates.items()
+            }
+            failed: dict[str, str] = {}
+        else:
+            ctx.db.journal_add(JOURNAL_WRITE, {"mailbox_create": paths})
+            ids, failed = await mail.create_mailboxes(client, creates)
         for cid, (name, _parent) in creates.items():
             names = level[int(cid[1:])]
             if cid in ids:
                 by_names[names] = ids[cid]
                 ctx.report.mailboxes_created += 1
-                ctx.log.info("mailbox-created", name="/".join(names))
+                if ctx.dry is None:
+                    ctx.log.info("mailbox-created", name="/".join(names))
             else:
                 why = failed.get(cid, "no answer")
                 msg = f"mailbox {name!r} not created: {why}"

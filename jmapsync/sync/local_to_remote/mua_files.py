@@ -42,6 +42,9 @@ def adopt(ctx: PassContext, f: LocalFile, sent: bytes, email: Email) -> None:
     body = to_lf(server) if form == "lf" else server
     sub, name = wanted_name(email.id, standard(f.flags))
     dst = join(f.folder, sub, name)
+    if ctx.dry is not None:
+        ctx.dry.rename(f, dst, email.id, "imported earlier: taken over under our name")
+        return
     if store.read(f.relpath) == body:
         store.rename(f.relpath, dst)
     else:
@@ -120,7 +123,10 @@ async def match_foreign(
             # The same bytes as our file of that Email: a copy (cp, mv under
             # another name).  Take it over under our name.
             sub, name = wanted_name(eid, standard(f.flags))
-            if store.rename(f.relpath, join(f.folder, sub, name)):
+            dst = join(f.folder, sub, name)
+            if ctx.dry is not None:
+                ctx.dry.rename(f, dst, eid, "a copy of a message we hold: taken over")
+            if ctx.dry is not None or store.rename(f.relpath, dst):
                 here = cast(Subdir, sub)
                 virtual.append(LocalFile(f.folder, here, name, eid, standard(f.flags)))
                 ctx.report.adopted += 1
