@@ -63,7 +63,10 @@ def test_paths_name_the_inbox_INBOX_whatever_the_server_calls_it() -> None:
         # * crosses levels, % stays within one (mbsync.1 "Patterns")
         (("*",), ALL),
         (("%",), TOP),
-        (("%/%",), {"INBOX/Receipts", "Archive/2023", "Archive/2024", "Notes/Sub", "Work/Projects"}),
+        (
+            ("%/%",),
+            {"INBOX/Receipts", "Archive/2023", "Archive/2024", "Notes/Sub", "Work/Projects"},
+        ),
         (("Work/*",), {"Work/Projects", "Work/Projects/Alpha"}),
         (("Work*",), {"Work", "Work/Projects", "Work/Projects/Alpha"}),
         (("INBOX", "Work/%"), {"INBOX", "Work/Projects"}),
@@ -76,7 +79,10 @@ def test_paths_name_the_inbox_INBOX_whatever_the_server_calls_it() -> None:
         (("!*", "INBOX"), {"INBOX"}),
         # a list that starts with ! starts from everything (mbsync: nothing)
         (("!role:junk",), ALL - {"Junk"}),
-        (("!role:xnotes", "!role:xnotes/*", "!role:snoozed"), ALL - {"Notes", "Notes/Sub", "Snoozed"}),
+        (
+            ("!role:xnotes", "!role:xnotes/*", "!role:snoozed"),
+            ALL - {"Notes", "Notes/Sub", "Snoozed"},
+        ),
         # roles; what follows the role's name is matched below its mailbox
         (("role:archive/*",), {"Archive/2023", "Archive/2024"}),
         (("role:ARCHIVE", "role:inbox/*"), {"Archive", "INBOX/Receipts"}),
@@ -204,9 +210,7 @@ def test_delete_when_trash_is_excluded_still_moves_to_trash() -> None:
 
 
 def test_move_into_an_excluded_folder_is_refused() -> None:
-    assert push(email(IN), [file("Notes")], email(IN), {NT}) == [
-        Refusal("M1", True, ("Notes",))
-    ]
+    assert push(email(IN), [file("Notes")], email(IN), {NT}) == [Refusal("M1", True, ("Notes",))]
 
 
 def test_copy_into_an_excluded_folder_is_refused_too() -> None:
@@ -216,9 +220,7 @@ def test_copy_into_an_excluded_folder_is_refused_too() -> None:
 
 
 def test_move_out_of_an_excluded_folder_is_refused() -> None:
-    assert push(email(NT), [file("INBOX")], email(NT), {NT}) == [
-        Refusal("M1", False, ("Notes",))
-    ]
+    assert push(email(NT), [file("INBOX")], email(NT), {NT}) == [Refusal("M1", False, ("Notes",))]
 
 
 def test_leftover_file_in_a_deselected_folder_says_nothing() -> None:
