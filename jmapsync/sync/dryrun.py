@@ -35,7 +35,7 @@ from typing import cast
 
 from jmapsync.jmap.mail import WriteResult
 from jmapsync.jmap.types import Mailbox, MailboxId, State
-from jmapsync.maildir.files import LocalFile, Subdir, split_rel
+from jmapsync.maildir.files import LocalFile, Subdir, join, split_rel
 from jmapsync.maildir.flags import parse_name
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import StateDB
@@ -150,18 +150,34 @@ class DryRun:
 
     # -- Maildir writes ------------------------------------------------------------
 
-    def rename(self, f: LocalFile, dst: str, email_id: str, why: str) -> None:
-        """A rename the local->remote stage makes: listed, and kept for the scan."""
+    def rename(self, f: LocalFile, dst: str, email_id: str, action: str) -> None:
+        """A rename the local->remote stage makes (a copy of a message we
+        hold, or a recovered import, taken over under our name): listed, and
+        kept for the scan."""
         folder, sub, name = split_rel(dst)
         parsed = parse_name(name)
         self.renamed[f.relpath] = LocalFile(
             folder, cast(Subdir, sub), name, email_id, parsed.flags, f.inode
         )
-        self.add(MAILDIR, "rename", f"{f.relpath} -> {dst}", why)
+        self.add(MAILDIR, action, f"{f.relpath} -> {dst}")
 
-    def remove(self, rel: str, why: str) -> None:
+    def remove_copy(self, rel: str) -> None:
+        """An MUA's copy the server's bytes replace."""
         self.removed.add(rel)
-        self.add(MAILDIR, "remove", rel, why)
+        self.add(MAILDIR, "remove copy", rel, "replaced by the server's bytes")
+
+    def on_disk(self, rel: str) -> str:
+        """Where the file the plan leaves at `rel` is now (before its renames,
+        links and this stage's own renames)."""
+        back = {f.relpath: old for old, f in self.renamed.items()}
+        if self.plan is not None:
+            back |= {r.dst: r.src for r in self.plan.renames}
+            back |= {lk.dst: lk.src for lk in self.plan.links}
+        for _ in range(3):  # a link from a renamed file from a taken-over copy
+            rel = back.get(rel, rel)
+        moved_back = {new: old for old, new in self.moved.items()}
+        folder, sub, name = split_rel(rel)
+        return join(moved_back.get(folder, folder), sub, name)
 
     def after_folder_moves(self, scan: Iterable[LocalFile]) -> list[LocalFile]:
         """The scan as it would be after the folder moves (applied once)."""

@@ -98,29 +98,36 @@ class Engine:
     async def _sync_retrying(self, db: StateDB) -> SyncReport:
         """A pass; again (up to MAX_ATTEMPTS, with growing pauses) when a write
         met a server that changed meanwhile (stateMismatch)."""
+        done: SyncReport | None = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            report = SyncReport(self.account.name, dry_run=self.dry_run)
+            if done is not None:
+                # What the failed attempt did before the mismatch (a mailbox
+                # created, a folder moved) was done by this pass: it counts.
+                report.add_counts(done)
             try:
-                return await self._sync(db)
+                return await self._sync(db, report)
             except MethodError as exc:
+                done = report
                 if exc.type != "stateMismatch" or attempt == MAX_ATTEMPTS:
                     raise
                 self.log.info("state-mismatch", attempt=attempt, action="read again, re-merge")
                 await asyncio.sleep(0.2 * attempt * attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _sync(self, db: StateDB) -> SyncReport:
+    async def _sync(self, db: StateDB, report: SyncReport) -> SyncReport:
         started = time.monotonic()
-        # A fresh context per attempt: nothing of a failed attempt carries over.
+        # A fresh context per attempt: nothing of a failed attempt carries
+        # over but the counts in `report`.
         ctx = PassContext(
             self.account,
             db,
             self.store,
             self.log,
-            SyncReport(self.account.name, dry_run=self.dry_run),
+            report,
             force_deletes=self.force_deletes,
             dry=dryrun.DryRun() if self.dry_run else None,
         )
-        report = ctx.report
         async with self.client_factory(self.account) as client:
             delta = await remote.read_changes(ctx, client, full=self.full)
             assert client.session is not None  # noqa: S101

@@ -189,7 +189,7 @@ class LocalToRemote:
                 self.ctx.log.warning("copy-kept", path=rel, email=eid, reason="not mirrored yet")
                 continue
             if self.ctx.dry is not None:
-                self.ctx.dry.remove(rel, "MUA copy replaced by the server's bytes")
+                self.ctx.dry.remove_copy(rel)
                 self.ctx.report.superseded += 1
                 removed.add(rel)
             elif self.ctx.store.remove(rel):

@@ -43,7 +43,7 @@ def adopt(ctx: PassContext, f: LocalFile, sent: bytes, email: Email) -> None:
     sub, name = wanted_name(email.id, standard(f.flags))
     dst = join(f.folder, sub, name)
     if ctx.dry is not None:
-        ctx.dry.rename(f, dst, email.id, "imported earlier: taken over under our name")
+        ctx.dry.rename(f, dst, email.id, "take over import")
         return
     if store.read(f.relpath) == body:
         store.rename(f.relpath, dst)
@@ -125,7 +125,7 @@ async def match_foreign(
             sub, name = wanted_name(eid, standard(f.flags))
             dst = join(f.folder, sub, name)
             if ctx.dry is not None:
-                ctx.dry.rename(f, dst, eid, "a copy of a message we hold: taken over")
+                ctx.dry.rename(f, dst, eid, "take over copy")
             if ctx.dry is not None or store.rename(f.relpath, dst):
                 here = cast(Subdir, sub)
                 virtual.append(LocalFile(f.folder, here, name, eid, standard(f.flags)))
