@@ -193,14 +193,14 @@ def test_two_way_pass_with_every_kind_of_change(
     j.move(ids[6], j.mailbox_id("INBOX"), j.mailbox_id("Drafts"))
     j.rename_mailbox(j.mailbox_id("Sent"), "Sent Items")
 
-    dry, real = dry_then_real(mirror, sent)
+    dry, _ = dry_then_real(mirror, sent)
     assert (dry.pushed, dry.imported, dry.adopted, dry.superseded) == (5, 2, 1, 1)
     assert (dry.mailboxes_created, dry.folders_moved) == (1, 1)
     assert dry.downloaded >= 2 and dry.renamed >= 2
     assert_exact_mirror(mirror)
     assert_files_table(mirror)
     # and with nothing left to do, both say so
-    dry, real = dry_then_real(mirror, sent)
+    dry, _ = dry_then_real(mirror, sent)
     assert not any(getattr(dry, k) for k in COUNTS)
 
 
@@ -216,7 +216,7 @@ def test_pull_pass_with_a_selection_change_and_a_line_endings_switch(
     mirror.set("folders", "* !role:junk")
     mirror.set("line_endings", "exact")
     j.remove_keyword(ids[0], "$seen")
-    dry, real = dry_then_real(mirror, sent)
+    dry, _ = dry_then_real(mirror, sent)
     assert (dry.removed, dry.folders_removed, dry.rewritten) == (2, 1, 3)
     assert not (mirror.maildir / "Junk").exists()
 
