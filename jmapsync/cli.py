@@ -83,8 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         config = load(args.config)
         if args.log_format is None and config.log_format != "auto":
             log.setup(config.log_format, args.verbose)
+        if args.command == "sync" and args.json and not args.dry_run:
+            print("jmapsync: sync --json needs --dry-run", file=sys.stderr)
+            return EXIT_USAGE
         if args.command == "sync" and args.dry_run:
-            return cmd_dry_run(config, args.account, as_json=args.json)
+            return cmd_dry_run(
+                config, args.account, as_json=args.json, force_deletes=args.force_deletes
+            )
         if args.command == "sync":
             return cmd_sync(config, args.account, force_deletes=args.force_deletes)
         if args.command == "check":
@@ -123,11 +128,13 @@ def cmd_sync(config: Config, names: list[str] | None, *, force_deletes: bool = F
     return _report_results(results)
 
 
-def cmd_dry_run(config: Config, names: list[str] | None, *, as_json: bool) -> int:
+def cmd_dry_run(
+    config: Config, names: list[str] | None, *, as_json: bool, force_deletes: bool = False
+) -> int:
     """`sync --dry-run`: one block per account on stdout (sync/dryrun.py)."""
     from jmapsync.sync.dryrun import render
 
-    results = asyncio.run(sync_accounts(config, names, dry_run=True))
+    results = asyncio.run(sync_accounts(config, names, dry_run=True, force_deletes=force_deletes))
     if as_json:
         out = {
             name: {"error": str(r)}

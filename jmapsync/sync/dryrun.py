@@ -237,7 +237,7 @@ class DryRun:
             if folder in self.moved or not store.is_folder(folder) or came[folder]:
                 continue
             left = [rel for rel in store.leftovers(folder) if rel not in gone]
-            if left:
+            if left or not folder:  # the root (maildir++ inbox) is never removed
                 self.add(MAILDIR, "keep folder", folder, "holds files jmapsync did not write")
             else:
                 report.folders_removed += 1

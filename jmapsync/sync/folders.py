@@ -68,7 +68,7 @@ def refuse_deselected(ctx: PassContext, held: Mapping[str, int], gone: list[str]
             " --force-deletes` to remove the local copies"
         )
     for folder in gone:
-        if held.get(folder):
+        if held.get(folder) and ctx.dry is None:
             ctx.log.warning(
                 "folder-deselected",
                 folder=folder,
