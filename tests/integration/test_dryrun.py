@@ -96,7 +96,10 @@ def server_view(account: Account) -> tuple[str, str, dict[str, Any]]:
     return (
         j.state("Email"),
         j.state("Mailbox"),
-        {"emails": sorted(map(json.dumps, emails)), "mailboxes": sorted(map(json.dumps, boxes))},
+        {
+            "emails": sorted(json.dumps(e, sort_keys=True) for e in emails),
+            "mailboxes": sorted(json.dumps(b, sort_keys=True) for b in boxes),
+        },
     )
 
 
