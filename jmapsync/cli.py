@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="let through deletions the guards refuse (vanished folders, emptied folders,"
         " more than max_deletes)",
     )
+    s.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what the pass would do in each direction; change nothing (no file, no"
+        " state, no server write)",
+    )
+    s.add_argument("--json", action="store_true", help="with --dry-run: machine-readable output")
     c = sub.add_parser("check", help="validate the config, connect, show what the server offers")
     c.add_argument("--account", action="append", metavar="NAME")
     st = sub.add_parser("status", help="per account: last sync, states, counts, pending work")
@@ -81,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         config = load(args.config)
         if args.log_format is None and config.log_format != "auto":
             log.setup(config.log_format, args.verbose, hide)
+        if args.command == "sync" and args.json and not args.dry_run:
+            print("jmapsync: sync --json needs --dry-run", file=sys.stderr)
+            return EXIT_USAGE
+        if args.command == "sync" and args.dry_run:
+            return cmd_dry_run(
+                config, args.account, as_json=args.json, force_deletes=args.force_deletes
+            )
         if args.command == "sync":
             return cmd_sync(config, args.account, force_deletes=args.force_deletes)
         if args.command == "check":
@@ -118,6 +132,30 @@ def cmd_sync(config: Config, names: list[str] | None, *, force_deletes: bool = F
     results = asyncio.run(
         sync_accounts(config, names, progress_bar_factory(), force_deletes=force_deletes)
     )
+    return _report_results(results)
+
+
+def cmd_dry_run(
+    config: Config, names: list[str] | None, *, as_json: bool, force_deletes: bool = False
+) -> int:
+    """`sync --dry-run`: one block per account on stdout (sync/dryrun.py)."""
+    from jmapsync.sync.dryrun import render
+
+    results = asyncio.run(sync_accounts(config, names, dry_run=True, force_deletes=force_deletes))
+    if as_json:
+        out = {
+            name: {"error": str(r)}
+            if isinstance(r, JmapsyncError)
+            else r.as_dict() | {"would": r.would, "warnings": r.warnings}
+            for name, r in results.items()
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        for name, r in results.items():
+            if isinstance(r, JmapsyncError):
+                print(f"account {name}: dry run: the pass would fail: {r}")
+            else:
+                print(render(r))
     return _report_results(results)
 
 

@@ -20,6 +20,7 @@ from typing import Any, Literal, cast
 from jmapsync import log
 from jmapsync.errors import ConfigError, SecretError
 from jmapsync.maildir.keywords import DEFAULT_SERVER_ONLY, is_keyword
+from jmapsync.sync.selection import Selection
 
 Layout = Literal["verbatim", "maildir++"]
 Direction = Literal["two-way", "pull"]
@@ -122,6 +123,8 @@ class AccountConfig:
     post_sync_delay_s: float = 5.0  # the daemon: passes this close share one run
     # Keywords that never get a Dovecot letter (maildir/keywords.py), lowercase.
     server_only_keywords: frozenset[str] = DEFAULT_SERVER_ONLY
+    # `folders =`: mbsync-style patterns of the mailboxes mirrored (sync/selection.py)
+    folders: tuple[str, ...] = ("*",)
 
 
 # Keys an account may set and [jmapsync] may default for every account.
@@ -190,12 +193,26 @@ def _positive_float(section: configparser.SectionProxy, key: str, default: float
     return value
 
 
+def _folders(section: configparser.SectionProxy, default: tuple[str, ...]) -> tuple[str, ...]:
+    """`folders =`: patterns split like a shell would ("Old Mail/*" quoted), checked now."""
+    raw = section.get("folders")
+    if raw is None:
+        return default
+    try:
+        items = tuple(shlex.split(raw))
+        Selection.parse(items)
+    except ValueError as exc:
+        raise ConfigError(f"[{section.name}] folders = {raw.strip()!r}: {exc}") from None
+    return items
+
+
 def _parse_account(
     name: str,
     section: configparser.SectionProxy,
     config_dir: Path,
     push_default: str = "auto",
     hook_defaults: configparser.SectionProxy | None = None,
+    folders_default: tuple[str, ...] = ("*",),
 ) -> AccountConfig:
     if not _ACCOUNT_NAME.match(name):
         raise ConfigError(
@@ -217,6 +234,7 @@ def _parse_account(
         "push",
         *HOOK_KEYS,
         "server_only_keywords",
+        "folders",
     }
     unknown = sorted(set(section.keys()) - known - set(section.parser.defaults()))
     if unknown:
@@ -263,6 +281,7 @@ def _parse_account(
         max_deletes=max_deletes,
         push=cast(Push, _choice(section, "push", push_default, PUSH_CHOICES)),
         server_only_keywords=_keywords(section, "server_only_keywords", DEFAULT_SERVER_ONLY),
+        folders=_folders(section, folders_default),
         **_hook(section, hook_defaults),
     )
 
@@ -334,10 +353,12 @@ def parse(text: str, path: Path | None = None) -> Config:
     log_format = "auto"
     push_default = "auto"
     hook_defaults = parser["jmapsync"] if parser.has_section("jmapsync") else None
+    folders_default: tuple[str, ...] = ("*",)
     accounts: list[AccountConfig] = []
     if parser.has_section("jmapsync"):
-        # read first: an account's push defaults to this section's
+        # read first: an account's push and folders default to this section's
         push_default = _choice(parser["jmapsync"], "push", "auto", PUSH_CHOICES)
+        folders_default = _folders(parser["jmapsync"], folders_default)
     for section_name in parser.sections():
         section = parser[section_name]
         if section_name == "jmapsync":
@@ -348,6 +369,7 @@ def parse(text: str, path: Path | None = None) -> Config:
                 "log_format",
                 "push",
                 *HOOK_KEYS,
+                "folders",
             }
             unknown = sorted(set(section.keys()) - keys)
             if unknown:
@@ -364,7 +386,9 @@ def parse(text: str, path: Path | None = None) -> Config:
         if kind != "account" or not name.strip():
             raise ConfigError(f"{where}: unknown section [{section_name}] (want [account NAME])")
         accounts.append(
-            _parse_account(name.strip(), section, config_dir, push_default, hook_defaults)
+            _parse_account(
+                name.strip(), section, config_dir, push_default, hook_defaults, folders_default
+            )
         )
     if not accounts:
         raise ConfigError(f"{where}: no [account NAME] section")

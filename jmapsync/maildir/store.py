@@ -77,6 +77,11 @@ class MaildirStore:
         p = self.path(folder)
         return all((p / s).is_dir() for s in ("cur", "new"))
 
+    def needs_folder(self, folder: str) -> bool:
+        """True if ensure_folder would create anything (a dry run asks this)."""
+        p = self.path(folder)
+        return not all((p / sub).is_dir() for sub in SUBDIRS)
+
     def ensure_folder(self, folder: str) -> bool:
         """Create cur/ new/ tmp/ of a folder; True if anything was created."""
         p = self.path(folder)
@@ -103,13 +108,9 @@ class MaildirStore:
         when the destination already holds mail: the per-file plan then moves
         the messages one by one instead.
         """
-        s, d = self.path(src), self.path(dst)
-        if s == d or not self.is_folder(src):
+        if not self.can_move_folder(src, dst):
             return False
-        for sub in SUBDIRS:
-            target = d / sub
-            if target.exists() and any(target.iterdir()):
-                return False
+        s, d = self.path(src), self.path(dst)
         make_dirs(d)
         for sub in SUBDIRS:
             if not (s / sub).exists():
@@ -123,6 +124,24 @@ class MaildirStore:
         self.dirsync.add(d.parent)
         return True
 
+    def can_move_folder(self, src: str, dst: str) -> bool:
+        """Would move_folder move anything (src a folder, dst without mail)?"""
+        s, d = self.path(src), self.path(dst)
+        if s == d or not self.is_folder(src):
+            return False
+        return not any((d / sub).exists() and any((d / sub).iterdir()) for sub in SUBDIRS)
+
+    def leftovers(self, folder: str) -> list[str]:
+        """Relative paths of what remove_folder_if_empty would find in a
+        folder's cur/ new/ tmp/ (our unfinished downloads do not count)."""
+        p = self.path(folder)
+        out = []
+        for sub in SUBDIRS:
+            d = p / sub
+            if d.is_dir():
+                out += [join(folder, sub, e) for e in os.listdir(d) if not e.endswith(PART_SUFFIX)]
+        return out
+
     def remove_folder_if_empty(self, folder: str) -> bool:
         """Remove an emptied folder and its empty parents (never the root).
 
@@ -130,14 +149,8 @@ class MaildirStore:
         so a removed mailbox never takes a user's file with it.
         """
         p = self.path(folder)
-        if p == self.root:
+        if p == self.root or self.leftovers(folder):
             return False
-        for sub in SUBDIRS:
-            d = p / sub
-            if d.is_dir():
-                leftover = [e for e in os.listdir(d) if not e.endswith(PART_SUFFIX)]
-                if leftover:
-                    return False
         for sub in SUBDIRS:
             d = p / sub
             if d.is_dir():

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 
 from jmapsync.config import AccountConfig
 from jmapsync.jmap.client import JmapClient
-from jmapsync.jmap.types import Email, EmailId
+from jmapsync.jmap.types import Email, EmailId, MailboxId
 from jmapsync.maildir.keywords import Letters
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import Content, StateDB
+from jmapsync.sync.dryrun import DryRun
 from jmapsync.sync.report import SyncReport
 
 if TYPE_CHECKING:
@@ -60,6 +61,10 @@ class PassContext:
     # here instead of the network.  Blobs never change, so this is exact.
     fetched: dict[str, bytes] = field(default_factory=dict)
     fetched_bytes: int = 0
+    # The mailboxes `folders =` mirrors (sync/selection.py); None: all of them.
+    selected: frozenset[MailboxId] | None = None
+    # A dry run (sync/dryrun.py): every write is listed there instead of done.
+    dry: DryRun | None = None
 
     @property
     def two_way(self) -> bool:

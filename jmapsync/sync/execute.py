@@ -220,19 +220,29 @@ class Executor:
         paths: dict[str, list[str]] = defaultdict(list)
         for rel, eid in plan.owned():
             paths[eid].append(rel)
+        dry = ctx.dry
+        if dry is not None:
+            # Downloads would arrive in their final form; the rest is read
+            # where it is now (the plan's renames and links were not done).
+            for d in plan.downloads:
+                paths.pop(d.email_id, None)
+
+        def read(rel: str) -> bytes:
+            return store.read(rel if dry is None else dry.on_disk(rel))
+
         for eid, rels in paths.items():
             rels.sort()
             content = ctx.new_contents.get(eid) or known.get(eid)
             if content is None:
                 # Backfill (state from before line_endings): the file holds the
                 # server's exact bytes, as version 1 wrote them.
-                seen = inspect(store.read(rels[0]))
+                seen = inspect(read(rels[0]))
                 content = Content(seen.sha256, seen.size, seen.crlf_only, "exact")
                 ctx.new_contents[eid] = content
             want: Form = "lf" if mode == "lf" and content.crlf_only else "exact"
             if content.form == want:
                 continue
-            data = store.read(rels[0])
+            data = read(rels[0])
             if hashlib.sha256(server_bytes(data, content.form)).hexdigest() != content.sha256:
                 ctx.warn(
                     "line-endings-skipped",
@@ -240,6 +250,10 @@ class Executor:
                     path=rels[0],
                     reason="altered",
                 )
+                continue
+            if dry is not None:
+                dry.add("maildir", "rewrite", ", ".join(rels), f"line endings: {want}")
+                ctx.report.rewritten += 1
                 continue
             store.rewrite(rels, to_lf if want == "lf" else to_crlf)
             ctx.new_contents[eid] = Content(content.sha256, content.size, content.crlf_only, want)

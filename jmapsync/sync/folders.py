@@ -2,14 +2,17 @@
 
 A mailbox whose path differs from the one recorded is *moved*: its cur/ new/
 tmp/ are renamed into the new path (nothing is downloaded again).  Every
-mailbox's folder is created before the files are planned; the folders of
-vanished mailboxes are removed after the files, and only when empty.
+mirrored mailbox's folder is created before the files are planned; the
+folders of vanished mailboxes (and of those `folders =` no longer selects)
+are removed after the files, and only when empty.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 
+from jmapsync.config import AccountConfig
 from jmapsync.errors import DeletionRefused
 from jmapsync.jmap.types import Mailbox, MailboxId
 from jmapsync.maildir import keyword_file
@@ -22,9 +25,11 @@ from jmapsync.maildir.names import (
     mailbox_path_components,
 )
 from jmapsync.maildir.store import MaildirStore
+from jmapsync.state.db import StateDB
 from jmapsync.sync import guards
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.plan import FolderPlan
+from jmapsync.sync.selection import Selection
 
 
 def folder_map(mailboxes: Mapping[MailboxId, Mailbox], layout: Layout) -> dict[MailboxId, str]:
@@ -91,6 +96,51 @@ def adopt_imap_names(ctx: PassContext, folder_of: Mapping[MailboxId, str]) -> No
         )
 
 
+def mirrored(
+    mailboxes: Mapping[MailboxId, Mailbox], account: AccountConfig
+) -> frozenset[MailboxId]:
+    """The mailboxes the account's `folders =` selects."""
+    return Selection.parse(account.folders).select(mailboxes)
+
+
+def was_mirrored(db: StateDB, known: Iterable[MailboxId]) -> frozenset[MailboxId]:
+    """The mailboxes the last pass mirrored (`known`, the recorded ones, when
+    the state predates `folders =`: everything was)."""
+    raw = db.get_meta("selected")
+    return frozenset(MailboxId(m) for m in json.loads(raw)) if raw else frozenset(known)
+
+
+def stamped(
+    store: MaildirStore, paths: Mapping[MailboxId, str], folder_of: Mapping[MailboxId, str]
+) -> list[str]:
+    """The folders whose times the fast path watches: the mirrored ones, and
+    those of unmirrored mailboxes that exist on disk (a file moved into one
+    must be seen: it is refused, not taken for a delete)."""
+    mine = set(folder_of.values())
+    return sorted(mine | {p for p in paths.values() if p not in mine and store.is_folder(p)})
+
+
+def refuse_deselected(ctx: PassContext, held: Mapping[str, int], gone: list[str]) -> None:
+    """Folders `folders =` no longer selects: their local copies go (the
+    server keeps the mail), behind the deletion guards -- a typo in a pattern
+    must not empty the mirror.  Never a server write, in either mode."""
+    why = guards.deselected(held, gone, ctx.account.max_deletes)
+    if why is not None and not ctx.force_deletes:
+        raise DeletionRefused(
+            f"refusing to sync: {why}; their local copies would be removed (the server keeps"
+            " them). Nothing was changed. Fix `folders =`, or run `jmapsync sync"
+            " --force-deletes` to remove the local copies"
+        )
+    for folder in gone:
+        if held.get(folder) and ctx.dry is None:
+            ctx.log.warning(
+                "folder-deselected",
+                folder=folder,
+                files=held[folder],
+                action="local copies removed; the server keeps them",
+            )
+
+
 def vanished(
     store: MaildirStore, old: Mapping[MailboxId, str], folder_of: Mapping[MailboxId, str]
 ) -> list[str]:
@@ -119,6 +169,9 @@ def refuse_missing(
 
 def apply_before(ctx: PassContext, fplan: FolderPlan) -> None:
     """Move the folders of renamed mailboxes, create every mailbox's folder."""
+    if ctx.dry is not None:
+        ctx.dry.folders_before(ctx.store, ctx.report, fplan)
+        return
     if fplan.moves:
         # Moved folders carry their files to new paths: the table is
         # rewritten whole at the end of this pass.
@@ -133,9 +186,12 @@ def apply_before(ctx: PassContext, fplan: FolderPlan) -> None:
             ctx.report.folders_created += 1
 
 
-def apply_after(ctx: PassContext, fplan: FolderPlan) -> None:
+def apply_after(ctx: PassContext, fplan: FolderPlan, removed_foreign: set[str]) -> None:
     """Remove the folders of vanished mailboxes -- only when empty."""
     store = ctx.store
+    if ctx.dry is not None:
+        ctx.dry.folders_after(store, ctx.report, fplan, removed_foreign)
+        return
     # Deepest first, so that a parent emptied by its children's moves goes too.
     for folder in sorted(fplan.remove_if_empty, key=lambda f: f.count("/"), reverse=True):
         if not store.path(folder).is_dir():

@@ -97,8 +97,12 @@ def allocate(
             new, overflow[folder] = allocate_slots(slots, needed[folder], server_only)
             return new
 
+        slots: Slots | None
         try:
-            slots = keyword_file.update(ctx.store, folder, change)
+            if ctx.dry is not None:  # what would be written, without writing it
+                slots = change(keyword_file.read(ctx.store, folder))
+            else:
+                slots = keyword_file.update(ctx.store, folder, change)
         except keyword_file.Locked:
             ctx.log.info("keywords-file-locked", folder=folder, action="letters next pass")
             overflow.pop(folder, None)  # not told: tell when it is written

@@ -28,12 +28,16 @@ that folder's ``dovecot-keywords``: maildir/keywords.py):
 Conservative rules: an Email in a mailbox we cannot map, or with no mailbox
 at all, is left exactly as it is on disk; files not written by jmapsync (no
 Email id in the name) are never touched by the pull plan.
+
+Mailboxes `folders =` excludes are no folders of D: an Email also in one of
+them is mirrored in its other folders, one only in excluded mailboxes has
+none (a file it still has -- the folder was mirrored before -- goes).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 
 from jmapsync.jmap.types import Email, EmailId, MailboxId
@@ -112,9 +116,12 @@ def plan_files(
     folder_of: Mapping[MailboxId, str],
     scan: Iterable[LocalFile],
     letters: Mapping[str, Letters] | None = None,
+    excluded: Set[MailboxId] = frozenset(),
 ) -> FilePlan:
-    """Actions that make the local files mirror `emails` (see module docstring).
-    `letters`: folder -> the Dovecot keyword letters jmapsync maps there."""
+    """Actions that make the local files mirror `emails` (see module docstring);
+    `folder_of` has the folders of the mirrored mailboxes, `excluded` names
+    the mailboxes `folders =` leaves out; `letters`: folder -> the Dovecot
+    keyword letters jmapsync maps there."""
     plan = FilePlan()
     letters = letters or {}
     by_email: dict[str, list[LocalFile]] = defaultdict(list)
@@ -132,11 +139,17 @@ def plan_files(
             for f in files:
                 plan.removes.append(Remove(f.relpath, email_id, "destroyed"))
             continue
-        if not email.mailbox_ids or any(m not in folder_of for m in email.mailbox_ids):
+        if not email.mailbox_ids or any(
+            m not in folder_of and m not in excluded for m in email.mailbox_ids
+        ):
             for f in files:  # cannot place it safely: leave it as it is
                 plan.final[f.relpath] = email_id
             continue
-        folders = {folder_of[m]: letters.get(folder_of[m], NO_LETTERS) for m in email.mailbox_ids}
+        folders = {
+            folder_of[m]: letters.get(folder_of[m], NO_LETTERS)
+            for m in email.mailbox_ids
+            if m in folder_of
+        }
         if not _in_place(plan, email, folders, files):
             _plan_email(plan, email, folders, files)
     return plan

@@ -139,6 +139,8 @@ def local_stamp(ctx: PassContext, folders: list[str]) -> Times:
     before the marker is touched, and None where it is not older than the
     marker ("racy": a change in the same clock tick would not show)."""
     times = local_times(ctx.store, folders)
+    if ctx.dry is not None:
+        return times  # a dry run records nothing and must not touch a marker
     marker = _marker_time(ctx, folders)
     return {
         k: None if v is None or marker is None or max(v) >= marker else v for k, v in times.items()
@@ -180,6 +182,8 @@ def local_unchanged(db: StateDB, account: AccountConfig, store: MaildirStore) ->
     folders = recorded_times(db, account)
     if folders is None or db.get_meta("line_endings") != account.line_endings:
         return False
+    if (db.get_meta("folders") or "*") != " ".join(account.folders):
+        return False  # `folders =` changed: folders come or go
     if ROOT_KEY not in folders or any(v is None for v in folders.values()):
         return False
     # The recorded times were older than a marker touched after they were
@@ -218,7 +222,8 @@ def compute(
     ids = set(delta.changed) | set(delta.destroyed) | db.emails_with_files_in(dirty)
     ids.update(f.email_id for f in dirty_files if f.email_id is not None)
     records = db.emails_by_id(ids)
-    if guards.many_left(guards.left_by_mailbox(records, delta.changed, delta.destroyed)):
+    left = guards.left_by_mailbox(records, delta.changed, delta.destroyed, ctx.selected)
+    if guards.many_left(left):
         return None  # the emptied-mailbox check needs every record
     clean = [
         LocalFile(r.folder, cast(Subdir, sub), name, r.email_id, parse_name(name).flags)

@@ -183,6 +183,7 @@ def assert_exact_mirror(
     all_lettered: bool = True,
     ignore_folders: list[str] | tuple[str, ...] = (),
     ignore_strays: tuple[str, ...] = (),
+    excluded: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Every Email is in the folder of each of its mailboxes, exactly once,
     with the right flags and the server's bytes; nothing else is there.
@@ -191,7 +192,8 @@ def assert_exact_mirror(
     its other keywords that the folder's dovecot-keywords names (every such
     keyword has one, unless `all_lettered` is False: a folder of more than 26).
     `ignore_folders`: folders of no mailbox left as they are (another tool's);
-    `ignore_strays`: file names another tool keeps in folders (.mbsyncstate)."""
+    `ignore_strays`: file names another tool keeps in folders (.mbsyncstate);
+    `excluded`: folders of mailboxes `folders =` leaves out (no file there)."""
     account = mirror.account
     j = account.jmap()
     folder_of = folder_of or folder_of_paths(account, mirror.layout)
@@ -210,6 +212,8 @@ def assert_exact_mirror(
         } - SERVER_ONLY
         for mid in e["mailboxIds"]:
             folder = folder_of[mid]
+            if folder in excluded:
+                continue
             if folder not in letters:
                 letters[folder] = dovecot_letters(mirror.maildir / folder)
             if all_lettered:

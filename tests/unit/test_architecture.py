@@ -31,6 +31,7 @@ PURE = {
     "jmapsync.sync.guards",
     "jmapsync.sync.merge",
     "jmapsync.sync.plan",
+    "jmapsync.sync.selection",
     "jmapsync.sync.twoway",
 }
 # Loaded by a module with side effects or heavy start-up; never by pure code.

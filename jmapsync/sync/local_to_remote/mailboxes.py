@@ -17,6 +17,7 @@ from jmapsync.state.db import JOURNAL_WRITE
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.folders import imap_names
 from jmapsync.sync.local_to_remote.adoption import leftovers
+from jmapsync.sync.selection import Selection, role_paths
 
 INBOX = "INBOX"
 
@@ -47,12 +48,15 @@ async def sync_folders(
             why = "the mailbox has child mailboxes"
         elif box.total_emails:
             why = f"the mailbox holds {box.total_emails} messages on the server"
+        elif ctx.dry is not None:
+            ctx.dry.destroy_mailbox(mid, path)
         else:
             ctx.db.journal_add(JOURNAL_WRITE, {"mailbox_destroy": mid, "folder": path})
             why = await mail.destroy_mailbox(client, mid)
         if why is None:
             ctx.report.mailboxes_destroyed += 1
-            ctx.log.info("mailbox-destroyed", folder=path, reason="folder removed locally")
+            if ctx.dry is None:
+                ctx.log.info("mailbox-destroyed", folder=path, reason="folder removed locally")
             changed = True
         else:
             msg = f"folder {path!r} was removed locally but is kept: {why}"
@@ -85,6 +89,8 @@ async def _create_mailboxes(
     if inbox is not None:
         by_names.setdefault((INBOX,), inbox)
     wanted: set[tuple[str, ...]] = set()
+    selection = Selection.parse(ctx.account.folders)
+    roles = role_paths(mailboxes)
     for folder in new:
         try:
             names = tuple(mailbox_path_components(folder, layout))
@@ -92,11 +98,16 @@ async def _create_mailboxes(
             msg = f"folder {folder!r} not created on the server: {exc}"
             ctx.warn("folder-not-created", msg, folder=folder, reason=str(exc))
             continue
+        why = None
         if imap_names(list(names)) is not None:
             # An IMAP modified UTF-7 name of no mailbox here (folders.py moved
             # those of existing ones): most likely another tool's folder of a
             # mailbox since deleted -- never a name to create on the server.
             why = "an IMAP modified UTF-7 name (mbsync, OfflineIMAP) of no mailbox"
+        elif not selection.selects("/".join(names), roles):
+            # It would be a mailbox this account does not sync.
+            why = "`folders =` does not select it"
+        if why is not None:
             msg = f"folder {folder!r} not created on the server: {why}"
             ctx.warn("folder-not-created", msg, folder=folder, reason=why)
             continue
@@ -117,14 +128,22 @@ async def _create_mailboxes(
         if not creates:
             continue
         paths = sorted("/".join(level[int(cid[1:])]) for cid in creates)
-        ctx.db.journal_add(JOURNAL_WRITE, {"mailbox_create": paths})
-        ids, failed = await mail.create_mailboxes(client, creates)
+        if ctx.dry is not None:
+            dry = ctx.dry
+            ids: dict[str, str] = {
+                cid: dry.create_mailbox(level[int(cid[1:])], p) for cid, (_, p) in creates.items()
+            }
+            failed: dict[str, str] = {}
+        else:
+            ctx.db.journal_add(JOURNAL_WRITE, {"mailbox_create": paths})
+            ids, failed = await mail.create_mailboxes(client, creates)
         for cid, (name, _parent) in creates.items():
             names = level[int(cid[1:])]
             if cid in ids:
                 by_names[names] = ids[cid]
                 ctx.report.mailboxes_created += 1
-                ctx.log.info("mailbox-created", name="/".join(names))
+                if ctx.dry is None:
+                    ctx.log.info("mailbox-created", name="/".join(names))
             else:
                 why = failed.get(cid, "no answer")
                 msg = f"mailbox {name!r} not created: {why}"

@@ -42,6 +42,9 @@ def adopt(ctx: PassContext, f: LocalFile, sent: bytes, email: Email) -> None:
     body = to_lf(server) if form == "lf" else server
     sub, name = wanted_name(email.id, _kept(f.flags))
     dst = join(f.folder, sub, name)
+    if ctx.dry is not None:
+        ctx.dry.rename(f, dst, email.id, "take over import")
+        return
     if store.read(f.relpath) == body:
         store.rename(f.relpath, dst)
     else:
@@ -126,7 +129,10 @@ async def match_foreign(
             # The same bytes as our file of that Email: a copy (cp, mv under
             # another name).  Take it over under our name.
             sub, name = wanted_name(eid, _kept(f.flags))
-            if store.rename(f.relpath, join(f.folder, sub, name)):
+            dst = join(f.folder, sub, name)
+            if ctx.dry is not None:
+                ctx.dry.rename(f, dst, eid, "take over copy")
+            if ctx.dry is not None or store.rename(f.relpath, dst):
                 here = cast(Subdir, sub)
                 virtual.append(LocalFile(f.folder, here, name, eid, _kept(f.flags)))
                 ctx.report.adopted += 1

@@ -56,9 +56,13 @@ async def send_updates(
         chunk = work[start : start + size]
         updates = {u.email_id: dict(u.as_jmap()) for u in chunk if isinstance(u, twoway.Update)}
         destroy = [u for u in chunk if isinstance(u, str)]
-        intent = {"update": sorted(updates), "destroy": destroy, "state": out.email_state}
-        ctx.db.journal_add(JOURNAL_WRITE, intent)
-        result = await mail.set_emails(client, out.email_state, updates, destroy)
+        if ctx.dry is not None:
+            objs = [u for u in chunk if isinstance(u, twoway.Update)]
+            result = ctx.dry.email_set(objs, destroy, out.email_state)
+        else:
+            intent = {"update": sorted(updates), "destroy": destroy, "state": out.email_state}
+            ctx.db.journal_add(JOURNAL_WRITE, intent)
+            result = await mail.set_emails(client, out.email_state, updates, destroy)
         out.email_state = result.new_state
         for u in chunk:
             eid = EmailId(u if isinstance(u, str) else u.email_id)
@@ -74,7 +78,7 @@ async def send_updates(
                 why = result.why(str(eid))
                 msg = f"local change of {eid} refused: {why}"
                 ctx.warn("change-not-sent", msg, email=str(eid), reason=why)
-    if work:
+    if work and ctx.dry is None:
         ctx.log.info(
             "local-changes-sent",
             updated=report.pushed,
@@ -108,6 +112,10 @@ async def import_files(
                 ctx.warn(
                     "import-skipped", f"{f.relpath} not imported: {why}", path=f.relpath, reason=why
                 )
+                continue
+            if ctx.dry is not None:
+                ctx.dry.email_import(f, mailbox_ids or {mailbox_of[f.folder]})
+                report.imported += 1
                 continue
             intent: dict[str, object] = {
                 "path": f.relpath,
@@ -150,7 +158,7 @@ async def import_files(
                 why = result.why(cid)
                 msg = f"{f.relpath} not imported: {why}"
                 ctx.warn("import-refused", msg, path=f.relpath, reason=why)
-    if report.imported:
+    if report.imported and ctx.dry is None:
         ctx.log.info("local-messages-imported", count=report.imported)
 
 
