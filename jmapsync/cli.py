@@ -14,13 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jmapsync import __version__, log
+from jmapsync import __version__, check, hooks, init, log
 from jmapsync.config import Config, load
 from jmapsync.errors import ConfigError, JmapsyncError
-from jmapsync.jmap import quirks
-from jmapsync.jmap.client import JmapClient
-from jmapsync.jmap.types import CORE, MAIL, WEBSOCKET
 from jmapsync.state.db import StateDB
+from jmapsync.summary import sentence
 from jmapsync.sync import verify
 from jmapsync.sync.engine import sync_accounts
 from jmapsync.sync.report import SyncReport, progress_bar_factory
@@ -55,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="let through deletions the guards refuse (vanished folders, emptied folders,"
         " more than max_deletes)",
     )
+    s.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what the pass would do in each direction; change nothing (no file, no"
+        " state, no server write)",
+    )
+    s.add_argument("--json", action="store_true", help="with --dry-run: machine-readable output")
     c = sub.add_parser("check", help="validate the config, connect, show what the server offers")
     c.add_argument("--account", action="append", metavar="NAME")
     st = sub.add_parser("status", help="per account: last sync, states, counts, pending work")
@@ -67,16 +72,29 @@ def build_parser() -> argparse.ArgumentParser:
         "daemon", help="keep every account mirrored: push, Maildir watcher, until SIGTERM"
     )
     d.add_argument("--account", action="append", metavar="NAME")
+    init.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    log.setup(args.log_format or "auto", args.verbose)
+    # On a terminal `sync` ends with a sentence per account (_report_results)
+    # instead of the sync-done event, which -v and JSON logs keep.
+    hide = ("sync-done",) if args.command == "sync" and sys.stdout.isatty() else ()
+    log.setup(args.log_format or "auto", args.verbose, hide)
     try:
+        if args.command == "init":  # before load(): there may be no config yet
+            return init.run(args)
         config = load(args.config)
         if args.log_format is None and config.log_format != "auto":
-            log.setup(config.log_format, args.verbose)
+            log.setup(config.log_format, args.verbose, hide)
+        if args.command == "sync" and args.json and not args.dry_run:
+            print("jmapsync: sync --json needs --dry-run", file=sys.stderr)
+            return EXIT_USAGE
+        if args.command == "sync" and args.dry_run:
+            return cmd_dry_run(
+                config, args.account, as_json=args.json, force_deletes=args.force_deletes
+            )
         if args.command == "sync":
             return cmd_sync(config, args.account, force_deletes=args.force_deletes)
         if args.command == "check":
@@ -105,6 +123,8 @@ def _report_results(results: dict[str, SyncReport | JmapsyncError]) -> int:
         if isinstance(result, JmapsyncError):
             failed += 1
             print(f"jmapsync: account {name}: {result}", file=sys.stderr)
+        elif sys.stdout.isatty():
+            print(sentence(result))
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -112,6 +132,30 @@ def cmd_sync(config: Config, names: list[str] | None, *, force_deletes: bool = F
     results = asyncio.run(
         sync_accounts(config, names, progress_bar_factory(), force_deletes=force_deletes)
     )
+    return _report_results(results)
+
+
+def cmd_dry_run(
+    config: Config, names: list[str] | None, *, as_json: bool, force_deletes: bool = False
+) -> int:
+    """`sync --dry-run`: one block per account on stdout (sync/dryrun.py)."""
+    from jmapsync.sync.dryrun import render
+
+    results = asyncio.run(sync_accounts(config, names, dry_run=True, force_deletes=force_deletes))
+    if as_json:
+        out = {
+            name: {"error": str(r)}
+            if isinstance(r, JmapsyncError)
+            else r.as_dict() | {"would": r.would, "warnings": r.warnings}
+            for name, r in results.items()
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        for name, r in results.items():
+            if isinstance(r, JmapsyncError):
+                print(f"account {name}: dry run: the pass would fail: {r}")
+            else:
+                print(render(r))
     return _report_results(results)
 
 
@@ -124,49 +168,8 @@ def cmd_daemon(config: Config, names: list[str] | None) -> int:
 
 
 def cmd_check(config: Config, names: list[str] | None) -> int:
-    async def one(name: str) -> bool:
-        account = config.account(name)
-        print(f"account {name}: {account.session_url}")
-        try:
-            async with JmapClient(account) as client:
-                s = await client.connect()
-                noticed = await quirks.notice(client, s, account.direction)
-        except JmapsyncError as exc:
-            print(f"  FAILED: {exc}")
-            return False
-        lim = s.limits
-        print(f"  session:      {s.url}")
-        print(f"  username:     {s.username}")
-        print("  accounts:     " + ", ".join(f"{k} ({v})" for k, v in s.accounts.items()))
-        print(f"  mail account: {s.account_id}")
-        print(f"  api:          {s.api_url}")
-        print("  capabilities: " + ", ".join(sorted(s.capabilities)))
-        push = []
-        if s.websocket_url:
-            push.append(f"websocket {s.websocket_url}")
-        if s.event_source_url:
-            push.append(f"eventsource {s.event_source_url}")
-        push.append("poll")
-        print("  push:         " + "; ".join(push))
-        print(
-            f"  limits:       maxConcurrentRequests={lim.max_concurrent_requests}"
-            f" maxCallsInRequest={lim.max_calls_in_request}"
-            f" maxObjectsInGet={lim.max_objects_in_get} maxObjectsInSet={lim.max_objects_in_set}"
-            f" maxSizeRequest={lim.max_size_request} maxSizeUpload={lim.max_size_upload}"
-        )
-        print(f"  maildir:      {account.maildir} ({account.layout}, {account.direction})")
-        missing = [c for c in (CORE, MAIL) if c not in s.capabilities]
-        if missing:  # pragma: no cover - Session.parse refuses these already
-            print("  MISSING: " + ", ".join(missing))
-            return False
-        if WEBSOCKET not in s.capabilities:
-            print("  note: no WebSocket push; the daemon will use EventSource or polling")
-        for note in noticed:
-            print(f"  note: {note}")
-        return True
-
     async def run() -> list[bool]:
-        return [await one(a.name) for a in config.select(names)]
+        return [await check.show(a) for a in config.select(names)]
 
     oks = asyncio.run(run())
     print(f"config {config.path}: OK")
@@ -219,6 +222,7 @@ def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int
         db = StateDB(db_path)
         try:
             summary = db.summary()
+            summary["post_sync"] = hooks.last_result(db)
         finally:
             db.close()
         summary["maildir"] = str(account.maildir)
@@ -249,6 +253,8 @@ def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int
         print(f"  files (state):  {counts['files']}")
         print(f"  files (disk):   {s['local_files']} under {s['maildir']}")
         print(f"  pending:        {counts['journal']} journaled intent(s)")
+        if s.get("post_sync"):
+            print(f"  post_sync:      {hooks.describe(s['post_sync'])}")
     return EXIT_OK
 
 

@@ -931,6 +931,10 @@ class CyrusServer:
             "jmap_pushpoll": str(self.pushpoll),
             "jmap_nonstandard_extensions": "no",
             "jmapsubmission_deleteonsend": "no",
+            # Fastmail's Notes folder is special-use \XNotes (JMAP role "xnotes",
+            # imap/jmap_mailbox.c _mbox_get_role); Cyrus refuses CREATE ... (USE
+            # (\XNotes)) unless it is listed here ("Invalid annotation entry").
+            "specialuse_extra": "\\XNotes",
             # VacationResponse/get segfaults Debian's 3.6.1 httpd
             "jmap_vacation": "no",
             "sendmail": sink,

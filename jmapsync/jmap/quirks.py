@@ -19,7 +19,7 @@ from jmapsync.jmap.types import Session
 
 SUBMISSION = "urn:ietf:params:jmap:submission"
 # How long `check` listens on the event source for a first state event.
-PUSH_LISTEN_S = 3.0
+PUSH_LISTEN_S = 2.0
 _BIG = 1_000_000
 
 

@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from jmapsync.errors import LocalError
-from jmapsync.maildir.durable import SYNCFS, DirSync, copy_fd
+from jmapsync.maildir.durable import SYNCFS, DirSync, copy_fd, name_errors
 from jmapsync.maildir.files import PART_SUFFIX, SUBDIRS, LocalFile, email_id_of, join
 from jmapsync.maildir.flags import parse_name
+from jmapsync.maildir.keywords import FILE_NAME as KEYWORDS_FILE
 
 
 def _inside(root: Path, rel: str) -> Path:
@@ -30,6 +31,26 @@ def _inside(root: Path, rel: str) -> Path:
     if any(p in ("", ".", "..") for p in parts):
         raise LocalError(f"refusing a path outside the Maildir root: {rel!r}")
     return root.joinpath(*parts)
+
+
+def make_dirs(path: Path) -> None:
+    """mkdir -p, each directory it creates mode 0700 (mbsync's choice: mail is
+    private; Path.mkdir(parents=True) would give missing parents 0777 minus
+    the umask, 0755 with the usual one).  Directories that exist keep their
+    mode: the user may have opened them on purpose."""
+    missing = []
+    p = path
+    while not p.is_dir():
+        missing.append(p)
+        if p.parent == p:  # pragma: no cover - / exists
+            break
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(0o700)
+        except FileExistsError:
+            if not d.is_dir():
+                raise
 
 
 class MaildirStore:
@@ -46,7 +67,7 @@ class MaildirStore:
 
     def ensure_root(self) -> None:
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.root)
         except OSError as exc:
             raise LocalError(f"cannot create Maildir root {self.root}: {exc.strerror}") from None
         if not self.root.is_dir():
@@ -56,6 +77,11 @@ class MaildirStore:
         p = self.path(folder)
         return all((p / s).is_dir() for s in ("cur", "new"))
 
+    def needs_folder(self, folder: str) -> bool:
+        """True if ensure_folder would create anything (a dry run asks this)."""
+        p = self.path(folder)
+        return not all((p / sub).is_dir() for sub in SUBDIRS)
+
     def ensure_folder(self, folder: str) -> bool:
         """Create cur/ new/ tmp/ of a folder; True if anything was created."""
         p = self.path(folder)
@@ -64,7 +90,7 @@ class MaildirStore:
             d = p / sub
             if not d.is_dir():
                 try:
-                    d.mkdir(parents=True, exist_ok=True)
+                    make_dirs(d)
                 except OSError as exc:
                     raise LocalError(
                         f"cannot create folder {folder or '.'}: {exc.strerror}"
@@ -82,14 +108,10 @@ class MaildirStore:
         when the destination already holds mail: the per-file plan then moves
         the messages one by one instead.
         """
-        s, d = self.path(src), self.path(dst)
-        if s == d or not self.is_folder(src):
+        if not self.can_move_folder(src, dst):
             return False
-        for sub in SUBDIRS:
-            target = d / sub
-            if target.exists() and any(target.iterdir()):
-                return False
-        d.mkdir(parents=True, exist_ok=True)
+        s, d = self.path(src), self.path(dst)
+        make_dirs(d)
         for sub in SUBDIRS:
             if not (s / sub).exists():
                 continue
@@ -102,6 +124,24 @@ class MaildirStore:
         self.dirsync.add(d.parent)
         return True
 
+    def can_move_folder(self, src: str, dst: str) -> bool:
+        """Would move_folder move anything (src a folder, dst without mail)?"""
+        s, d = self.path(src), self.path(dst)
+        if s == d or not self.is_folder(src):
+            return False
+        return not any((d / sub).exists() and any((d / sub).iterdir()) for sub in SUBDIRS)
+
+    def leftovers(self, folder: str) -> list[str]:
+        """Relative paths of what remove_folder_if_empty would find in a
+        folder's cur/ new/ tmp/ (our unfinished downloads do not count)."""
+        p = self.path(folder)
+        out = []
+        for sub in SUBDIRS:
+            d = p / sub
+            if d.is_dir():
+                out += [join(folder, sub, e) for e in os.listdir(d) if not e.endswith(PART_SUFFIX)]
+        return out
+
     def remove_folder_if_empty(self, folder: str) -> bool:
         """Remove an emptied folder and its empty parents (never the root).
 
@@ -109,20 +149,16 @@ class MaildirStore:
         so a removed mailbox never takes a user's file with it.
         """
         p = self.path(folder)
-        if p == self.root:
+        if p == self.root or self.leftovers(folder):
             return False
-        for sub in SUBDIRS:
-            d = p / sub
-            if d.is_dir():
-                leftover = [e for e in os.listdir(d) if not e.endswith(PART_SUFFIX)]
-                if leftover:
-                    return False
         for sub in SUBDIRS:
             d = p / sub
             if d.is_dir():
                 for e in os.listdir(d):
                     (d / e).unlink()
                 d.rmdir()
+        # Names the letters of files that are gone (maildir/keywords.py).
+        (p / KEYWORDS_FILE).unlink(missing_ok=True)
         try:
             p.rmdir()
         except OSError:
@@ -225,9 +261,10 @@ class MaildirStore:
         """Write tmp/<id>.jmapsync-part WITHOUT fsync: for commit_batch."""
         fd, tmp = self.open_partial(folder, email_id)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            with name_errors(tmp):
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -250,14 +287,16 @@ class MaildirStore:
         if batch_sync and SYNCFS is not None:
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                SYNCFS(fd)
+                with name_errors(self.root):
+                    SYNCFS(fd)
             finally:
                 os.close(fd)
         else:
             for tmp, _ in entries:
                 fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
                 try:
-                    os.fsync(fd)
+                    with name_errors(tmp):
+                        os.fsync(fd)
                 finally:
                     os.close(fd)
         for tmp, rel_dest in entries:
@@ -273,7 +312,8 @@ class MaildirStore:
     def commit_partial(self, fd: int, tmp: Path, rel_dest: str) -> None:
         """fsync the written file, close it, rename it into place."""
         try:
-            os.fsync(fd)
+            with name_errors(tmp):
+                os.fsync(fd)
         finally:
             os.close(fd)
         dest = self.path(rel_dest)
@@ -287,13 +327,21 @@ class MaildirStore:
         file, which is fsynced and renamed into place; the raw one is removed.
         """
         dest = self.path(rel_dest)
-        lf_tmp = tmp.with_name(tmp.name + "-lf")
-        out = os.open(lf_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        # Still ending in PART_SUFFIX: a crash leaves nothing clean_partials misses.
+        lf_tmp = tmp.with_name(tmp.name.removesuffix(PART_SUFFIX) + ".lf" + PART_SUFFIX)
         try:
-            copy_fd(fd, out, lambda chunk: chunk.replace(b"\r\n", b"\n"), carry=b"\r")
-            os.fsync(out)
+            out = os.open(lf_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                with name_errors(lf_tmp):
+                    copy_fd(fd, out, lambda chunk: chunk.replace(b"\r\n", b"\n"), carry=b"\r")
+                    os.fsync(out)
+            finally:
+                os.close(out)
+        except BaseException:
+            lf_tmp.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
+            raise
         finally:
-            os.close(out)
             os.close(fd)
         os.rename(lf_tmp, dest)
         tmp.unlink(missing_ok=True)
@@ -307,10 +355,14 @@ class MaildirStore:
         data = transform(first.read_bytes())
         fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            with name_errors(staging):
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+        except BaseException:
+            staging.unlink(missing_ok=True)
+            raise
         finally:
             os.close(fd)
         try:
@@ -345,11 +397,15 @@ class MaildirStore:
 
     def _copy(self, src: Path, dst: Path) -> None:
         tmp = dst.parent.parent / "tmp" / (dst.name.split(":", 1)[0] + PART_SUFFIX)
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            while chunk := fin.read(1 << 20):
-                fout.write(chunk)
-            fout.flush()
-            os.fsync(fout.fileno())
+        try:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout, name_errors(tmp):
+                while chunk := fin.read(1 << 20):
+                    fout.write(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.rename(tmp, dst)
 
     def rename(self, rel_src: str, rel_dst: str) -> bool:

@@ -8,8 +8,10 @@ the message can say who holds it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from jmapsync.errors import LockedError
@@ -54,3 +56,27 @@ def account_lock(path: Path) -> PidLock:
     return PidLock(
         path, f"another jmapsync process (pid {{pid}}) is syncing this account (lock {path})"
     )
+
+
+@contextlib.contextmanager
+def account_peek(path: Path) -> Iterator[None]:
+    """A shared flock() on an account's lock file for a reader that must
+    change nothing (a dry run): the file is neither created nor written.  No
+    file: no sync ever held it, so none can be running.  A sync holding it
+    (exclusive) makes this fail at once, as a second sync would."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            raise LockedError(
+                f"another jmapsync process (pid {other}) is syncing this account (lock {path})"
+            ) from None
+        yield
+    finally:
+        os.close(fd)

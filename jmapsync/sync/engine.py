@@ -26,19 +26,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from jmapsync import log
+from jmapsync import hooks, log
 from jmapsync.config import AccountConfig, Config
-from jmapsync.errors import JmapsyncError, MethodError
+from jmapsync.errors import JmapsyncError, MethodError, disk_error
 from jmapsync.jmap import mail
 from jmapsync.jmap.client import JmapClient
-from jmapsync.jmap.types import EmailId
+from jmapsync.jmap.types import EmailId, Mailbox, MailboxId
 from jmapsync.maildir.store import MaildirStore
-from jmapsync.state.db import StateDB
+from jmapsync.state.db import StateDB, db_error
 from jmapsync.state.lock import account_lock
-from jmapsync.sync import folders, remote, scope
+from jmapsync.sync import dryrun, folders, letters, remote, scope
 from jmapsync.sync import plan as planner
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.execute import Executor
@@ -63,10 +66,12 @@ class Engine:
         progress: ProgressFactory | None = None,
         force_deletes: bool = False,
         full: bool = False,
+        dry_run: bool = False,
     ) -> None:
         self.config = config
         self.force_deletes = force_deletes
         self.full = full  # read the whole account, whatever the stored states say
+        self.dry_run = dry_run  # decide everything, change nothing (sync/dryrun.py)
         self.account = account
         self.client_factory = client_factory or (JmapClient)
         self.progress = progress
@@ -74,46 +79,72 @@ class Engine:
         self.store = MaildirStore(account.maildir)
 
     async def sync(self) -> SyncReport:
-        self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock = account_lock(self.config.state_dir / f"{self.account.name}.lock")
-        with lock:
-            db = StateDB.for_account(self.config.state_dir, self.account.name)
-            try:
+        """One pass (again after a stateMismatch).  Every failure is a
+        JmapsyncError: a full disk, a read-only or unreadable Maildir, an I/O
+        error become one line naming the path (DiskError), never a traceback;
+        the pass stops where it is, as safe as a crash there."""
+        if self.dry_run:
+            # Not even the state directory is created: the pass runs on a copy.
+            with dryrun.state_copy(self.config.state_dir, self.account.name) as copy:
+                return await self._sync_retrying(copy)
+        state_dir = self.config.state_dir
+        db: StateDB | None = None
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with account_lock(state_dir / f"{self.account.name}.lock"):
+                db = StateDB.for_account(state_dir, self.account.name)
                 try:
                     report = await self._sync_retrying(db)
-                except JmapsyncError as exc:
-                    db.record_result(False, str(exc))
+                except BaseException as exc:
+                    error = _as_error(exc, db.path)
+                    if error is not None:
+                        # Best effort: the disk that failed may hold the database.
+                        with contextlib.suppress(OSError, sqlite3.Error, JmapsyncError):
+                            db.record_result(False, str(error))
                     raise
-                db.record_result(True)
-                return report
-            finally:
-                db.close()
+                else:
+                    db.record_result(True)
+                    return report
+                finally:
+                    db.close()
+        except (OSError, sqlite3.Error) as exc:
+            error = _as_error(exc, db.path if db else state_dir)
+            assert error is not None  # noqa: S101
+            raise error from None
 
     async def _sync_retrying(self, db: StateDB) -> SyncReport:
         """A pass; again (up to MAX_ATTEMPTS, with growing pauses) when a write
         met a server that changed meanwhile (stateMismatch)."""
+        done: SyncReport | None = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            report = SyncReport(self.account.name, dry_run=self.dry_run)
+            if done is not None:
+                # What the failed attempt did before the mismatch (a mailbox
+                # created, a folder moved) was done by this pass: it counts.
+                report.add_counts(done)
             try:
-                return await self._sync(db)
+                return await self._sync(db, report)
             except MethodError as exc:
+                done = report
                 if exc.type != "stateMismatch" or attempt == MAX_ATTEMPTS:
                     raise
                 self.log.info("state-mismatch", attempt=attempt, action="read again, re-merge")
                 await asyncio.sleep(0.2 * attempt * attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _sync(self, db: StateDB) -> SyncReport:
+    async def _sync(self, db: StateDB, report: SyncReport) -> SyncReport:
         started = time.monotonic()
-        # A fresh context per attempt: nothing of a failed attempt carries over.
+        # A fresh context per attempt: nothing of a failed attempt carries
+        # over but the counts in `report`.
         ctx = PassContext(
             self.account,
             db,
             self.store,
             self.log,
-            SyncReport(self.account.name),
+            report,
             force_deletes=self.force_deletes,
+            dry=dryrun.DryRun() if self.dry_run else None,
         )
-        report = ctx.report
         async with self.client_factory(self.account) as client:
             delta = await remote.read_changes(ctx, client, full=self.full)
             assert client.session is not None  # noqa: S101
@@ -132,7 +163,9 @@ class Engine:
             else:
                 await self._pass(ctx, client, client.session.account_id, delta, started)
         report.seconds = round(time.monotonic() - started, 3)
-        self.log.info("sync-done", **report.as_dict())
+        if ctx.dry is not None:
+            report.would = [w.as_dict() for w in ctx.dry.actions]
+        self.log.info("dry-run-done" if self.dry_run else "sync-done", **report.as_dict())
         return report
 
     async def _pass(
@@ -155,56 +188,79 @@ class Engine:
             ctx.warn("local-root-missing", msg, path=str(self.account.maildir))
         if root_missing and ctx.two_way:
             folders.refuse_missing(ctx, {}, [], root_missing=True)
-        store.ensure_root()
+        if ctx.dry is None:
+            store.ensure_root()
 
         # 3. local scope, 4. the remote model
-        old_paths = {m: p for m, (_, p) in db.mailboxes().items()}
-        new_paths = (
-            folders.folder_map(delta.mailboxes, layout)
-            if delta is not None and delta.mailboxes is not None
-            else None
-        )
-        partial = scope.compute(ctx, delta, old_paths, new_paths) if root_existed else None
+        recorded = db.mailboxes()
+        old_paths = {m: p for m, (_, p) in recorded.items()}
+        was = folders.was_mirrored(db, old_paths)  # what `folders =` selected last time
+        boxes = delta.mailboxes if delta is not None else None  # None: unchanged
+        known = boxes if boxes is not None else {m: b for m, (b, _) in recorded.items()}
+        ctx.selected = folders.mirrored(known, self.account)
+        new_paths = folders.folder_map(boxes, layout) if boxes is not None else None
+        partial = None
+        if root_existed and ctx.selected == was:  # a new selection looks at everything
+            partial = scope.compute(ctx, delta, old_paths, new_paths)
         model = await remote.read_model(ctx, client, delta, partial)
         report.phases["remote"] = round(time.monotonic() - started, 3)
-        folder_of = folders.folder_map(model.mailboxes, layout)
+        paths, folder_of = self._folders(ctx, model.mailboxes)
+        # Mirrored last time and not now: their files go (never a server write).
+        deselected = sorted(old_paths[m] for m in was - ctx.selected if m in model.mailboxes)
+        was_paths = {m: p for m, p in old_paths.items() if m in was}
 
         # 5. folders (two-way: new local folders become mailboxes first)
+        folders.adopt_imap_names(ctx, folder_of)
         to_remote: LocalToRemote | None = None
-        held: dict[str, int] = {}
+        held = db.files_per_folder() if ctx.two_way or deselected else {}
+        folders.refuse_deselected(ctx, held, deselected)
         if ctx.two_way:
             to_remote = LocalToRemote(ctx, client)
-            held = db.files_per_folder()
-            vanished = folders.vanished(store, old_paths, folder_of) if root_existed else []
+            vanished = folders.vanished(store, was_paths, folder_of) if root_existed else []
             folders.refuse_missing(ctx, held, vanished, root_missing)
-            if await to_remote.folders(old_paths, model.mailboxes, folder_of, held, vanished):
-                model.mailbox_state, model.mailboxes = await mail.fetch_mailboxes(client)
-                folder_of = folders.folder_map(model.mailboxes, layout)
-        fplan = planner.plan_folders(old_paths, folder_of)
+            new_boxes = await to_remote.folders(
+                old_paths, model.mailboxes, paths, held, vanished, model.emails
+            )
+            if new_boxes:
+                model.mailbox_state, model.mailboxes = await to_remote.mailboxes(
+                    model.mailbox_state, model.mailboxes
+                )
+                paths, folder_of = self._folders(ctx, model.mailboxes)
+        fplan = planner.plan_folders(was_paths, folder_of)
         folders.apply_before(ctx, fplan)
+        letters.load(ctx, sorted(set(folder_of.values())), fplan.moves)
+        excluded = frozenset(model.mailboxes) - (ctx.selected or frozenset())
 
         # 6. scan; two-way: local changes to the server
         local_folders = set(store.folders(layout)) | set(folder_of.values())
-        store.clean_partials(local_folders)
+        if ctx.dry is None:
+            store.clean_partials(local_folders)
         t = time.monotonic()
         if partial is not None:
             pre_stamp = partial.times
             scan = partial.files()
         else:
-            pre_stamp = scope.local_stamp(store, sorted(set(folder_of.values())))
+            pre_stamp = scope.local_stamp(ctx, folders.stamped(store, paths, folder_of))
             scan = list(store.scan(sorted(local_folders)))
+            if ctx.dry is not None:
+                scan = ctx.dry.after_folder_moves(scan)
         superseded: list[tuple[str, str]] = []
         if to_remote is not None:
+            # Not compared this pass: excluded, or selected only since the last one.
+            ignore = excluded | ((ctx.selected or frozenset()) & old_paths.keys()) - was
             out = await to_remote.run(
-                scan, model.emails, folder_of, model.mailboxes, model.email_state, held=held
+                scan, model.emails, paths, model.mailboxes, model.email_state, held, ignore
             )
             model.apply_writes(out.email_state, out.changed, out.destroyed)
             superseded = out.superseded
-            if out.rescan:
+            if out.rescan and ctx.dry is not None:
+                scan = ctx.dry.overlay(scan)
+            elif out.rescan:
                 scan = partial.scan(store) if partial else list(store.scan(sorted(local_folders)))
 
         # 7. plan the local side and execute it
-        plan = planner.plan_files(model.emails, folder_of, scan)
+        letters.allocate(ctx, model.emails, folder_of)
+        plan = planner.plan_files(model.emails, folder_of, scan, ctx.letters, excluded)
         report.planned = len(model.emails)
         del scan  # 100 000 entries; the plan holds what is still needed
         report.phases["scan_plan"] = round(time.monotonic() - t, 3)
@@ -219,19 +275,48 @@ class Engine:
             ctx.mark_files_pending()
         t = time.monotonic()
         executor = Executor(ctx, client, self.progress)
-        await executor.run(plan, settled=partial_record(ctx, model) if ctx.two_way else None)
+        if ctx.dry is not None:
+            ctx.dry.files(report, plan)
+        else:
+            settled = partial_record(ctx, model) if ctx.two_way else None
+            await executor.run(plan, settled=settled)
         report.phases["execute"] = round(time.monotonic() - t, 3)
         removed_foreign: set[str] = set()
         if to_remote is not None and superseded:
             placed = set(plan.final.values()) | {d.email_id for d in plan.downloads}
             removed_foreign = to_remote.remove_superseded(superseded, placed)
-        folders.apply_after(ctx, fplan)
+        folders.apply_after(ctx, fplan, removed_foreign)
         await asyncio.to_thread(executor.line_endings, plan)
         store.dirsync.flush()
+        if ctx.dry is not None:
+            return  # nothing to record: nothing was done
 
         # 8. record, the states last
-        record(ctx, account_id, model, folder_of, plan, partial, pre_stamp, removed_foreign)
+        record(ctx, account_id, model, paths, plan, partial, pre_stamp, removed_foreign)
         report.email_state = model.email_state
+
+    def _folders(
+        self, ctx: PassContext, mailboxes: dict[MailboxId, Mailbox]
+    ) -> tuple[dict[MailboxId, str], dict[MailboxId, str]]:
+        """Every mailbox's folder path, and those of the mailboxes mirrored
+        (`folders =`); sets `ctx.selected` (and the dry run's names)."""
+        paths = folders.folder_map(mailboxes, self.account.layout)
+        ctx.selected = folders.mirrored(mailboxes, self.account)
+        if ctx.dry is not None:
+            ctx.dry.names = paths
+        return paths, {m: p for m, p in paths.items() if m in ctx.selected}
+
+
+def _as_error(exc: BaseException, db_path: Path) -> JmapsyncError | None:
+    """The JmapsyncError for a failure of a pass; None for a cancellation or
+    an interrupt (not a failure of the account)."""
+    if isinstance(exc, JmapsyncError):
+        return exc
+    if isinstance(exc, OSError):
+        return disk_error(exc)
+    if isinstance(exc, sqlite3.Error):
+        return db_error(db_path, exc)
+    return None
 
 
 def partial_record(ctx: PassContext, model: remote.RemoteModel) -> Callable[[set[str]], None]:
@@ -251,19 +336,26 @@ async def sync_accounts(
     progress: ProgressFactory | None = None,
     *,
     force_deletes: bool = False,
+    dry_run: bool = False,
 ) -> dict[str, SyncReport | JmapsyncError]:
     """Sync the named (or all) accounts concurrently; errors are returned, not raised."""
     accounts = config.select(names)
 
     async def one(account: AccountConfig) -> SyncReport | JmapsyncError:
         try:
-            engine = Engine(config, account, progress=progress, force_deletes=force_deletes)
-            return await engine.sync()
+            engine = Engine(
+                config, account, progress=progress, force_deletes=force_deletes, dry_run=dry_run
+            )
+            report = await engine.sync()
         except JmapsyncError as exc:
             log.get().error(
                 "sync-failed", account=account.name, error=str(exc), retry=exc.retry.value
             )
             return exc
+        # After the account lock is released: a hook may run `jmapsync status`.
+        if not dry_run:  # a dry run changed nothing to announce
+            await hooks.after_pass(config, account, report)
+        return report
 
     results = await asyncio.gather(*(one(a) for a in accounts))
     return {a.name: r for a, r in zip(accounts, results, strict=True)}

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from jmapsync.errors import LocalError
+from jmapsync.errors import LocalError, disk_error
 from jmapsync.jmap.client import JmapClient
 from jmapsync.maildir.files import split_rel
 from jmapsync.maildir.lineendings import (
@@ -94,6 +94,7 @@ class Executor:
         for r in plan.renames:
             if store.rename(r.src, r.dst):
                 report.renamed += 1
+                report.moved += r.reason == "move"
             else:
                 raise LocalError(f"{r.src} vanished while syncing; run sync again")
         for lk in plan.links:
@@ -170,7 +171,12 @@ class Executor:
             inspector.feed(chunk)
             data.extend(chunk)
 
-        n = await self.client.stream_blob(d.blob_id, d.size, sink)
+        known = self.ctx.fetched.pop(d.blob_id, None)  # read earlier in this pass
+        if known is not None:
+            sink(known)
+            n = 0  # nothing came over the network for it
+        else:
+            n = await self.client.stream_blob(d.blob_id, d.size, sink)
         seen = inspector.finish()
         form = local_form(self.ctx.account.line_endings, seen)
         body = to_lf(bytes(data)) if form == "lf" else bytes(data)
@@ -187,8 +193,21 @@ class Executor:
         folder, _sub, _name = split_rel(d.dst)
         fd, tmp = await asyncio.to_thread(self.store.open_partial, folder, d.email_id)
         inspector = Inspector()
+
+        def write(chunk: bytes) -> None:
+            inspector.feed(chunk)
+            try:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError as exc:
+                # A DiskError, not an OSError: the HTTP layer must not take a
+                # full disk for a broken connection.
+                exc.filename = str(tmp)
+                raise disk_error(exc) from None
+
         try:
-            n = await self.client.download_to(d.blob_id, fd, d.size, inspector.feed)
+            n = await self.client.stream_blob(d.blob_id, d.size, write)
         except BaseException:
             os.close(fd)
             tmp.unlink(missing_ok=True)
@@ -214,19 +233,29 @@ class Executor:
         paths: dict[str, list[str]] = defaultdict(list)
         for rel, eid in plan.owned():
             paths[eid].append(rel)
+        dry = ctx.dry
+        if dry is not None:
+            # Downloads would arrive in their final form; the rest is read
+            # where it is now (the plan's renames and links were not done).
+            for d in plan.downloads:
+                paths.pop(d.email_id, None)
+
+        def read(rel: str) -> bytes:
+            return store.read(rel if dry is None else dry.on_disk(rel))
+
         for eid, rels in paths.items():
             rels.sort()
             content = ctx.new_contents.get(eid) or known.get(eid)
             if content is None:
                 # Backfill (state from before line_endings): the file holds the
                 # server's exact bytes, as version 1 wrote them.
-                seen = inspect(store.read(rels[0]))
+                seen = inspect(read(rels[0]))
                 content = Content(seen.sha256, seen.size, seen.crlf_only, "exact")
                 ctx.new_contents[eid] = content
             want: Form = "lf" if mode == "lf" and content.crlf_only else "exact"
             if content.form == want:
                 continue
-            data = store.read(rels[0])
+            data = read(rels[0])
             if hashlib.sha256(server_bytes(data, content.form)).hexdigest() != content.sha256:
                 ctx.warn(
                     "line-endings-skipped",
@@ -234,6 +263,10 @@ class Executor:
                     path=rels[0],
                     reason="altered",
                 )
+                continue
+            if dry is not None:
+                dry.add("maildir", "rewrite", ", ".join(rels), f"line endings: {want}")
+                ctx.report.rewritten += 1
                 continue
             store.rewrite(rels, to_lf if want == "lf" else to_crlf)
             ctx.new_contents[eid] = Content(content.sha256, content.size, content.crlf_only, want)

@@ -12,7 +12,7 @@ before any local file goes.  The engine refuses (DeletionRefused) unless
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from pathlib import Path
 
 from jmapsync.jmap.types import Email, EmailId, MailboxId
@@ -61,14 +61,33 @@ def left_by_mailbox(
     records: Mapping[EmailId, Email],
     changed: Mapping[EmailId, Email],
     destroyed: Iterable[EmailId],
+    only: Set[MailboxId] | None = None,
 ) -> Counter[MailboxId]:
-    """How many of the Emails we hold (`records`) left each mailbox in these changes."""
+    """How many of the Emails we hold (`records`) left each mailbox in these
+    changes -- of the mailboxes in `only` (those mirrored), if given: an
+    excluded mailbox emptied (Fastmail's Snoozed, when the messages wake up)
+    deletes no file and needs no second look."""
     left: Counter[MailboxId] = Counter()
     for eid in set(destroyed) | set(changed):
         old, new = records.get(eid), changed.get(eid)
         if old is not None:
-            left.update(old.mailbox_ids - (new.mailbox_ids if new else frozenset()))
+            gone = old.mailbox_ids - (new.mailbox_ids if new else frozenset())
+            left.update(gone if only is None else gone & only)
     return left
+
+
+def deselected(held: Mapping[str, int], folders: Iterable[str], max_deletes: int) -> str | None:
+    """Why removing the local copies in folders `folders =` no longer selects
+    looks like an accident (a typo in a pattern), or None.  The same bounds
+    as a local delete: a folder of EMPTIED_MIN messages or more, or more
+    than `max_deletes` files in all."""
+    counts = {f: held[f] for f in sorted(folders) if held.get(f)}
+    big = [f for f, n in counts.items() if n >= EMPTIED_MIN]
+    total = sum(counts.values())
+    if not big and total <= max_deletes:
+        return None
+    listed = ", ".join(f"{f!r} ({counts[f]})" for f in (big or list(counts))[:5])
+    return f"folder(s) {listed} are no longer selected by `folders =` ({total} messages)"
 
 
 def many_left(left: Counter[MailboxId]) -> set[MailboxId]:

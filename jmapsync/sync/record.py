@@ -10,11 +10,14 @@ fetches the same changes again and finds their files already in place.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 
 from jmapsync.jmap.types import MailboxId
 from jmapsync.maildir.files import split_rel
 from jmapsync.state.db import FileRecord
+from jmapsync.sync import folders as local_folders
+from jmapsync.sync import letters
 from jmapsync.sync import scope as local_scope
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.plan import FilePlan
@@ -25,7 +28,7 @@ def record(
     ctx: PassContext,
     account_id: str,
     model: RemoteModel,
-    folder_of: Mapping[MailboxId, str],
+    paths: Mapping[MailboxId, str],
     plan: FilePlan,
     scope: local_scope.Scope | None,
     pre_stamp: local_scope.Times,
@@ -33,6 +36,8 @@ def record(
 ) -> None:
     db, account = ctx.db, ctx.account
     emails, touched = model.emails, model.touched
+    selected = frozenset(model.mailboxes) if ctx.selected is None else ctx.selected
+    folder_of = {m: p for m, p in paths.items() if m in selected}
 
     def files() -> Iterator[FileRecord]:
         for rel, eid in plan.owned():
@@ -40,7 +45,9 @@ def record(
             yield FileRecord(folder, f"{sub}/{name}", eid)
 
     with db.transaction() as conn:
-        db.put_mailboxes(conn, ((m, folder_of[m.id]) for m in model.mailboxes.values()))
+        # Every mailbox with its path, mirrored or not: a rename is a folder
+        # move, and a mailbox selected later keeps its history.
+        db.put_mailboxes(conn, ((m, paths[m.id]) for m in model.mailboxes.values()))
         if touched is None:
             conn.execute("DELETE FROM emails")
             db.put_emails(conn, emails.values())
@@ -70,9 +77,12 @@ def record(
         db.journal_clear(conn, None)  # every intent of this pass is done and recorded
         db.set_meta(conn, "line_endings", account.line_endings)
         db.set_meta(conn, "contents_complete", "1")
-        folders = sorted(set(folder_of.values()))
+        letters.record(ctx, conn, None if scope is None else scope.dirty)
+        folders = local_folders.stamped(ctx.store, paths, folder_of)
         stamp = local_scope.stamp_to_record(ctx, folders, pre_stamp, plan, scope, removed_foreign)
         db.set_meta(conn, "local_stamp", stamp)
+        db.set_meta(conn, "selected", json.dumps(sorted(selected)))
+        db.set_meta(conn, "folders", " ".join(account.folders))
         db.set_meta(conn, "account_id", account_id)
         # Only now, with every file of this pass on disk and the
         # directories fsynced, do the states advance.

@@ -117,7 +117,7 @@ async def _model(
         # The base of the three-way merge: Emails as last synced.  A second
         # dict over the same Email objects; pull mode does not need it.
         ctx.base = dict(emails) if ctx.two_way else {}
-        left = guards.left_by_mailbox(emails, delta.changed, delta.destroyed)
+        left = guards.left_by_mailbox(emails, delta.changed, delta.destroyed, ctx.selected)
         for eid in delta.destroyed:
             emails.pop(eid, None)
         emails.update(delta.changed)

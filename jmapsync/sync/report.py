@@ -24,6 +24,7 @@ class SyncReport:
     downloaded: int = 0
     bytes: int = 0
     renamed: int = 0
+    moved: int = 0  # of the renamed: to another folder (the rest changed only flags)
     linked: int = 0
     removed: int = 0
     folders_created: int = 0
@@ -42,11 +43,39 @@ class SyncReport:
     email_state: str | None = None
     warnings: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step
+    dry_run: bool = False  # counts and `would` say what the pass would have done
+    would: list[dict[str, str]] = field(default_factory=list)  # dry run: each action
+
+    def add_counts(self, other: SyncReport) -> None:
+        """Add another attempt's counts of things done (not its mode or state)."""
+        for name in COUNTED:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "warnings"} | {
+        return {k: v for k, v in self.__dict__.items() if k not in ("warnings", "would")} | {
             "warnings": len(self.warnings)
         }
+
+
+# The fields of SyncReport that count things done (a retried pass adds them up).
+COUNTED = (
+    "downloaded",
+    "bytes",
+    "renamed",
+    "linked",
+    "removed",
+    "folders_created",
+    "folders_moved",
+    "folders_removed",
+    "rewritten",
+    "pushed",
+    "destroyed",
+    "imported",
+    "adopted",
+    "superseded",
+    "mailboxes_created",
+    "mailboxes_destroyed",
+)
 
 
 class Progress:

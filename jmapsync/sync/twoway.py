@@ -29,17 +29,27 @@ Membership (which mailboxes) is decided per Email, keywords per keyword
 
 Every write is a patch of single keys, so a concurrent change of another
 key on the server is never overwritten.
+
+Mailboxes this pass does not mirror (`ignore`: excluded by `folders =`, or
+selected only since the last pass) are left out of every comparison: their
+memberships are neither read from the files nor written, and a file in their
+folder says nothing.  A local delete of an Email still in one of them leaves
+our mailboxes only (no Trash).  Two moves are refused rather than guessed
+(`Refusal`): a file moved or copied INTO such a folder (the server would not
+learn where it went; the pull puts it back), and a file of an Email that is
+only in such mailboxes appearing in a mirrored folder (a move out or a copy?
+the server keeps it where it is).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 
 from jmapsync.jmap.types import Email, EmailId, MailboxId
 from jmapsync.maildir.files import TRASHED, LocalFile
-from jmapsync.maildir.flags import STANDARD_FLAGS, flags_from_keywords, keywords_from_flags
+from jmapsync.maildir.keywords import Letters
 from jmapsync.sync import merge
 
 
@@ -87,12 +97,22 @@ class Reimport:
     keywords: frozenset[str]  # merged: every file's flag changes, and base's other keywords
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A local move across the edge of what `folders =` mirrors: not sent."""
+
+    email_id: str
+    into: bool  # True: into an unmirrored folder; False: out of an unmirrored mailbox
+    folders: tuple[str, ...]  # the unmirrored folders it went into / came from
+
+
 @dataclass
 class PushPlan:
     updates: list[Update] = field(default_factory=list)
     destroy: list[str] = field(default_factory=list)  # Email ids (deleted inside Trash)
     reimports: list[Reimport] = field(default_factory=list)
     kept: list[tuple[str, str]] = field(default_factory=list)  # (Email id, why) deletes refused
+    refused: list[Refusal] = field(default_factory=list)
     # Emails deleted here per folder (left a mailbox without joining another):
     deleted_in: Counter[str] = field(default_factory=Counter)
 
@@ -112,57 +132,84 @@ def plan_push(
     local: Mapping[str, list[LocalFile]],
     folder_of: Mapping[MailboxId, str],
     trash: MailboxId | None,
+    ignore: Set[MailboxId] = frozenset(),
+    letters: Mapping[str, Letters] | None = None,
 ) -> PushPlan:
     """The server writes that carry the local changes (see module docstring).
 
     `local` maps an Email id to its files now, including files matched to it
-    by content (a copy under an MUA's own name).
+    by content (a copy under an MUA's own name).  `folder_of` has the folder
+    of every mailbox that has one, mirrored or not; `ignore` names the
+    mailboxes this pass does not mirror.  `letters`: folder -> the Dovecot
+    keyword letters jmapsync maps there (none: D F P R S only).
     """
     mailbox_of = {folder: m for m, folder in folder_of.items()}
     plan = PushPlan()
+
+    def mirrored(f: LocalFile) -> bool:
+        return mailbox_of.get(f.folder) not in ignore
+
+    in_mirror: dict[str, list[LocalFile]] = {}
+    for e, fs in local.items():
+        if kept := present(f for f in fs if mirrored(f)):
+            in_mirror[e] = kept
     flag_patches = {
-        p.email_id: p
-        for p in merge.merge_keywords(
-            base, remote, {e: present(fs) for e, fs in local.items() if present(fs)}
-        )
+        p.email_id: p for p in merge.merge_keywords(base, remote, in_mirror, letters, folder_of)
     }
     for eid in sorted(base):
         b = base[eid]
+        synced = b.mailbox_ids - ignore
         files = local.get(eid, [])
-        if any(m not in folder_of for m in b.mailbox_ids):
+        if any(m not in folder_of for m in synced):
             continue  # rule 1
         if any(f.folder not in mailbox_of for f in files):
             continue  # rule 1
-        here = present(files)
+        into = sorted(
+            {f.folder for f in present(files) if not mirrored(f)}
+            - {folder_of[m] for m in b.mailbox_ids if m in folder_of}
+        )
+        if into:
+            plan.refused.append(Refusal(eid, True, tuple(into)))
+            continue
+        here = present(f for f in files if mirrored(f))
+        if not synced and b.mailbox_ids:
+            if here:
+                came = sorted(folder_of.get(m, m) for m in b.mailbox_ids)
+                plan.refused.append(Refusal(eid, False, tuple(came)))
+            continue
         boxes_here = frozenset(mailbox_of[f.folder] for f in here)
         r = remote.get(eid)
         patch = flag_patches.get(eid)
         if r is None:  # rule 2
-            base_flags = flags_from_keywords(b.keywords)
-            changes = merge.local_flag_changes(base_flags, here)
-            if here and (boxes_here != b.mailbox_ids or changes):
-                # Per flag, as in the merge: a file that differs from base
+            in_base = merge.base_folders(b, folder_of)
+            changes = merge.local_keyword_changes(b.keywords, here, letters, in_base)
+            if here and (boxes_here != synced or changes):
+                # Per keyword, as in the merge: a file that differs from base
                 # carries the user's change; the bytes come from one that does.
-                flags = {c for c in base_flags if changes.get(c, True)}
-                flags |= {c for c, on in changes.items() if on}
-                changed = {f.relpath for f in here if merge.local_flag_changes(base_flags, [f])}
+                wanted = {k for k in b.keywords if changes.get(k, True)}
+                wanted |= {k for k, on in changes.items() if on}
+                changed = {
+                    f.relpath
+                    for f in here
+                    if merge.local_keyword_changes(b.keywords, [f], letters, in_base)
+                }
                 first = min(here, key=lambda f: (f.relpath not in changed, f.relpath))
-                # Keywords without a Maildir letter ($junk, custom ones) are
-                # kept from base: nobody changed them here, and there is no
-                # server copy any more to keep them.
-                lettered = keywords_from_flags(STANDARD_FLAGS)
-                wanted = (b.keywords - lettered) | keywords_from_flags("".join(sorted(flags)))
                 plan.reimports.append(Reimport(eid, first, boxes_here, frozenset(wanted)))
             continue
         keywords = patch.changes if patch else ()
-        if boxes_here == b.mailbox_ids:
+        if boxes_here == synced:
             if keywords:
                 plan.updates.append(Update(eid, keywords=keywords))
             continue
-        remote_moved = r.mailbox_ids != b.mailbox_ids
+        r_synced = r.mailbox_ids - ignore
+        remote_moved = r_synced != synced
         if not here:  # rule 3
             if remote_moved or r.keywords != b.keywords:
                 plan.kept.append((eid, "changed on the server meanwhile; kept"))
+            elif r.mailbox_ids & ignore:
+                # Still in a mailbox we do not mirror: it leaves ours, no Trash.
+                plan.updates.append(Update(eid, leave=frozenset(r_synced), reason="delete"))
+                plan.deleted_in.update(folder_of[m] for m in r_synced)
             elif trash is None:
                 plan.kept.append((eid, "no Trash mailbox on the server; kept"))
             elif r.mailbox_ids == {trash}:
@@ -178,8 +225,8 @@ def plan_push(
             if keywords:
                 plan.updates.append(Update(eid, keywords=keywords))
             continue
-        join = frozenset(boxes_here - b.mailbox_ids)
-        leave = frozenset(b.mailbox_ids - boxes_here)
+        join = frozenset(boxes_here - synced)
+        leave = frozenset(synced - boxes_here)
         reason = "move" if join else "delete"
         plan.updates.append(Update(eid, join, leave, keywords, reason))
         if not join:

@@ -32,6 +32,7 @@ from jmapsync.jmap.client import JmapClient
 from jmapsync.maildir.lineendings import Form, server_bytes
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import StateDB
+from jmapsync.sync.folders import was_mirrored
 
 
 @dataclass
@@ -63,8 +64,11 @@ def _stray_files(store: MaildirStore, folders: list[str]) -> list[str]:
     """Files directly in a folder (not in cur/ new/ tmp/) look like lost mail."""
     out = []
     for folder in folders:
-        base = store.path(folder)
-        for entry in os.scandir(base):
+        try:
+            entries = list(os.scandir(store.path(folder)))
+        except FileNotFoundError:
+            continue  # a folder the state knows is gone: its files are reported missing
+        for entry in entries:
             if entry.is_file(follow_symlinks=False) and not entry.name.startswith("."):
                 out.append(f"{folder}/{entry.name}" if folder else entry.name)
     return out
@@ -75,7 +79,8 @@ def check(account: AccountConfig, db: StateDB) -> Findings:
     findings = Findings()
     store = MaildirStore(account.maildir)
     boxes = db.mailboxes()
-    folder_of = {mid: path for mid, (_, path) in boxes.items()}
+    mirrored = was_mirrored(db, boxes)  # `folders =`: the others have no folder
+    folder_of = {mid: path for mid, (_, path) in boxes.items() if mid in mirrored}
     emails = db.emails()
     contents = db.contents()
     expected: dict[str, set[str]] = {
@@ -101,10 +106,14 @@ def check(account: AccountConfig, db: StateDB) -> Findings:
         if content is None:
             continue  # no hash recorded (never synced this file): nothing to compare
         path = store.path(rel)
-        st = path.stat()
-        ident = (st.st_dev, st.st_ino)
-        if ident not in hashes:
-            hashes[ident] = _hash_local(path, content.form)
+        try:
+            st = path.stat()
+            ident = (st.st_dev, st.st_ino)
+            if ident not in hashes:
+                hashes[ident] = _hash_local(path, content.form)
+        except FileNotFoundError:
+            findings.missing.append(f"{rel} (vanished while verifying)")
+            continue
         if hashes[ident] != content.sha256:
             findings.altered.append(f"{rel} (differs from the server's message)")
     for eid, want in expected.items():
@@ -121,9 +130,12 @@ async def check_downloads(account: AccountConfig, db: StateDB, findings: Finding
     """--download: hash every blob as the server sends it now."""
     emails = db.emails()
     contents = db.contents()
+    mirrored = was_mirrored(db, db.mailboxes())
     async with JmapClient(account) as client:
         await client.connect()
         for eid, email in sorted(emails.items()):
+            if not email.mailbox_ids & mirrored:
+                continue  # only in mailboxes `folders =` leaves out: never downloaded
             digest = hashlib.sha256()
             await client.stream_blob(email.blob_id, email.size, digest.update)
             recorded = contents.get(eid)

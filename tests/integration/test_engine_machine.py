@@ -65,7 +65,10 @@ from jmapsync.maildir.flags import KEYWORD_OF_FLAG, format_name
 from jmapsync.sync.engine import SyncReport
 
 EXAMPLES = int(os.environ.get("JMAPSYNC_MACHINE_EXAMPLES", "30"))
-KEYWORDS = [*sorted(KEYWORD_OF_FLAG.values()), "$junk"]
+# The five keywords with a Maildir letter.  Others get Dovecot letters per
+# folder (maildir/keywords.py), whose meaning moves with a file between
+# folders: a model of its own, not this machine's.
+KEYWORDS = sorted(KEYWORD_OF_FLAG.values())
 NEW_MAILBOXES = ["Work", "Lists", "Old"]
 NEW_FOLDERS = ["Projects", "Receipts"]
 FAULTS = [

@@ -24,12 +24,14 @@ PURE = {
     "jmapsync.jmap.types",
     "jmapsync.maildir.files",
     "jmapsync.maildir.flags",
+    "jmapsync.maildir.keywords",
     "jmapsync.maildir.lineendings",
     "jmapsync.maildir.message",
     "jmapsync.maildir.names",
     "jmapsync.sync.guards",
     "jmapsync.sync.merge",
     "jmapsync.sync.plan",
+    "jmapsync.sync.selection",
     "jmapsync.sync.twoway",
 }
 # Loaded by a module with side effects or heavy start-up; never by pure code.

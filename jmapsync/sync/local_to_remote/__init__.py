@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 
 from jmapsync.errors import DeletionRefused
+from jmapsync.jmap import mail
 from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import Email, EmailId, Mailbox, MailboxId, State
 from jmapsync.maildir.files import TRASHED, LocalFile
@@ -57,10 +58,24 @@ class LocalToRemote:
         folder_of: Mapping[MailboxId, str],
         held: Mapping[str, int],
         vanished: list[str],
+        emails: Mapping[EmailId, Email],
     ) -> bool:
         """New local folders -> mailboxes, removed empty ones -> destroyed.
-        True if the server's mailboxes changed (read them again)."""
-        return await sync_folders(self.ctx, self.client, old, mailboxes, folder_of, held, vanished)
+        True if the server's mailboxes changed (read them again).  `folder_of`:
+        every mailbox's folder, mirrored or not (an unmirrored mailbox's
+        folder is not a new one)."""
+        return await sync_folders(
+            self.ctx, self.client, old, mailboxes, folder_of, held, vanished, emails
+        )
+
+    async def mailboxes(
+        self, state: State, current: Mapping[MailboxId, Mailbox]
+    ) -> tuple[State, dict[MailboxId, Mailbox]]:
+        """The mailboxes after `folders()` changed them: read again -- or, in
+        a dry run, as they would be."""
+        if self.ctx.dry is not None:
+            return state, self.ctx.dry.mailboxes(current)
+        return await mail.fetch_mailboxes(self.client)
 
     async def run(
         self,
@@ -69,10 +84,13 @@ class LocalToRemote:
         folder_of: Mapping[MailboxId, str],
         mailboxes: Mapping[MailboxId, Mailbox],
         email_state: State,
-        *,
         held: Mapping[str, int],
+        ignore: Set[MailboxId] = frozenset(),
     ) -> Outcome:
-        """Steps 2-4 for the files in `scan` against the remote `emails`."""
+        """Steps 2-4 for the files in `scan` against the remote `emails`.
+        `folder_of`: every mailbox's folder; `ignore`: the mailboxes not
+        mirrored this pass (their folders' files are matched, never imported,
+        and a move into or out of them is refused: twoway.Refusal)."""
         ctx, client = self.ctx, self.client
         out = Outcome(email_state)
         mailbox_of = {p: m for m, p in folder_of.items()}
@@ -98,12 +116,16 @@ class LocalToRemote:
         if foreign:
             ctx.mark_files_pending(rewrite=True)
             virtual, imports = await match_foreign(ctx, client, foreign, emails, out)
+            imports = self._mirrored_only(imports, mailbox_of, ignore)
 
         local: dict[str, list[LocalFile]] = defaultdict(list)
         for f in [*scan, *virtual]:
             if f.email_id is not None and f.email_id not in reimported:
                 local[f.email_id].append(f)
-        plan = twoway.plan_push(ctx.base, emails, local, folder_of, trash)
+        plan = twoway.plan_push(
+            ctx.base, emails, local, folder_of, trash, letters=ctx.letters, ignore=ignore
+        )
+        self._refused(plan.refused)
 
         reasons = guards.deletion_guard(plan, held, max_deletes=ctx.account.max_deletes)
         if reasons and not ctx.force_deletes:
@@ -127,6 +149,42 @@ class LocalToRemote:
             await import_files(ctx, client, imports, emails, mailbox_of, out)
         return out
 
+    def _mirrored_only(
+        self, imports: list[Import], mailbox_of: Mapping[str, MailboxId], ignore: Set[MailboxId]
+    ) -> list[Import]:
+        """New messages in an unmirrored folder are not imported: `folders =`
+        says the user does not sync that mailbox."""
+        kept = []
+        for item in imports:
+            f = item[0]
+            if mailbox_of[f.folder] in ignore:
+                msg = f"{f.relpath} not imported: `folders =` does not sync {f.folder!r}"
+                self.ctx.warn("import-skipped", msg, path=f.relpath, reason="folder not synced")
+            else:
+                kept.append(item)
+        return kept
+
+    def _refused(self, refused: list[twoway.Refusal]) -> None:
+        """One warning per folder for moves across the edge of `folders =`."""
+        by: dict[tuple[bool, str], int] = defaultdict(int)
+        for r in refused:
+            for folder in r.folders:
+                by[(r.into, folder)] += 1
+        for (into, folder), n in sorted(by.items()):
+            if into:
+                msg = (
+                    f"{n} message(s) moved or copied into {folder!r}, which `folders =` does"
+                    " not sync: not sent to the server; they are put back where the server has"
+                    " them"
+                )
+            else:
+                msg = (
+                    f"{n} message(s) of {folder!r}, which `folders =` does not sync, appeared in"
+                    " a synced folder: a move out of it is not guessed; the server keeps them in"
+                    f" {folder!r} and the local copies go"
+                )
+            self.ctx.warn("move-refused", msg, folder=folder, count=n, into=into)
+
     def remove_superseded(self, superseded: Iterable[tuple[str, str]], owned: set[str]) -> set[str]:
         """Remove MUA copies whose Email now has a file of ours in the mirror;
         the paths removed."""
@@ -135,7 +193,11 @@ class LocalToRemote:
             if eid not in owned:
                 self.ctx.log.warning("copy-kept", path=rel, email=eid, reason="not mirrored yet")
                 continue
-            if self.ctx.store.remove(rel):
+            if self.ctx.dry is not None:
+                self.ctx.dry.remove_copy(rel)
+                self.ctx.report.superseded += 1
+                removed.add(rel)
+            elif self.ctx.store.remove(rel):
                 self.ctx.report.superseded += 1
                 removed.add(rel)
         return removed

@@ -11,10 +11,13 @@ from collections.abc import Mapping
 
 from jmapsync.jmap import mail
 from jmapsync.jmap.client import JmapClient
-from jmapsync.jmap.types import Mailbox, MailboxId
+from jmapsync.jmap.types import Email, EmailId, Mailbox, MailboxId
 from jmapsync.maildir.names import mailbox_path_components
 from jmapsync.state.db import JOURNAL_WRITE
 from jmapsync.sync.context import PassContext
+from jmapsync.sync.folders import imap_names
+from jmapsync.sync.local_to_remote.adoption import leftovers
+from jmapsync.sync.selection import Selection, role_paths
 
 INBOX = "INBOX"
 
@@ -27,10 +30,11 @@ async def sync_folders(
     folder_of: Mapping[MailboxId, str],
     held: Mapping[str, int],
     vanished: list[str],
+    emails: Mapping[EmailId, Email],
 ) -> bool:
     """Create mailboxes for new local folders, destroy the mailboxes of
     folders removed while empty.  True if the server's mailboxes changed."""
-    changed = await _create_mailboxes(ctx, client, old, mailboxes, folder_of)
+    changed = await _create_mailboxes(ctx, client, old, mailboxes, folder_of, emails)
     for path in vanished:
         if held.get(path):
             continue  # removed with messages in it: the deletion guard decides
@@ -44,12 +48,15 @@ async def sync_folders(
             why = "the mailbox has child mailboxes"
         elif box.total_emails:
             why = f"the mailbox holds {box.total_emails} messages on the server"
+        elif ctx.dry is not None:
+            ctx.dry.destroy_mailbox(mid, path)
         else:
             ctx.db.journal_add(JOURNAL_WRITE, {"mailbox_destroy": mid, "folder": path})
             why = await mail.destroy_mailbox(client, mid)
         if why is None:
             ctx.report.mailboxes_destroyed += 1
-            ctx.log.info("mailbox-destroyed", folder=path, reason="folder removed locally")
+            if ctx.dry is None:
+                ctx.log.info("mailbox-destroyed", folder=path, reason="folder removed locally")
             changed = True
         else:
             msg = f"folder {path!r} was removed locally but is kept: {why}"
@@ -63,10 +70,13 @@ async def _create_mailboxes(
     old: Mapping[MailboxId, str],
     mailboxes: Mapping[MailboxId, Mailbox],
     folder_of: Mapping[MailboxId, str],
+    emails: Mapping[EmailId, Email],
 ) -> bool:
     layout = ctx.account.layout
     known = set(folder_of.values()) | set(old.values())
     new = [f for f in ctx.store.folders(layout) if f not in known]
+    # Another sync tool's folders, not the user's new ones (adoption.py).
+    new = [f for f in new if f not in await leftovers(ctx, client, new, emails)]
     if not new:
         return False
     by_names: dict[tuple[str, ...], str] = {}
@@ -79,12 +89,27 @@ async def _create_mailboxes(
     if inbox is not None:
         by_names.setdefault((INBOX,), inbox)
     wanted: set[tuple[str, ...]] = set()
+    selection = Selection.parse(ctx.account.folders)
+    roles = role_paths(mailboxes)
     for folder in new:
         try:
             names = tuple(mailbox_path_components(folder, layout))
         except ValueError as exc:
             msg = f"folder {folder!r} not created on the server: {exc}"
             ctx.warn("folder-not-created", msg, folder=folder, reason=str(exc))
+            continue
+        why = None
+        if imap_names(list(names)) is not None:
+            # An IMAP modified UTF-7 name of no mailbox here (folders.py moved
+            # those of existing ones): most likely another tool's folder of a
+            # mailbox since deleted -- never a name to create on the server.
+            why = "an IMAP modified UTF-7 name (mbsync, OfflineIMAP) of no mailbox"
+        elif not selection.selects("/".join(names), roles):
+            # It would be a mailbox this account does not sync.
+            why = "`folders =` does not select it"
+        if why is not None:
+            msg = f"folder {folder!r} not created on the server: {why}"
+            ctx.warn("folder-not-created", msg, folder=folder, reason=why)
             continue
         # Every missing ancestor too (a verbatim "a/b" whose "a" has no cur/).
         wanted.update(names[:i] for i in range(1, len(names) + 1))
@@ -103,14 +128,22 @@ async def _create_mailboxes(
         if not creates:
             continue
         paths = sorted("/".join(level[int(cid[1:])]) for cid in creates)
-        ctx.db.journal_add(JOURNAL_WRITE, {"mailbox_create": paths})
-        ids, failed = await mail.create_mailboxes(client, creates)
+        if ctx.dry is not None:
+            dry = ctx.dry
+            ids: dict[str, str] = {
+                cid: dry.create_mailbox(level[int(cid[1:])], p) for cid, (_, p) in creates.items()
+            }
+            failed: dict[str, str] = {}
+        else:
+            ctx.db.journal_add(JOURNAL_WRITE, {"mailbox_create": paths})
+            ids, failed = await mail.create_mailboxes(client, creates)
         for cid, (name, _parent) in creates.items():
             names = level[int(cid[1:])]
             if cid in ids:
                 by_names[names] = ids[cid]
                 ctx.report.mailboxes_created += 1
-                ctx.log.info("mailbox-created", name="/".join(names))
+                if ctx.dry is None:
+                    ctx.log.info("mailbox-created", name="/".join(names))
             else:
                 why = failed.get(cid, "no answer")
                 msg = f"mailbox {name!r} not created: {why}"

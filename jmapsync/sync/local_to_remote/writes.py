@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from jmapsync.errors import ProtocolError
@@ -21,8 +21,8 @@ from jmapsync.jmap import mail
 from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import Email, EmailId, MailboxId
 from jmapsync.maildir import message
-from jmapsync.maildir.files import LocalFile, standard
-from jmapsync.maildir.flags import keywords_from_flags
+from jmapsync.maildir.files import LocalFile
+from jmapsync.maildir.keywords import NO_LETTERS
 from jmapsync.state.db import JOURNAL_IMPORT, JOURNAL_WRITE
 from jmapsync.sync import twoway
 from jmapsync.sync.context import PassContext
@@ -56,9 +56,13 @@ async def send_updates(
         chunk = work[start : start + size]
         updates = {u.email_id: dict(u.as_jmap()) for u in chunk if isinstance(u, twoway.Update)}
         destroy = [u for u in chunk if isinstance(u, str)]
-        intent = {"update": sorted(updates), "destroy": destroy, "state": out.email_state}
-        ctx.db.journal_add(JOURNAL_WRITE, intent)
-        result = await mail.set_emails(client, out.email_state, updates, destroy)
+        if ctx.dry is not None:
+            objs = [u for u in chunk if isinstance(u, twoway.Update)]
+            result = ctx.dry.email_set(objs, destroy, out.email_state)
+        else:
+            intent = {"update": sorted(updates), "destroy": destroy, "state": out.email_state}
+            ctx.db.journal_add(JOURNAL_WRITE, intent)
+            result = await mail.set_emails(client, out.email_state, updates, destroy)
         out.email_state = result.new_state
         for u in chunk:
             eid = EmailId(u if isinstance(u, str) else u.email_id)
@@ -74,7 +78,7 @@ async def send_updates(
                 why = result.why(str(eid))
                 msg = f"local change of {eid} refused: {why}"
                 ctx.warn("change-not-sent", msg, email=str(eid), reason=why)
-    if work:
+    if work and ctx.dry is None:
         ctx.log.info(
             "local-changes-sent",
             updated=report.pushed,
@@ -84,7 +88,9 @@ async def send_updates(
 
 
 def group_copies(
-    items: list[Import], mailbox_of: Mapping[str, MailboxId]
+    items: list[Import],
+    mailbox_of: Mapping[str, MailboxId],
+    keywords_of: Callable[[LocalFile], frozenset[str]],
 ) -> tuple[list[Import], dict[str, list[LocalFile]]]:
     """One import per message: files with the same Message-ID and body (the
     same new message in two folders, or an MUA's copy of a message being
@@ -112,7 +118,7 @@ def group_copies(
                 mailbox_of[c.folder] for c in rest
             }
             if kws is None:
-                kws = keywords_from_flags(standard("".join(it[0].flags for it in group)))
+                kws = frozenset().union(*(keywords_of(it[0]) for it in group))
             copies[f.relpath] = rest
         out.append((f, raw, boxes, kws))
     return out, copies
@@ -129,7 +135,11 @@ async def import_files(
     """Upload and Email/import new local messages (and re-imports), journaled:
     intent before the upload, the new Email id right after the answer.  Copies
     of one message are imported once (`group_copies`)."""
-    items, copies = group_copies(items, mailbox_of)
+
+    def keywords_of(f: LocalFile) -> frozenset[str]:
+        return ctx.letters.get(f.folder, NO_LETTERS).keywords_in(f.flags)
+
+    items, copies = group_copies(items, mailbox_of, keywords_of)
     assert client.session is not None  # noqa: S101
     db, report, store = ctx.db, ctx.report, ctx.store
     limits = client.session.limits
@@ -147,6 +157,10 @@ async def import_files(
                     "import-skipped", f"{f.relpath} not imported: {why}", path=f.relpath, reason=why
                 )
                 continue
+            if ctx.dry is not None:
+                ctx.dry.email_import(f, mailbox_ids or {mailbox_of[f.folder]})
+                report.imported += 1
+                continue
             intent: dict[str, object] = {
                 "path": f.relpath,
                 "sha256": hashlib.sha256(data).hexdigest(),
@@ -157,7 +171,7 @@ async def import_files(
             intent["blob_id"] = await client.upload(data)
             pending[f"i{i}"] = (f, data, seq, intent)
             boxes[f"i{i}"] = mailbox_ids or frozenset({mailbox_of[f.folder]})
-            keywords[f"i{i}"] = kws if kws is not None else keywords_from_flags(standard(f.flags))
+            keywords[f"i{i}"] = kws if kws is not None else keywords_of(f)
         if not pending:
             continue
         items_jmap = {
@@ -191,7 +205,7 @@ async def import_files(
                 why = result.why(cid)
                 msg = f"{f.relpath} not imported: {why}"
                 ctx.warn("import-refused", msg, path=f.relpath, reason=why)
-    if report.imported:
+    if report.imported and ctx.dry is None:
         ctx.log.info("local-messages-imported", count=report.imported)
 
 
