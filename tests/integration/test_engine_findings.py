@@ -187,3 +187,28 @@ def test_a_folder_kept_for_an_mua_file_is_synced_by_the_next_pass(
         stalwart.mailbox_id("Projects"),
     }
     assert_exact_mirror(mirror)
+
+
+def test_a_new_folder_of_copies_after_the_first_pass_becomes_a_mailbox(
+    stalwart: JmapServer, tmp_path: Path
+) -> None:
+    """Found by the machine after merging main's adoption rule: "the first
+    two-way pass" was told by a meta key that only a pass WITH new folders
+    writes -- so the first new folder an account ever got, if it held only
+    copies (mutt's `s` to a new folder), was taken for another tool's
+    leftover: no mailbox, the copy never synced."""
+    eid = stalwart.deliver(make_message(1))
+    mirror = memory_mirror(stalwart, tmp_path, direction="two-way")
+    mirror.sync()
+    mirror.sync()
+    [f] = (mirror.maildir / "INBOX" / "new").iterdir()
+    for sub in ("cur", "new", "tmp"):
+        (mirror.maildir / "Keep" / sub).mkdir(parents=True)
+    mutt_copy(mirror, f, "Keep")
+    report = mirror.sync()
+    assert not [w for w in report.warnings if "left by the tool" in w]
+    assert stalwart.emails()[eid].mailbox_ids == {
+        stalwart.mailbox_id("INBOX"),
+        stalwart.mailbox_id("Keep"),
+    }
+    assert_exact_mirror(mirror)

@@ -76,7 +76,13 @@ async def _create_mailboxes(
     known = set(folder_of.values()) | set(old.values())
     new = [f for f in ctx.store.folders(layout) if f not in known]
     # Another sync tool's folders, not the user's new ones (adoption.py).
-    new = [f for f in new if f not in await leftovers(ctx, client, new, emails)]
+    # Asked once, also with no new folder: that is how adoption.py learns
+    # that the account's first two-way pass is over (inside the
+    # comprehension's condition it ran once per new folder -- and never on
+    # a pass without one, so the first new folder ever was taken for a
+    # leftover of another tool).
+    left = await leftovers(ctx, client, new, emails)
+    new = [f for f in new if f not in left]
     if not new:
         return False
     by_names: dict[tuple[str, ...], str] = {}
