@@ -139,9 +139,10 @@ class Expect:
     """What a pass must achieve, computed from what it starts from."""
 
     survive: set[int]  # tokens that must be on the server afterwards
-    # token -> (mailbox keys, letters) the message must end with; a key is a
-    # mailbox id, or "new:<folder>" for a folder that becomes a mailbox
-    exact: dict[int, tuple[frozenset[str], str]]
+    # token -> (mailbox keys, letters or None: not decided here) the message
+    # must end with; a key is a mailbox id, or "new:<folder>" for a folder
+    # that becomes a mailbox
+    exact: dict[int, tuple[frozenset[str], str | None]]
     why: dict[int, str]
 
 
@@ -214,6 +215,18 @@ def expect(
         boxes = frozenset(k for k in keys if k is not None)
         base_letters = letters(b.keywords)
         changed = {c for c in LETTERS if any((c in f.flags) != (c in base_letters) for f in fs)}
+        cont = by_token.get(t)
+        if r is None and fs and cont is not None and cont.eid not in base:
+            # A re-import whose answer a faulted pass lost: the journal finds
+            # it, and the old Email's files stand for it (joins and leaves
+            # since count; their flags are its keywords, bar the changes made
+            # to the journaled file since -- which file that was is not
+            # known here, so the flags are not checked).
+            boxes |= {k for f in here.get(cont.eid, []) if (k := key[f.folder]) is not None}
+            out.survive.add(t)
+            out.exact[t] = (boxes, None)
+            out.why[t] = "re-import recovered from the journal"
+            continue
         if r is None:
             if fs and (boxes != b.boxes or changed):
                 out.survive.add(t)

@@ -8,6 +8,7 @@ Each test names the bug it pins; the fix is in the commit that added it.
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -212,3 +213,36 @@ def test_a_new_folder_of_copies_after_the_first_pass_becomes_a_mailbox(
         stalwart.mailbox_id("Keep"),
     }
     assert_exact_mirror(mirror)
+
+
+@pytest.mark.parametrize("then", ["copy", "flag"])
+def test_a_recovered_reimport_takes_the_changes_made_since(
+    stalwart: JmapServer, tmp_path: Path, then: str
+) -> None:
+    """Found by the long machine run: a re-import's answer was lost, and
+    before the next pass the user copied the message to another folder (a
+    join nobody sent: the copy was dropped) -- or marked it read, renaming
+    the journaled file (the recovery looked only at the journaled path, and
+    the message was imported a second time)."""
+    eid = stalwart.deliver(make_message(1))
+    mirror = memory_mirror(stalwart, tmp_path, direction="two-way")
+    mirror.sync()
+    [f] = (mirror.maildir / "INBOX" / "new").iterdir()
+    moved = mirror.maildir / "Archive" / "new" / f.name
+    f.rename(moved)  # a change: the destroyed Email is imported again
+    stalwart.destroy(eid)
+    stalwart.fault("lose", "api:Email/import")
+    with contextlib.suppress(TransportError):
+        mirror.sync()
+    if then == "copy":
+        shutil.copyfile(moved, mirror.maildir / "Drafts" / "new" / moved.name)
+        want = {"Archive", "Drafts"}
+    else:
+        moved.rename(mirror.maildir / "Archive" / "cur" / (moved.name + ":2,S"))
+        want = {"Archive"}
+    mirror.sync()
+    [new] = stalwart.by_message_id(MID.format(1))
+    assert stalwart.emails()[new].mailbox_ids == {stalwart.mailbox_id(b) for b in want}
+    assert stalwart.emails()[new].keywords == ({"$seen"} if then == "flag" else set())
+    assert_exact_mirror(mirror)
+    assert mirror.sync().imported == 0

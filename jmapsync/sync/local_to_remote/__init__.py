@@ -25,6 +25,7 @@ from a fresh read.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Set
 
@@ -33,11 +34,12 @@ from jmapsync.jmap import mail
 from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import Email, EmailId, Mailbox, MailboxId, State
 from jmapsync.maildir.files import TRASHED, LocalFile
+from jmapsync.maildir.keywords import NO_LETTERS
 from jmapsync.state.db import JOURNAL_WRITE
 from jmapsync.sync import guards, twoway
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.local_to_remote.mailboxes import sync_folders
-from jmapsync.sync.local_to_remote.mua_files import match_foreign, recover_imports
+from jmapsync.sync.local_to_remote.mua_files import Recovered, match_foreign, recover_imports
 from jmapsync.sync.local_to_remote.outcome import Import, Outcome
 from jmapsync.sync.local_to_remote.writes import import_files, send_updates
 
@@ -101,15 +103,15 @@ class LocalToRemote:
             ctx.log.info(
                 "earlier-pass-died", writes=len(died), action="their effect is read from the server"
             )
-        recovered, reimported = await recover_imports(ctx, client, emails, scan)
-        out.rescan = bool(recovered)
+        recovered = await recover_imports(ctx, client, emails, scan)
+        out.rescan = bool(recovered.adopted)
         foreign = [
             f
             for f in scan
             if f.email_id is None
             and f.folder in mailbox_of
             and TRASHED not in f.flags
-            and f.relpath not in recovered
+            and f.relpath not in recovered.adopted
         ]
         virtual: list[LocalFile] = []
         imports: list[Import] = []
@@ -118,12 +120,9 @@ class LocalToRemote:
             virtual, imports = await match_foreign(ctx, client, foreign, emails, out)
             imports = self._mirrored_only(imports, mailbox_of, ignore)
 
-        local: dict[str, list[LocalFile]] = defaultdict(list)
-        for f in [*scan, *virtual]:
-            if f.email_id is not None and f.email_id not in reimported:
-                local[f.email_id].append(f)
+        base, local = self._continued(recovered, [*scan, *virtual])
         plan = twoway.plan_push(
-            ctx.base, emails, local, folder_of, trash, letters=ctx.letters, ignore=ignore
+            base, emails, local, folder_of, trash, letters=ctx.letters, ignore=ignore
         )
         self._refused(plan.refused)
 
@@ -148,6 +147,36 @@ class LocalToRemote:
             ctx.mark_files_pending(rewrite=True)
             await import_files(ctx, client, imports, emails, mailbox_of, out)
         return out
+
+    def _continued(
+        self, recovered: Recovered, files: list[LocalFile]
+    ) -> tuple[dict[EmailId, Email], dict[str, list[LocalFile]]]:
+        """The base and the files per Email for the three-way decisions.
+
+        A re-import whose lost answer the journal recovered continues the
+        destroyed Email: its base is the new Email as we imported it, and
+        the old one's files stand for it in their folders, showing its
+        keywords (each file held only its own part of the merged change the
+        import carried) -- so a copy or a delete made since is a join or a
+        leave, and nothing is imported twice.  The recovered file itself also
+        shows the flags changed since its import was journaled."""
+        base = self.ctx.base
+        reimported = recovered.reimported
+        if reimported:
+            base = dict(base) | {e.id: e for e in reimported.values()}
+        local: dict[str, list[LocalFile]] = defaultdict(list)
+        for f in files:
+            if f.email_id is not None and f.email_id in reimported:
+                e = reimported[f.email_id]
+                flags = self.ctx.letters.get(f.folder, NO_LETTERS).wanted(e.keywords)
+                then = recovered.journaled_flags.get(f.relpath)
+                if then is not None:  # letters the user changed since: as the file has them
+                    since = set(f.flags) ^ set(then)
+                    flags = "".join(sorted((set(flags) - since) | (set(f.flags) & since)))
+                local[e.id].append(dataclasses.replace(f, email_id=e.id, flags=flags))
+            elif f.email_id is not None:
+                local[f.email_id].append(f)
+        return base, local
 
     def _mirrored_only(
         self, imports: list[Import], mailbox_of: Mapping[str, MailboxId], ignore: Set[MailboxId]

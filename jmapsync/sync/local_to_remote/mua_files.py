@@ -19,13 +19,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import cast
 
 from jmapsync.jmap import mail
 from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import Email, EmailId
 from jmapsync.maildir import message
-from jmapsync.maildir.files import TRASHED, LocalFile, Subdir, join, wanted_name
+from jmapsync.maildir.files import TRASHED, LocalFile, Subdir, email_id_of, join, wanted_name
+from jmapsync.maildir.flags import parse_name
 from jmapsync.maildir.lineendings import inspect, local_form, server_bytes, to_lf
 from jmapsync.state.db import JOURNAL_IMPORT, Content
 from jmapsync.sync.context import PassContext
@@ -59,26 +61,35 @@ def _kept(flags: str) -> str:
     return "".join(sorted(set(flags) - {TRASHED}))
 
 
+@dataclass
+class Recovered:
+    """What recover_imports found: the files adopted (their paths when the
+    pass began), and for a re-import (a file under the name of an Email the
+    server destroyed) the old Email id -> the new Email and the adopted
+    file's flags when the import was journaled (a change since is the user's)."""
+
+    adopted: set[str] = field(default_factory=set)
+    reimported: dict[str, Email] = field(default_factory=dict)
+    journaled_flags: dict[str, str] = field(default_factory=dict)  # relpath -> flags
+
+
 async def recover_imports(
     ctx: PassContext,
     client: JmapClient,
     emails: Mapping[EmailId, Email],
     scan: list[LocalFile],
-) -> tuple[set[str], set[str]]:
+) -> Recovered:
     """Files of imports a crash interrupted that the server did take:
-    adopted now, never imported again.  Returns their paths, and the ids of
-    the destroyed Emails whose re-import they were (their other files stand
-    for nothing any more: the import carried their changes)."""
+    adopted now, never imported again."""
     db, base = ctx.db, ctx.base
     entries = db.journal(JOURNAL_IMPORT)
+    out = Recovered()
     if not entries:
-        return set(), set()
+        return out
     on_disk = {f.relpath: f for f in scan}
-    adopted: set[str] = set()
-    reimported: set[str] = set()
     for _seq, p in entries:
         rel, sha, size = str(p["path"]), str(p["sha256"]), int(str(p["size"]))
-        f = on_disk.get(rel)
+        f = on_disk.get(rel) or _renamed_since(rel, scan, emails)
         # A file under our name of an Email the server no longer has is a
         # re-import's: look for it too (found by the machine: a lost answer
         # to a re-import made the next pass import it again).
@@ -97,16 +108,29 @@ async def recover_imports(
                     break
         if found is None:
             continue  # never imported: imported again below, as a new file
-        raw = await asyncio.to_thread(ctx.store.read, rel)
-        ctx.log.info("import-recovered", path=rel, email=found.id)
+        raw = await asyncio.to_thread(ctx.store.read, f.relpath)
+        ctx.log.info("import-recovered", path=f.relpath, email=found.id)
         ctx.mark_files_pending(rewrite=True)
         await asyncio.to_thread(adopt, ctx, f, raw, found)
-        adopted.add(rel)
+        out.adopted.add(f.relpath)
         if f.email_id is not None:
-            reimported.add(f.email_id)
+            out.reimported[f.email_id] = found
+            out.journaled_flags[f.relpath] = parse_name(rel.rsplit("/", 1)[-1]).flags
     with db.transaction() as conn:
         db.journal_clear(conn, JOURNAL_IMPORT)
-    return adopted, reimported
+    return out
+
+
+def _renamed_since(
+    rel: str, scan: list[LocalFile], emails: Mapping[EmailId, Email]
+) -> LocalFile | None:
+    """A re-import's file the user renamed (a flag) or moved since the import
+    was journaled: another file of the same destroyed Email.  (An MUA's new
+    file renamed since is found by its Message-ID instead: match_foreign.)"""
+    old = email_id_of(parse_name(rel.rsplit("/", 1)[-1]).base)
+    if old is None or EmailId(old) in emails:
+        return None
+    return min((f for f in scan if f.email_id == old), key=lambda f: f.relpath, default=None)
 
 
 async def match_foreign(
