@@ -52,6 +52,7 @@ from machine_model import (
     folders_on_disk,
     letters,
     names,
+    recorded,
     scan,
     snapshot,
 )
@@ -289,6 +290,10 @@ class EngineMachine(RuleBasedStateMachine):
                 raise  # failed, and not by the fault: a bug
             event("pass failed by a fault")
             self.faulted = True
+            # What the engine recorded of it -- the Emails whose files its
+            # pull had made final before the fault (execute.py `settled`) --
+            # is the base the user then works from.
+            self.base = recorded(self.server, self.mirror.state_dir / "test.sqlite3")
             return
         finally:
             self.server.faults.clear()  # an unused fault does not carry over
