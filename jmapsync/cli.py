@@ -65,6 +65,25 @@ def build_parser() -> argparse.ArgumentParser:
         "daemon", help="keep every account mirrored: push, Maildir watcher, until SIGTERM"
     )
     d.add_argument("--account", action="append", metavar="NAME")
+    r = sub.add_parser("restore", help="upload every message of a Maildir tree into an account")
+    r.add_argument("--account", required=True, metavar="NAME", help="the account to restore into")
+    r.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        metavar="MAILDIR",
+        help="the Maildir tree to read (default: the account's maildir)",
+    )
+    r.add_argument(
+        "--layout",
+        choices=("verbatim", "maildir++"),
+        help="folder layout of MAILDIR (default: the account's layout)",
+    )
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be created and imported; send no write",
+    )
     return p
 
 
@@ -85,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_verify(config, args.account, download=args.download)
         if args.command == "daemon":
             return cmd_daemon(config, args.account)
+        if args.command == "restore":
+            from jmapsync.restore.command import cmd_restore
+
+            return cmd_restore(config, args.account, args.source, args.layout, dry_run=args.dry_run)
     except ConfigError as exc:
         print(f"jmapsync: {exc}", file=sys.stderr)
         return EXIT_USAGE
