@@ -3,7 +3,8 @@
 Nothing here changes or deletes what the account already holds: Mailbox/set
 only creates, Email/import only adds.
 
-Order per batch (at most maxObjectsInSet messages, at most 32 MiB):
+Order per batch (at most maxObjectsInSet messages and 100, at most 32 MiB;
+the next batch's steps 1-3 run while this one's step 4 does):
 
 1. read each message's first file again and check it still has the bytes
    the plan was made from (a file changed meanwhile is skipped: rerun);
@@ -24,12 +25,13 @@ restore never relies on it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from jmapsync import log
-from jmapsync.errors import HTTPStatusError
+from jmapsync.errors import HTTPStatusError, JmapsyncError
 from jmapsync.jmap import mail
 from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import State
@@ -92,6 +94,16 @@ async def create_mailboxes(
 
 
 @dataclass
+class _Ready:
+    """A message of a batch: read, then uploaded."""
+
+    msg: Message
+    keys: tuple[Key, ...]
+    data: bytes
+    blob_id: str = ""
+
+
+@dataclass
 class Uploader:
     """Imports messages in journaled batches (module docstring)."""
 
@@ -107,18 +119,36 @@ class Uploader:
     async def run(
         self, work: Sequence[tuple[Message, tuple[Key, ...]]], ids: Mapping[Key, str]
     ) -> None:
+        """Batch k+1 is read, journaled and uploaded while batch k's
+        Email/import runs: the server appends the uploads to its upload area
+        while it files the previous batch into the mailboxes."""
         assert self.client.session is not None  # noqa: S101
         limit = max(1, min(self.client.session.limits.max_objects_in_set, 100))
-        batch: list[tuple[Message, tuple[Key, ...]]] = []
+        batches: list[list[tuple[Message, tuple[Key, ...]]]] = [[]]
         size = 0
         for item in work:
-            if batch and (len(batch) >= limit or size + item[0].size > _BATCH_BYTES):
-                await self._batch(batch, ids)
-                batch, size = [], 0
-            batch.append(item)
+            if batches[-1] and (len(batches[-1]) >= limit or size + item[0].size > _BATCH_BYTES):
+                batches.append([])
+                size = 0
+            batches[-1].append(item)
             size += item[0].size
-        if batch:
-            await self._batch(batch, ids)
+        importing: asyncio.Task[None] | None = None
+        try:
+            for batch in batches:
+                ready = await self._prepare(batch)
+                if importing is not None:
+                    await importing
+                    importing = None
+                if ready:
+                    importing = asyncio.create_task(self._import(ready, ids))
+            if importing is not None:
+                await importing
+                importing = None
+        finally:
+            if importing is not None:  # an error (or Ctrl-C) while preparing
+                importing.cancel()
+                with contextlib.suppress(asyncio.CancelledError, JmapsyncError):
+                    await importing
 
     async def _read(self, msg: Message) -> bytes | None:
         for rel in msg.files:
@@ -140,69 +170,71 @@ class Uploader:
                 await asyncio.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _batch(
-        self, batch: list[tuple[Message, tuple[Key, ...]]], ids: Mapping[Key, str]
-    ) -> None:
+    async def _prepare(self, batch: list[tuple[Message, tuple[Key, ...]]]) -> list[_Ready]:
+        """Steps 1-3 of the module docstring for one batch."""
         assert self.client.session is not None  # noqa: S101
-        ready: list[tuple[Message, tuple[Key, ...], bytes]] = []
+        ready: list[_Ready] = []
         for msg, keys in batch:
             data = await self._read(msg)
             if data is None:
                 self._skip(msg, "changed or vanished during the restore (run it again)")
                 continue
-            ready.append((msg, keys, data))
+            ready.append(_Ready(msg, keys, data))
         if not ready:
-            return
+            return []
         self.journal.intend(
             (
-                m.sha256,
-                m.size,
-                m.message_id,
-                {"file": m.files[0], "mailboxes": [display(k) for k in keys]},
+                r.msg.sha256,
+                r.msg.size,
+                r.msg.message_id,
+                {"file": r.msg.files[0], "mailboxes": [display(k) for k in r.keys]},
             )
-            for m, keys, _ in ready
+            for r in ready
         )
-        blobs: list[str] = [""] * len(ready)
         sem = asyncio.Semaphore(self.client.session.limits.max_concurrent_upload)
 
-        async def up(i: int) -> None:
+        async def up(r: _Ready) -> None:
             async with sem:
-                blobs[i] = await self._upload(ready[i][2])
+                r.blob_id = await self._upload(r.data)
 
-        start = 0
+        todo = ready
         if not self.first_upload_done:
-            await up(0)
+            await up(ready[0])
             self.first_upload_done = True
-            start = 1
-        await asyncio.gather(*(up(i) for i in range(start, len(ready))))
+            todo = ready[1:]
+        await asyncio.gather(*(up(r) for r in todo))
+        return ready
+
+    async def _import(self, ready: list[_Ready], ids: Mapping[Key, str]) -> None:
+        """Steps 4-5 of the module docstring for one batch."""
         items = {
             f"r{i}": mail.ImportItem(
-                blob_id=blobs[i],
-                mailbox_ids=frozenset(ids[k] for k in keys),
-                keywords=msg.keywords,
-                received_at=utc_date(msg.received_at),
+                blob_id=r.blob_id,
+                mailbox_ids=frozenset(ids[k] for k in r.keys),
+                keywords=r.msg.keywords,
+                received_at=utc_date(r.msg.received_at),
             )
-            for i, (msg, keys, _) in enumerate(ready)
+            for i, r in enumerate(ready)
         }
         result = await mail.import_emails(self.client, self.email_state, items)
         done: list[tuple[str, int, str | None, str]] = []
-        for i, (msg, _keys, data) in enumerate(ready):
+        for i, r in enumerate(ready):
             cid = f"r{i}"
             email = result.created.get(cid)
-            existing = result.failed.get(cid, {}).get("existingId")
+            failed = result.failed.get(cid, {})
+            existing = failed.get("existingId")
             if email is not None:
-                done.append((msg.sha256, msg.size, msg.message_id, email.id))
+                done.append((r.msg.sha256, r.msg.size, r.msg.message_id, email.id))
                 self.report.imported += 1
-                self.report.imported_bytes += len(data)
-            elif result.failed.get(cid, {}).get("type") == "alreadyExists" and isinstance(
-                existing, str
-            ):
-                done.append((msg.sha256, msg.size, msg.message_id, existing))
+                self.report.imported_bytes += len(r.data)
+            elif failed.get("type") == "alreadyExists" and isinstance(existing, str):
+                done.append((r.msg.sha256, r.msg.size, r.msg.message_id, existing))
                 self.report.present += 1
             else:
-                self._skip(msg, f"the server refused the import: {result.why(cid)}", tick=False)
+                reason = f"the server refused the import: {result.why(cid)}"
+                self._skip(r.msg, reason, tick=False)
         self.journal.done(done)
-        self.progress.update(len(ready), sum(len(d) for _, _, d in ready))
+        self.progress.update(len(ready), sum(len(r.data) for r in ready))
 
     def _skip(self, msg: Message, reason: str, *, tick: bool = True) -> None:
         log.get().warning("restore-skipped", file=msg.files[0], reason=reason)
