@@ -39,7 +39,7 @@ from jmapsync.restore.folders import display, mailbox_names
 from jmapsync.restore.journal import RestoreJournal, journal_path
 from jmapsync.restore.report import NoProgress, ProgressFactory, RestoreReport, Skipped
 from jmapsync.restore.upload import Uploader, create_mailboxes
-from jmapsync.state.db import account_lock
+from jmapsync.state.lock import account_lock
 
 
 def _no_progress(_desc: str, _total: int, _nbytes: int) -> NoProgress:
