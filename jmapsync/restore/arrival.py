@@ -30,15 +30,11 @@ Times are whole seconds, UTC (what JMAP servers store).
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 MIN_DATE_SPAN_S = 86_400.0
 COPY_RATIO = 100.0
-# Date headers outside this range are someone's typo, not an arrival time.
-_EARLIEST = dt.datetime(1970, 1, 2, tzinfo=dt.UTC).timestamp()
-_LATEST = dt.datetime(9000, 1, 1, tzinfo=dt.UTC).timestamp()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,24 +43,6 @@ class Stamp:
 
     mtime: float
     date: float | None
-
-
-def parse_date(value: bytes | None) -> float | None:
-    """The Date header as a POSIX time; None when absent or unparsable.  A
-    date without a zone (RFC 5322 "-0000" or none) is taken as UTC."""
-    if value is None:
-        return None
-    try:
-        when = email.utils.parsedate_to_datetime(value.decode("ascii", "replace"))
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    try:
-        t = when.timestamp()
-    except (OverflowError, OSError):
-        return None
-    return t if _EARLIEST <= t <= _LATEST else None
 
 
 def mtimes_are_copy_times(stamps: Sequence[Stamp]) -> bool | None:

@@ -29,6 +29,8 @@ maildir_keywords_sync).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import email.utils
 import hashlib
 import os
 import re
@@ -44,7 +46,6 @@ from jmapsync.jmap.types import parse_keyword
 from jmapsync.maildir import message
 from jmapsync.maildir.flags import STANDARD_FLAGS, keywords_from_flags, parse_name
 from jmapsync.maildir.names import Layout
-from jmapsync.restore.arrival import parse_date
 from jmapsync.restore.folders import Kind
 
 _OURS = re.compile(r"^([A-Za-z0-9_-]{1,255})\.jmapsync$")
@@ -53,6 +54,9 @@ _MBSYNC_FILES = (".mbsyncstate", ".uidvalidity")
 # The last header line, in canonical (CRLF) form, as isync 1.4 writes it.
 _TUID_LINE = re.compile(rb"(?:^|(?<=\r\n))X-TUID: [A-Za-z0-9+/]{12}\r\n\Z")
 DOVECOT_KEYWORDS = "dovecot-keywords"
+# Date headers outside this range are someone's typo, not an arrival time.
+_EARLIEST = dt.datetime(1970, 1, 2, tzinfo=dt.UTC).timestamp()
+_LATEST = dt.datetime(9000, 1, 1, tzinfo=dt.UTC).timestamp()
 _READERS = 4
 
 
@@ -84,6 +88,24 @@ class SourceTree:
     letters: dict[str, dict[str, str]] = field(default_factory=dict)  # folder -> a-z -> keyword
     files: list[SourceFile] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+def parse_date(value: bytes | None) -> float | None:
+    """The Date header as a POSIX time; None when absent or unparsable.  A
+    date without a zone (RFC 5322 "-0000" or none) is taken as UTC."""
+    if value is None:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value.decode("ascii", "replace"))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    try:
+        t = when.timestamp()
+    except (OverflowError, OSError):
+        return None
+    return t if _EARLIEST <= t <= _LATEST else None
 
 
 def strip_tuid(data: bytes) -> bytes:

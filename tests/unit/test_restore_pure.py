@@ -12,12 +12,11 @@ from jmapsync.restore import mutf7, plan
 from jmapsync.restore.arrival import (
     Stamp,
     mtimes_are_copy_times,
-    parse_date,
     received_times,
     utc_date,
 )
 from jmapsync.restore.folders import mailbox_names
-from jmapsync.restore.source import strip_tuid
+from jmapsync.restore.source import parse_date, strip_tuid
 
 DAY = 86400.0
 T0 = dt.datetime(2020, 1, 1, tzinfo=dt.UTC).timestamp()
