@@ -118,17 +118,18 @@ def _join(values: Iterable[str]) -> str:
     return " ".join(sorted(values))
 
 
-_EMAIL_COLS = "id, blob_id, mailbox_ids, keywords, size"
+_EMAIL_COLS = "id, blob_id, mailbox_ids, keywords, size, received_at"
 
 
-def _email(row: tuple[str, str, str, str, int]) -> Email:
-    eid, blob, mids, kws, size = row
+def _email(row: tuple[str, str, str, str, int, str]) -> Email:
+    eid, blob, mids, kws, size, received = row
     return Email(
         EmailId(eid),
         BlobId(blob),
         intern_set(frozenset(MailboxId(m) for m in _split(mids))),
         intern_set(_split(kws)),
         size,
+        float(received) if received else None,  # "": recorded before receivedAt was kept
     )
 
 
@@ -299,7 +300,14 @@ class StateDB:
         conn.executemany(
             "INSERT OR REPLACE INTO emails VALUES (?, ?, ?, ?, ?, ?)",
             [
-                (e.id, e.blob_id, _join(e.mailbox_ids), _join(e.keywords), e.size, "")
+                (
+                    e.id,
+                    e.blob_id,
+                    _join(e.mailbox_ids),
+                    _join(e.keywords),
+                    e.size,
+                    "" if e.received_at is None else str(int(e.received_at)),
+                )
                 for e in emails
             ],
         )

@@ -37,7 +37,7 @@ from jmapsync.jmap.client import JmapClient
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import StateDB
 from jmapsync.state.lock import account_lock
-from jmapsync.sync import folders, remote, scope
+from jmapsync.sync import arrival, folders, remote, scope
 from jmapsync.sync import plan as planner
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.execute import Executor
@@ -114,7 +114,8 @@ class Engine:
         )
         report = ctx.report
         async with self.client_factory(self.account) as client:
-            delta = await remote.read_changes(ctx, client, full=self.full)
+            full = self.full or arrival.needs_full(db)  # mtimes of an older mirror
+            delta = await remote.read_changes(ctx, client, full=full)
             assert client.session is not None  # noqa: S101
             if (
                 delta is not None
@@ -219,6 +220,8 @@ class Engine:
         t = time.monotonic()
         executor = Executor(ctx, client, self.progress)
         await executor.run(plan)
+        if model.touched is None:  # a full read: every file's arrival time
+            await asyncio.to_thread(arrival.stamp, ctx, plan, model.emails)
         report.phases["execute"] = round(time.monotonic() - t, 3)
         removed_foreign: set[str] = set()
         if to_remote is not None and superseded:

@@ -60,6 +60,7 @@ class Download:
     size: int
     dst: str  # the first file; the others are Links from it
     links: tuple[str, ...] = ()
+    received_at: float | None = None  # the file's mtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +206,9 @@ def _plan_email(plan: FilePlan, email: Email, folders: set[str], files: list[Loc
     elif unfilled:
         # One download per Email; its other folders are hard links to it.
         plan.downloads.append(
-            Download(eid, email.blob_id, email.size, unfilled[0], tuple(unfilled[1:]))
+            Download(
+                eid, email.blob_id, email.size, unfilled[0], tuple(unfilled[1:]), email.received_at
+            )
         )
     for f in extras:
         plan.removes.append(Remove(f.relpath, eid, "left-mailbox"))
