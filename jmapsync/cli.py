@@ -209,7 +209,8 @@ def cmd_verify(config: Config, names: list[str] | None, *, download: bool) -> in
         finally:
             db.close()
         verdict = "OK" if found.ok else "PROBLEMS"
-        print(f"account {account.name}: {found.checked} files checked: {verdict}")
+        kept = f" ({found.archived} kept by direction = archive)" if found.archived else ""
+        print(f"account {account.name}: {found.checked} files checked{kept}: {verdict}")
         for line in found.lines():
             print(f"  {line}")
         all_ok = all_ok and found.ok
@@ -268,6 +269,8 @@ def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int
         print(f"  files (state):  {counts['files']}")
         print(f"  files (disk):   {s['local_files']} under {s['maildir']}")
         print(f"  pending:        {counts['journal']} journaled intent(s)")
+        if counts.get("archived"):
+            print(f"  archived:       {counts['archived']} file(s) the server no longer has there")
     return EXIT_OK
 
 

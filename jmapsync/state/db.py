@@ -90,6 +90,14 @@ CREATE TABLE IF NOT EXISTS journal (
     payload TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+-- direction = archive: kept files the server no longer backs (state/archived.py)
+CREATE TABLE IF NOT EXISTS archived (
+    email_id TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    since REAL NOT NULL,
+    gone INTEGER NOT NULL,
+    PRIMARY KEY (email_id, folder)
+);
 """
 
 
@@ -393,7 +401,7 @@ class StateDB:
 
     def counts(self) -> dict[str, int]:
         out = {}
-        for table in ("mailboxes", "emails", "files", "journal"):
+        for table in ("mailboxes", "emails", "files", "journal", "archived"):
             out[table] = int(self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
         return out
 

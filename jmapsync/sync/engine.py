@@ -37,7 +37,7 @@ from jmapsync.jmap.client import JmapClient
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import StateDB
 from jmapsync.state.lock import account_lock
-from jmapsync.sync import arrival, folders, remote, scope
+from jmapsync.sync import archive, arrival, folders, remote, scope
 from jmapsync.sync import plan as planner
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.execute import Executor
@@ -113,6 +113,7 @@ class Engine:
             force_deletes=self.force_deletes,
         )
         report = ctx.report
+        archive.refuse_switch(ctx)  # archive -> pull / two-way: what it kept would go
         async with self.client_factory(self.account) as client:
             full = self.full or arrival.needs_full(db)  # mtimes of an older mirror
             delta = await remote.read_changes(ctx, client, full=full)
@@ -120,6 +121,7 @@ class Engine:
             if (
                 delta is not None
                 and delta.empty
+                and not ctx.rewrite_files  # archive released: every folder is looked at
                 and scope.local_unchanged(db, self.account, self.store)
             ):
                 # Nothing new on either side: no need to read 100 000 records
@@ -145,7 +147,7 @@ class Engine:
     ) -> None:
         """Everything but the unchanged fast path: steps 3-8 of the module docstring."""
         db, store, report, layout = ctx.db, self.store, ctx.report, self.account.layout
-        ctx.rewrite_files = db.get_meta("files_pending") == "1"  # an earlier pass died
+        ctx.rewrite_files = ctx.rewrite_files or db.get_meta("files_pending") == "1"  # died
         root_existed = self.account.maildir.is_dir()
         root_missing = not root_existed and db.has_files()
         if root_missing and not ctx.two_way:
@@ -204,7 +206,7 @@ class Engine:
                 scan = partial.scan(store) if partial else list(store.scan(sorted(local_folders)))
 
         # 7. plan the local side and execute it
-        plan = planner.plan_files(model.emails, folder_of, scan)
+        plan = planner.plan_files(model.emails, folder_of, scan, keep=ctx.archive)
         report.planned = len(model.emails)
         del scan  # 100 000 entries; the plan holds what is still needed
         report.phases["scan_plan"] = round(time.monotonic() - t, 3)

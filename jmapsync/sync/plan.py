@@ -108,8 +108,15 @@ def plan_files(
     emails: Mapping[EmailId, Email],
     folder_of: Mapping[MailboxId, str],
     scan: Iterable[LocalFile],
+    *,
+    keep: bool = False,
 ) -> FilePlan:
-    """Actions that make the local files mirror `emails` (see module docstring)."""
+    """Actions that make the local files mirror `emails` (see module docstring).
+
+    `keep` (direction = archive): no file of an Email leaves its folder --
+    not when the Email is destroyed, not when it leaves the mailbox (step 4
+    keeps the file, with its flags kept up to date), and a move is a link
+    from a kept file, never a rename (step 2)."""
     plan = FilePlan()
     by_email: dict[str, list[LocalFile]] = defaultdict(list)
     for f in scan:
@@ -124,7 +131,10 @@ def plan_files(
         email = emails.get(eid)
         if email is None:
             for f in files:
-                plan.removes.append(Remove(f.relpath, email_id, "destroyed"))
+                if keep:
+                    plan.final[f.relpath] = email_id
+                else:
+                    plan.removes.append(Remove(f.relpath, email_id, "destroyed"))
             continue
         if not email.mailbox_ids or any(m not in folder_of for m in email.mailbox_ids):
             for f in files:  # cannot place it safely: leave it as it is
@@ -132,7 +142,7 @@ def plan_files(
             continue
         folders = {folder_of[m] for m in email.mailbox_ids}
         if not _in_place(plan, email, folders, files):
-            _plan_email(plan, email, folders, files)
+            _plan_email(plan, email, folders, files, keep)
     return plan
 
 
@@ -158,7 +168,9 @@ def _in_place(plan: FilePlan, email: Email, folders: set[str], files: list[Local
     return True
 
 
-def _plan_email(plan: FilePlan, email: Email, folders: set[str], files: list[LocalFile]) -> None:
+def _plan_email(
+    plan: FilePlan, email: Email, folders: set[str], files: list[LocalFile], keep: bool
+) -> None:
     flags = flags_from_keywords(email.keywords)
     eid = email.id
     in_folder: dict[str, list[LocalFile]] = defaultdict(list)
@@ -191,6 +203,10 @@ def _plan_email(plan: FilePlan, email: Email, folders: set[str], files: list[Loc
             plan.removes.append(Remove(dupe.relpath, eid, "duplicate"))
 
     extras = sorted((f for fs in in_folder.values() for f in fs), key=lambda f: f.relpath)
+    if keep:  # archive: the copies in folders the Email left stay, flags kept current
+        for fs in in_folder.values():
+            _keep_best(plan, fs, flags, eid, kept)
+        extras = []
     unfilled: list[str] = []
     for folder in missing:
         dst = join(folder, exact_sub, exact_name)
@@ -212,6 +228,19 @@ def _plan_email(plan: FilePlan, email: Email, folders: set[str], files: list[Loc
         )
     for f in extras:
         plan.removes.append(Remove(f.relpath, eid, "left-mailbox"))
+
+
+def _keep_best(
+    plan: FilePlan, files: list[LocalFile], flags: str, eid: str, kept: list[str]
+) -> None:
+    """Archive: keep one file of the Email in a folder it left (the others
+    there are duplicates), renamed if its flags changed."""
+    files.sort(key=lambda f: (TRASHED in f.flags, standard(f.flags) != flags, f.subdir, f.name))
+    final = _keep(plan, files[0], flags, eid)
+    plan.final[final] = eid
+    kept.append(final)
+    for dupe in files[1:]:
+        plan.removes.append(Remove(dupe.relpath, eid, "duplicate"))
 
 
 def _final_path(f: LocalFile, flags: str, email_id: str) -> str:
