@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import email.utils
+import errno
 import hashlib
 import os
 import re
@@ -218,6 +219,8 @@ def _read(root: Path, f: SourceFile, mbsync: bool, max_size: int) -> SourceFile:
     except FileNotFoundError:
         return problem("vanished while the restore read the folder")
     except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW: links are not followed out of the tree
+            return problem("a symbolic link, not a message file")
         return problem(f"cannot be read: {exc.strerror}")
     try:
         st = os.fstat(fd)

@@ -382,3 +382,43 @@ def test_crash_at_every_step_then_rerun_imports_each_message_once(
     assert fired[-3:] == ["after call", "before done", "after done"]  # Email/import, answer lost
     assert "before intend" in fired
     assert sum(1 for f in fired if "upload" in f) >= 8
+
+
+def test_symlinks_are_not_followed_out_of_the_tree(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    secret = tmp_path / "elsewhere.eml"
+    secret.write_bytes(msg(1))
+    put(env.source, "INBOX/cur/real:2,S", msg(2))
+    (env.source / "INBOX" / "cur" / "link:2,S").symlink_to(secret)
+    r = env.restore()
+    assert r.imported == 1
+    assert [(s.what, s.reason) for s in r.skipped] == [
+        ("INBOX/cur/link:2,S", "a symbolic link, not a message file")
+    ]
+
+
+def test_journal_of_another_account_is_not_trusted(tmp_path: Path) -> None:
+    """The config now points the account elsewhere: the old journal's Email
+    ids mean nothing there and must not make anything "already there"."""
+    env = Env(tmp_path)
+    put(env.source, "INBOX/cur/a:2,S", msg(1))
+    env.restore()
+    path = journal_path(env.config.state_dir, "fake")
+    journal = RestoreJournal(path)
+    journal.bind("https://other.test/jmap", "acc1")
+    assert journal.known() == {}
+    journal.close()
+
+
+def test_restore_holds_the_account_lock(tmp_path: Path) -> None:
+    from jmapsync.errors import LockedError
+    from jmapsync.state.lock import account_lock
+
+    env = Env(tmp_path)
+    put(env.source, "INBOX/cur/a:2,S", msg(1))
+    env.config.state_dir.mkdir(parents=True)
+    with account_lock(env.config.state_dir / "fake.lock"):
+        with pytest.raises(LockedError):
+            env.restore()
+        assert env.restore(dry_run=True).to_import_messages == 1  # reads only: no lock
+    assert env.server.writes() == []
