@@ -13,7 +13,8 @@ Two kinds of trees are told apart (``source.py`` decides, by the file names):
 
 ``foreign``
     mbsync, OfflineIMAP, Dovecot, a mail client.  Components are split by the
-    layout ("/" for verbatim, "." for Maildir++) and each one taken literally,
+    layout ("/" for verbatim, "." for Maildir++ -- the leading "." optional:
+    OfflineIMAP writes none) and each one taken literally,
     except that a component in IMAP modified UTF-7 (mbsync and Dovecot keep
     the server's spelling, ``Reisen &Jwg-``) is decoded.  ``%`` means nothing
     here: "100%" is a folder named "100%".  The first component matches
@@ -43,9 +44,8 @@ def mailbox_names(path: str, layout: Layout, kind: Kind) -> list[str]:
     if layout == "verbatim":
         parts = path.split("/")
     else:
-        if not path.startswith("."):
-            raise ValueError(f"Maildir++ folders start with '.': {path!r:.80}")
-        parts = path[1:].split(".")
+        # ".Work.Projects" (Dovecot, mbsync) or "Work.Projects" (OfflineIMAP)
+        parts = path.removeprefix(".").split(".")
     names = [decode_if_encoded(p) for p in parts]
     if any(not n.strip() for n in names):
         raise ValueError(f"empty mailbox name in folder {path!r:.80}")

@@ -133,7 +133,11 @@ def _is_maildir(path: Path) -> bool:
 
 def find_folders(root: Path, layout: Layout) -> list[str]:
     """The Maildir folders under root (a directory with cur/ or new/), as
-    paths relative to root; symlinked directories are not followed."""
+    paths relative to root; symlinked directories are not followed.
+
+    Maildir++: the root and the directories right below it -- with a dot
+    (Dovecot, Courier, mbsync) or without (OfflineIMAP's default ``sep = .``
+    writes ``INBOX`` and ``Work.Projects``)."""
     found: list[str] = []
     if layout == "maildir++":
         if _is_maildir(root):
@@ -141,8 +145,7 @@ def find_folders(root: Path, layout: Layout) -> list[str]:
         with os.scandir(root) as entries:
             for e in entries:
                 if (
-                    e.name.startswith(".")
-                    and e.name not in (".", "..")
+                    e.name not in (".", "..", "cur", "new", "tmp")
                     and e.is_dir(follow_symlinks=False)
                     and _is_maildir(Path(e.path))
                 ):

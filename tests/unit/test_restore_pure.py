@@ -67,6 +67,8 @@ def test_mutf7_refuses_what_no_server_would_send(bad: str) -> None:
         ("a%2Fb", "verbatim", "foreign", ["a%2Fb"]),  # "%" means nothing to mbsync
         ("100%", "verbatim", "foreign", ["100%"]),
         (".Work.Projects", "maildir++", "foreign", ["Work", "Projects"]),
+        ("Work.Projects", "maildir++", "foreign", ["Work", "Projects"]),  # OfflineIMAP
+        ("INBOX", "maildir++", "foreign", ["INBOX"]),  # OfflineIMAP's inbox folder
         (".a%2Eb", "maildir++", "jmapsync", ["a.b"]),
         ("Reisen &Jwg- &ANw-bersicht/Kind", "verbatim", "foreign", ["Reisen ✈ Übersicht", "Kind"]),
         (".Reisen &Jwg-", "maildir++", "foreign", ["Reisen ✈"]),
@@ -82,7 +84,7 @@ def test_folder_names(path: str, layout: str, kind: str, names: list[str]) -> No
     ("path", "layout", "kind"),
     [
         ("a%2fb", "verbatim", "jmapsync"),  # lower-case hex: not how jmapsync writes it
-        ("Work", "maildir++", "foreign"),  # Maildir++ folders start with "."
+        ("Work", "maildir++", "jmapsync"),  # our Maildir++ folders start with "."
         ("..x", "maildir++", "foreign"),  # empty component
         ("a/ /b", "verbatim", "foreign"),
     ],

@@ -1,4 +1,4 @@
-"""Restore of a Maildir that mbsync wrote, against Cyrus.
+"""Restore of Maildirs that other tools wrote (mbsync, OfflineIMAP), against Cyrus.
 
 Account A is pulled over IMAP by a real mbsync (isync 1.4: LF line ends, an
 X-TUID header line per copy, folder names in modified UTF-7, a separate copy
@@ -26,19 +26,21 @@ from mailtools import Account, make_message
 from restorekit import Setup, account_view, mailbox_tree, to_utc
 
 
-def ensure_mbsync() -> str:
-    found = shutil.which("mbsync")
+def ensure_tool(program: str, package: str) -> str:
+    """The program's path; its Debian package is installed when missing (as
+    ./dev bench does for isync)."""
+    found = shutil.which(program)
     if found:
         return found
     if os.geteuid() != 0:
-        pytest.skip("mbsync (Debian package isync) is not installed and we are not root")
+        pytest.skip(f"{program} (Debian package {package}) is not installed and we are not root")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "isync"]
+    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
     if subprocess.run(cmd, capture_output=True, env=env, check=False).returncode != 0:
         subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, check=False)
         subprocess.run(cmd, capture_output=True, env=env, check=True)
-    found = shutil.which("mbsync")
-    assert found, "isync installed but no mbsync"
+    found = shutil.which(program)
+    assert found, f"{package} installed but no {program}"
     return found
 
 
@@ -84,7 +86,7 @@ def fill(a: Account) -> None:
 def test_restore_of_an_mbsync_maildir(
     tmp_path: Path, account_factory: Callable[[], Account]
 ) -> None:
-    mbsync = ensure_mbsync()
+    mbsync = ensure_tool("mbsync", "isync")
     a, copied, stamped = account_factory(), account_factory(), account_factory()
     fill(a)
     mbsync_pull(mbsync, a, tmp_path / "plain", arrival=False)
@@ -113,3 +115,42 @@ def test_restore_of_an_mbsync_maildir(
     for eid, (_, _, received, sent) in want.items():
         assert plain[eid][2] == to_utc(sent), eid  # copy times: the Date header
         assert arrival[eid][2] == received, eid  # CopyArrivalDate: A's own receivedAt
+
+
+def offlineimap_pull(program: str, a: Account, base: Path) -> Path:
+    """OfflineIMAP with its defaults (sep = ".", no utime_from_header):
+    folders INBOX, Work.Projects, ... directly under the root."""
+    rc = base / "offlineimaprc"
+    base.mkdir(parents=True)
+    rc.write_text(
+        f"[general]\naccounts = cyrus\nmetadata = {base / 'meta'}\n\n"
+        "[Account cyrus]\nlocalrepository = local\nremoterepository = remote\n\n"
+        f"[Repository local]\ntype = Maildir\nlocalfolders = {base / 'mail'}\n\n"
+        f"[Repository remote]\ntype = IMAP\nremotehost = 127.0.0.1\nremoteport = {a.imap_port}\n"
+        f"remoteuser = {a.user}\nremotepass = {a.password}\nssl = no\nreadonly = True\n"
+        "maxconnections = 1\n"
+    )
+    cmd = [program, "-c", str(rc), "-u", "quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return base / "mail"
+
+
+def test_restore_of_an_offlineimap_maildir(
+    tmp_path: Path, account_factory: Callable[[], Account]
+) -> None:
+    program = ensure_tool("offlineimap", "offlineimap3")
+    a, restored = account_factory(), account_factory()
+    fill(a)
+    mail = offlineimap_pull(program, a, tmp_path / "oi")
+    assert (mail / "Work.Projects" / "cur").is_dir()  # OfflineIMAP's own layout
+
+    s = Setup(tmp_path / "cfg")
+    s.add("restored", restored)
+    s.cli("restore", "--account", "restored", "--from", str(mail), "--layout", "maildir++")
+    assert mailbox_tree(restored) == mailbox_tree(a)
+    want, got = account_view(a), account_view(restored)
+    assert sorted(got) == sorted(want)  # LF back to CRLF: A's bytes exactly
+    for eid, (boxes, keywords, _, sent) in want.items():
+        assert got[eid][:2] == (boxes, keywords), eid
+        assert got[eid][2] == to_utc(sent), eid  # copied files: the Date header
