@@ -41,11 +41,8 @@ def mailbox_names(path: str, layout: Layout, kind: Kind) -> list[str]:
         return [INBOX]
     if kind == "jmapsync":
         return mailbox_path_components(path, layout)
-    if layout == "verbatim":
-        parts = path.split("/")
-    else:
-        # ".Work.Projects" (Dovecot, mbsync) or "Work.Projects" (OfflineIMAP)
-        parts = path.removeprefix(".").split(".")
+    # Maildir++: ".Work.Projects" (Dovecot, mbsync) or "Work.Projects" (OfflineIMAP)
+    parts = path.split("/") if layout == "verbatim" else path.removeprefix(".").split(".")
     names = [decode_if_encoded(p) for p in parts]
     if any(not n.strip() for n in names):
         raise ValueError(f"empty mailbox name in folder {path!r:.80}")
