@@ -17,7 +17,7 @@ from typing import Any
 from jmapsync import log
 from jmapsync.errors import MethodError, ProtocolError
 from jmapsync.jmap.client import Invocation, JmapClient
-from jmapsync.jmap.types import MAX_MESSAGE_BYTES, parse_id
+from jmapsync.jmap.types import MAX_MESSAGE_BYTES, State, parse_id, parse_state
 
 _MAX_PAGES = 100_000
 _PROPERTIES = ["id", "blobId", "messageId", "size", "mailboxIds"]
@@ -56,6 +56,15 @@ class RemoteMessage:
             size=size,
             mailbox_ids=frozenset(str(k) for k, v in boxes.items() if v is True),
         )
+
+
+async def email_state(client: JmapClient) -> State:
+    """The account's Email state now (Email/get of no ids)."""
+    if client.session is None:
+        raise RuntimeError("connect first")
+    aid = client.session.account_id
+    r = await client.call([("Email/get", {"accountId": aid, "ids": [], "properties": ["id"]}, "s")])
+    return parse_state(r.result("s").get("state"), "Email")
 
 
 async def list_messages(

@@ -29,9 +29,9 @@ from pathlib import Path
 from jmapsync import log
 from jmapsync.config import AccountConfig, Config
 from jmapsync.jmap.client import JmapClient
+from jmapsync.jmap.inventory import email_state as email_state_now
 from jmapsync.jmap.inventory import list_messages
 from jmapsync.jmap.mail import fetch_mailboxes
-from jmapsync.jmap.types import State, parse_state
 from jmapsync.maildir.names import Layout
 from jmapsync.restore import plan, source
 from jmapsync.restore.arrival import Stamp, received_times
@@ -101,7 +101,7 @@ class Restore:
                     folder_names[folder] = f"the folder name cannot be a mailbox name: {exc}"
             messages = self._messages(tree)
 
-            email_state = await self._email_state(client)
+            email_state = await email_state_now(client)
             _, boxes = await fetch_mailboxes(client)
             bar = self.progress("listing the account", 0, 0)
             listed = await list_messages(client, bar.update)
@@ -204,14 +204,6 @@ class Restore:
         messages = plan.group(pieces)
         r.messages = len(messages)
         return messages
-
-    @staticmethod
-    async def _email_state(client: JmapClient) -> State:
-        aid = client.session.account_id if client.session else ""
-        res = await client.call(
-            [("Email/get", {"accountId": aid, "ids": [], "properties": ["id"]}, "s")]
-        )
-        return parse_state(res.result("s").get("state"), "Email")
 
     def _refused(self, tree: source.SourceTree, mplan: plan.MailboxPlan) -> None:
         """One entry per folder that has no mailbox, counting its files."""
