@@ -73,6 +73,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--account", action="append", metavar="NAME")
     init.add_parser(sub)
+    r = sub.add_parser("restore", help="upload every message of a Maildir tree into an account")
+    r.add_argument("--account", required=True, metavar="NAME", help="the account to restore into")
+    r.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        metavar="MAILDIR",
+        help="the Maildir tree to read (default: the account's maildir)",
+    )
+    r.add_argument(
+        "--layout",
+        choices=("verbatim", "maildir++"),
+        help="folder layout of MAILDIR (default: the account's layout)",
+    )
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be created and imported; send no write",
+    )
     return p
 
 
@@ -105,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_verify(config, args.account, download=args.download)
         if args.command == "daemon":
             return cmd_daemon(config, args.account)
+        if args.command == "restore":
+            from jmapsync.restore.command import cmd_restore
+
+            return cmd_restore(config, args.account, args.source, args.layout, dry_run=args.dry_run)
     except ConfigError as exc:
         print(f"jmapsync: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -193,7 +216,8 @@ def cmd_verify(config: Config, names: list[str] | None, *, download: bool) -> in
         finally:
             db.close()
         verdict = "OK" if found.ok else "PROBLEMS"
-        print(f"account {account.name}: {found.checked} files checked: {verdict}")
+        kept = f" ({found.archived} kept by direction = archive)" if found.archived else ""
+        print(f"account {account.name}: {found.checked} files checked{kept}: {verdict}")
         for line in found.lines():
             print(f"  {line}")
         all_ok = all_ok and found.ok
@@ -255,6 +279,8 @@ def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int
         print(f"  pending:        {counts['journal']} journaled intent(s)")
         if s.get("post_sync"):
             print(f"  post_sync:      {hooks.describe(s['post_sync'])}")
+        if counts.get("archived"):
+            print(f"  archived:       {counts['archived']} file(s) the server no longer has there")
     return EXIT_OK
 
 

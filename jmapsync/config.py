@@ -23,7 +23,7 @@ from jmapsync.maildir.keywords import DEFAULT_SERVER_ONLY, is_keyword
 from jmapsync.sync.selection import Selection
 
 Layout = Literal["verbatim", "maildir++"]
-Direction = Literal["two-way", "pull"]
+Direction = Literal["two-way", "pull", "archive"]
 LineEndings = Literal["lf", "exact"]
 Push = Literal["auto", "websocket", "eventsource", "poll"]
 LogFormat = Literal["auto", "console", "json"]
@@ -274,7 +274,9 @@ def _parse_account(
         credentials=credentials,
         maildir=maildir,
         layout=cast(Layout, _choice(section, "layout", "verbatim", ("verbatim", "maildir++"))),
-        direction=cast(Direction, _choice(section, "direction", "two-way", ("two-way", "pull"))),
+        direction=cast(
+            Direction, _choice(section, "direction", "two-way", ("two-way", "pull", "archive"))
+        ),
         line_endings=cast(LineEndings, _choice(section, "line_endings", "lf", ("lf", "exact"))),
         download_connections=connections,
         timeout_s=_positive_float(section, "timeout", 60.0),

@@ -83,15 +83,17 @@ class BlobFetcher:
         headers: dict[str, str],
         sink: Callable[[bytes], None],
         body: bytes | None = None,
+        ok: tuple[int, ...] = (200,),
     ) -> bool:
-        """Like get(), for any method; `body` is sent with a Content-Length.
+        """Like get(), for any method; `body` is sent with a Content-Length;
+        `ok`: the statuses whose body goes to the sink (an upload answers 201).
 
         A request that met a connection the server had closed while idle is
         sent again on a new one: for the JMAP API that is safe, since writes
-        carry ifInState."""
+        carry ifInState; an upload sent twice only stores the blob twice."""
         try:
             return await asyncio.wait_for(
-                self._send(method, url, headers, sink, body), self.timeout_s
+                self._send(method, url, headers, sink, body, ok), self.timeout_s
             )
         except TimeoutError:
             raise TransportError(f"GET {urlsplit(url).path}: timed out") from None
@@ -124,6 +126,7 @@ class BlobFetcher:
         headers: dict[str, str],
         sink: Callable[[bytes], None],
         body: bytes | None,
+        ok: tuple[int, ...] = (200,),
     ) -> bool:
         parts = urlsplit(url)
         key = (
@@ -156,7 +159,7 @@ class BlobFetcher:
                     continue
                 _quickack(conn.writer)
                 what = "download" if method == "GET" else "API request"
-                keep = await self._answer(conn, what, target, status, resp_headers, sink)
+                keep = await self._answer(conn, what, target, status, resp_headers, sink, ok)
             except BaseException:
                 await conn.close()
                 raise
@@ -164,7 +167,7 @@ class BlobFetcher:
                 self._idle.append(conn)
             else:
                 await conn.close()
-            return status == 200
+            return status in ok
 
     async def _answer(
         self,
@@ -174,13 +177,14 @@ class BlobFetcher:
         status: int,
         headers: dict[str, str],
         sink: Callable[[bytes], None],
+        ok: tuple[int, ...] = (200,),
     ) -> bool:
         """Consume the answer; True if the connection can carry another request."""
         if status in (401, 403):
             raise AuthError(f"{what}: the server refused the credentials (HTTP {status})")
         if status in (404, 410):
             raise HTTPStatusError(f"{what} {target}: HTTP {status}", status=status)
-        if status != 200:
+        if status not in ok:
             return False  # redirects and the like: httpx does it properly
         framed = await self._read_body(conn.reader, headers, sink)
         return framed and "close" not in headers.get("connection", "").lower()

@@ -404,12 +404,22 @@ class JmapClient:
                 f" ({session.limits.max_size_upload})"
             )
         url = expand_template(session.upload_url, accountId=session.account_id)
-        with map_transport_errors("upload"):
-            response = await self.http.post(
-                url, content=data, headers=self._headers({"Content-Type": content_type})
-            )
-        self._check_status(response, "upload")
-        answer = self._json(response, "upload")
+        headers = self._headers({"Content-Type": content_type})
+        answer: Any = None
+        if self._transport is None:
+            # The lean client: an upload through httpx's keep-alive pool waits
+            # ~44 ms for Cyrus' delayed answer, a third of a small upload.
+            received = bytearray()
+            if await self._fetcher.request("POST", url, headers, received.extend, data, (200, 201)):
+                try:
+                    answer = json.loads(received)
+                except ValueError:
+                    raise ProtocolError("upload: the server's answer is not valid JSON") from None
+        if answer is None:
+            with map_transport_errors("upload"):
+                response = await self.http.post(url, content=data, headers=headers)
+            self._check_status(response, "upload")
+            answer = self._json(response, "upload")
         if not isinstance(answer, dict):
             raise ProtocolError("upload: the answer is not a JSON object")
         size = answer.get("size")

@@ -378,6 +378,7 @@ async def import_emails(
                 "mailboxIds": dict.fromkeys(it.mailbox_ids, True),
                 "keywords": dict.fromkeys(it.keywords, True),
                 "size": value.get("size"),
+                "receivedAt": it.received_at,
             }
         )
     new_state = since

@@ -7,6 +7,7 @@ the border with a ProtocolError instead of reaching a file name.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -226,7 +227,7 @@ class Mailbox:
         )
 
 
-EMAIL_PROPERTIES = ["id", "blobId", "mailboxIds", "keywords", "size"]
+EMAIL_PROPERTIES = ["id", "blobId", "mailboxIds", "keywords", "size", "receivedAt"]
 MAILBOX_PROPERTIES = ["id", "name", "parentId", "role", "totalEmails"]
 
 
@@ -239,6 +240,9 @@ class Email:
     mailbox_ids: frozenset[MailboxId]
     keywords: frozenset[str]
     size: int
+    # receivedAt as a POSIX time (whole seconds); None when unknown (a record
+    # from before jmapsync kept it).  Every file of the Email gets it as mtime.
+    received_at: float | None = None
 
     @classmethod
     def parse(cls, data: object, skipped: list[str] | None = None) -> Email:
@@ -268,6 +272,7 @@ class Email:
             ),
             keywords=intern_set(frozenset(_keywords(kws, skipped))),
             size=size,
+            received_at=parse_utc_date(data.get("receivedAt")),
         )
 
 
@@ -281,6 +286,23 @@ def _keywords(raw: dict[Any, Any], skipped: list[str] | None) -> Iterator[str]:
             if skipped is None:
                 raise
             skipped.append(str(k))
+
+
+def parse_utc_date(value: object) -> float | None:
+    """An RFC 3339 date (JMAP UTCDate, "2024-01-01T10:00:00Z") as a POSIX time
+    in whole seconds; None when absent or not a date (it only sets mtimes)."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    try:
+        return float(int(when.timestamp()))
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 _SETS: dict[frozenset[Any], frozenset[Any]] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -21,6 +22,15 @@ from jmapsync.maildir.durable import SYNCFS, DirSync, copy_fd, name_errors
 from jmapsync.maildir.files import PART_SUFFIX, SUBDIRS, LocalFile, email_id_of, join
 from jmapsync.maildir.flags import parse_name
 from jmapsync.maildir.keywords import FILE_NAME as KEYWORDS_FILE
+
+
+def set_mtime(fd: int, mtime: float | None) -> None:
+    """Give an open file its message's arrival time (receivedAt) as mtime, as
+    mbsync's CopyArrivalDate does: mutt's date-received order, `ls -t` and a
+    later restore then agree with the server.  The atime is now (a tmp/ file
+    is cleaned by its atime and mtime both being old)."""
+    if mtime is not None:
+        os.utime(fd, ns=(time.time_ns(), int(mtime) * 1_000_000_000))
 
 
 def _inside(root: Path, rel: str) -> Path:
@@ -257,14 +267,18 @@ class MaildirStore:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         return fd, tmp
 
-    def write_unsynced(self, folder: str, email_id: str, data: bytes) -> Path:
-        """Write tmp/<id>.jmapsync-part WITHOUT fsync: for commit_batch."""
+    def write_unsynced(
+        self, folder: str, email_id: str, data: bytes, mtime: float | None = None
+    ) -> Path:
+        """Write tmp/<id>.jmapsync-part WITHOUT fsync: for commit_batch.
+        `mtime`: the Email's arrival time (set before the file has its name)."""
         fd, tmp = self.open_partial(folder, email_id)
         try:
             with name_errors(tmp):
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
+                set_mtime(fd, mtime)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -304,15 +318,18 @@ class MaildirStore:
             os.rename(tmp, dest)
             self.dirsync.add(dest.parent)
 
-    def deliver(self, folder: str, email_id: str, data: bytes, rel_dest: str) -> None:
+    def deliver(
+        self, folder: str, email_id: str, data: bytes, rel_dest: str, mtime: float | None = None
+    ) -> None:
         """Maildir delivery of bytes in memory: tmp/ -> write -> fsync -> rename."""
-        tmp = self.write_unsynced(folder, email_id, data)
+        tmp = self.write_unsynced(folder, email_id, data, mtime)
         self.commit_batch([(tmp, rel_dest)], batch_sync=False)
 
-    def commit_partial(self, fd: int, tmp: Path, rel_dest: str) -> None:
+    def commit_partial(self, fd: int, tmp: Path, rel_dest: str, mtime: float | None = None) -> None:
         """fsync the written file, close it, rename it into place."""
         try:
             with name_errors(tmp):
+                set_mtime(fd, mtime)
                 os.fsync(fd)
         finally:
             os.close(fd)
@@ -320,7 +337,9 @@ class MaildirStore:
         os.rename(tmp, dest)
         self.dirsync.add(dest.parent)
 
-    def commit_partial_lf(self, fd: int, tmp: Path, rel_dest: str) -> None:
+    def commit_partial_lf(
+        self, fd: int, tmp: Path, rel_dest: str, mtime: float | None = None
+    ) -> None:
         """Like commit_partial, but store the LF form of a CRLF-only blob.
 
         The raw download in `tmp` is copied with CRLF -> LF into a second temp
@@ -334,6 +353,7 @@ class MaildirStore:
             try:
                 with name_errors(lf_tmp):
                     copy_fd(fd, out, lambda chunk: chunk.replace(b"\r\n", b"\n"), carry=b"\r")
+                    set_mtime(out, mtime)
                     os.fsync(out)
             finally:
                 os.close(out)
@@ -349,16 +369,19 @@ class MaildirStore:
 
     def rewrite(self, rel_paths: list[str], transform: Callable[[bytes], bytes]) -> None:
         """Replace a message (all its hard links) by transform(content), atomically
-        per path: write + fsync a temp file once, then link + rename it onto each path."""
+        per path: write + fsync a temp file once, then link + rename it onto each path.
+        The new file keeps the old one's mtime (the message's arrival time)."""
         first = self.path(rel_paths[0])
         staging = first.parent.parent / "tmp" / (first.name.split(":", 1)[0] + PART_SUFFIX)
         data = transform(first.read_bytes())
+        mtime_ns = first.stat().st_mtime_ns
         fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             with name_errors(staging):
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
+                os.utime(fd, ns=(time.time_ns(), mtime_ns))
                 os.fsync(fd)
         except BaseException:
             staging.unlink(missing_ok=True)
@@ -396,12 +419,15 @@ class MaildirStore:
         self.dirsync.add(dst.parent)
 
     def _copy(self, src: Path, dst: Path) -> None:
+        """A copy where a hard link cannot be made; it keeps the mtime (the
+        message's arrival time), as the link would."""
         tmp = dst.parent.parent / "tmp" / (dst.name.split(":", 1)[0] + PART_SUFFIX)
         try:
             with open(src, "rb") as fin, open(tmp, "wb") as fout, name_errors(tmp):
                 while chunk := fin.read(1 << 20):
                     fout.write(chunk)
                 fout.flush()
+                os.utime(fout.fileno(), ns=(time.time_ns(), os.fstat(fin.fileno()).st_mtime_ns))
                 os.fsync(fout.fileno())
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -430,6 +456,21 @@ class MaildirStore:
         except FileNotFoundError:
             return False
         self.dirsync.add(p.parent)
+        return True
+
+    def set_arrival(self, rel: str, mtime: float | None) -> bool:
+        """Give a message file its arrival time as mtime unless it has it;
+        True if it was changed.  A file that vanished is left to the next pass."""
+        if mtime is None:
+            return False
+        want = int(mtime) * 1_000_000_000
+        path = self.path(rel)
+        try:
+            if path.lstat().st_mtime_ns == want:
+                return False
+            os.utime(path, ns=(time.time_ns(), want), follow_symlinks=False)
+        except FileNotFoundError:
+            return False
         return True
 
     def read(self, rel: str) -> bytes:

@@ -70,6 +70,11 @@ class PassContext:
     def two_way(self) -> bool:
         return self.account.direction == "two-way"
 
+    @property
+    def archive(self) -> bool:
+        """A pull that never removes a file (sync/archive.py)."""
+        return self.account.direction == "archive"
+
     def mark_files_pending(self, *, rewrite: bool = False) -> None:
         """Journal, before any file action: the files table may no longer match
         the disk until this pass commits; if it never does, the next pass

@@ -41,7 +41,7 @@ from jmapsync.jmap.types import Mailbox, MailboxId
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import StateDB, db_error
 from jmapsync.state.lock import account_lock
-from jmapsync.sync import dryrun, folders, letters, remote, scope
+from jmapsync.sync import archive, arrival, dryrun, folders, letters, remote, scope
 from jmapsync.sync import plan as planner
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.execute import Executor
@@ -145,12 +145,15 @@ class Engine:
             force_deletes=self.force_deletes,
             dry=dryrun.DryRun() if self.dry_run else None,
         )
+        archive.refuse_switch(ctx)  # archive -> pull / two-way: what it kept would go
         async with self.client_factory(self.account) as client:
-            delta = await remote.read_changes(ctx, client, full=self.full)
+            full = self.full or arrival.needs_full(db)  # mtimes of an older mirror
+            delta = await remote.read_changes(ctx, client, full=full)
             assert client.session is not None  # noqa: S101
             if (
                 delta is not None
                 and delta.empty
+                and not ctx.rewrite_files  # archive released: every folder is looked at
                 and scope.local_unchanged(db, self.account, self.store)
             ):
                 # Nothing new on either side: no need to read 100 000 records
@@ -178,7 +181,7 @@ class Engine:
     ) -> None:
         """Everything but the unchanged fast path: steps 3-8 of the module docstring."""
         db, store, report, layout = ctx.db, self.store, ctx.report, self.account.layout
-        ctx.rewrite_files = db.get_meta("files_pending") == "1"  # an earlier pass died
+        ctx.rewrite_files = ctx.rewrite_files or db.get_meta("files_pending") == "1"  # died
         root_existed = self.account.maildir.is_dir()
         root_missing = not root_existed and db.has_files()
         if root_missing and not ctx.two_way:
@@ -260,7 +263,9 @@ class Engine:
 
         # 7. plan the local side and execute it
         letters.allocate(ctx, model.emails, folder_of)
-        plan = planner.plan_files(model.emails, folder_of, scan, ctx.letters, excluded)
+        plan = planner.plan_files(
+            model.emails, folder_of, scan, ctx.letters, excluded, keep=ctx.archive
+        )
         report.planned = len(model.emails)
         del scan  # 100 000 entries; the plan holds what is still needed
         report.phases["scan_plan"] = round(time.monotonic() - t, 3)
@@ -279,6 +284,8 @@ class Engine:
             ctx.dry.files(report, plan)
         else:
             await executor.run(plan)
+            if model.touched is None:  # a full read: every file's arrival time
+                await asyncio.to_thread(arrival.stamp, ctx, plan, model.emails)
         report.phases["execute"] = round(time.monotonic() - t, 3)
         removed_foreign: set[str] = set()
         if to_remote is not None and superseded:

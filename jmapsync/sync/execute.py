@@ -170,7 +170,9 @@ class Executor:
         folder, _sub, _name = split_rel(d.dst)
         # open() and write() in a thread: they must not stall the other
         # downloads (an ext4 create waits for the journal while others sync).
-        tmp = await asyncio.to_thread(self.store.write_unsynced, folder, d.email_id, body)
+        tmp = await asyncio.to_thread(
+            self.store.write_unsynced, folder, d.email_id, body, d.received_at
+        )
         self.ctx.new_contents[d.email_id] = Content(seen.sha256, seen.size, seen.crlf_only, form)
         await self.commits.add(tmp, d)
         return n
@@ -202,7 +204,7 @@ class Executor:
         seen = inspector.finish()
         form = local_form(self.ctx.account.line_endings, seen)
         commit = self.store.commit_partial_lf if form == "lf" else self.store.commit_partial
-        await asyncio.to_thread(commit, fd, tmp, d.dst)
+        await asyncio.to_thread(commit, fd, tmp, d.dst, d.received_at)
         self.ctx.new_contents[d.email_id] = Content(seen.sha256, seen.size, seen.crlf_only, form)
         return n
 

@@ -201,6 +201,8 @@ def apply_after(ctx: PassContext, fplan: FolderPlan, removed_foreign: set[str]) 
             if was_folder:
                 ctx.report.folders_removed += 1
                 ctx.log.info("folder-removed", folder=folder)
+        elif ctx.archive:
+            ctx.log.info("folder-kept", folder=folder, reason="archive: holds mail it kept")
         else:
             ctx.warn(
                 "folder-kept",

@@ -16,8 +16,8 @@ from collections.abc import Iterator, Mapping
 from jmapsync.jmap.types import MailboxId
 from jmapsync.maildir.files import split_rel
 from jmapsync.state.db import FileRecord
+from jmapsync.sync import archive, letters
 from jmapsync.sync import folders as local_folders
-from jmapsync.sync import letters
 from jmapsync.sync import scope as local_scope
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.plan import FilePlan
@@ -69,6 +69,11 @@ def record(
             db.update_files(conn, *_file_changes(plan))
             if plan.removes or plan.renames:
                 db.prune_contents(conn)
+        if ctx.archive:
+            looked = None if scope is None else scope.ids | {eid for _, eid in plan.owned()}
+            archive.record(conn, archive.kept_pairs(emails, folder_of, plan.owned()), looked)
+        else:
+            archive.clear(conn)  # a forced pull removed what archive had kept
         db.put_contents(conn, ctx.new_contents)
         db.set_meta(conn, "files_pending", None)
         db.journal_clear(conn, None)  # every intent of this pass is done and recorded

@@ -1,0 +1,74 @@
+"""PURE: IMAP's modified UTF-7 (RFC 3501 5.1.3), decoding only.
+
+mbsync (isync 1.4), OfflineIMAP (without ``utf8foldernames``) and Dovecot's
+Maildir++ layout keep folder names as the IMAP server spells them on the
+wire: ``Reisen &Jwg- &ANw-bersicht`` for "Reisen ✈ Übersicht".  A restore
+must create the mailbox under its real name, so such folder names are
+decoded here.
+
+The decoder is strict on purpose: only a name that a conforming IMAP server
+could have sent (printable ASCII, every shift sequence minimal, no printable
+ASCII inside a shift) is decoded; anything else raises ValueError and the
+caller keeps the name as it is.  That keeps an ordinary folder name with an
+ampersand ("R&D": "&D" has no terminating "-") from being garbled.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+_B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,")
+
+
+def _encode_run(text: str) -> str:
+    """The canonical shifted form of `text` (without "&" and "-")."""
+    raw = base64.b64encode(text.encode("utf-16-be")).decode("ascii")
+    return raw.rstrip("=").replace("/", ",")
+
+
+def decode(name: str) -> str:
+    """Decode a modified UTF-7 mailbox name; ValueError if it is not one."""
+    out: list[str] = []
+    i = 0
+    while i < len(name):
+        c = name[i]
+        if not 0x20 <= ord(c) <= 0x7E:
+            raise ValueError(f"not 7-bit printable: {name!r:.80}")
+        if c != "&":
+            out.append(c)
+            i += 1
+            continue
+        end = name.find("-", i + 1)
+        if end < 0:
+            raise ValueError(f"unterminated shift sequence in {name!r:.80}")
+        run = name[i + 1 : end]
+        i = end + 1
+        if not run:
+            out.append("&")  # "&-" is the ampersand itself
+            continue
+        if any(ch not in _B64 for ch in run):
+            raise ValueError(f"bad character in shift sequence of {name!r:.80}")
+        b64 = run.replace(",", "/")
+        try:
+            raw = base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True)
+            text = raw.decode("utf-16-be")  # strict: a lone surrogate raises
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise ValueError(f"shift sequence of {name!r:.80} is not UTF-16") from exc
+        if any(0x20 <= ord(ch) <= 0x7E for ch in text) or _encode_run(text) != run:
+            # A server never encodes printable ASCII, and its base64 is
+            # minimal with zero fill bits: this is not its spelling.
+            raise ValueError(f"{name!r:.80} is not canonical modified UTF-7")
+        out.append(text)
+    return "".join(out)
+
+
+def decode_if_encoded(name: str) -> str:
+    """`name` decoded when it is modified UTF-7 with at least one shift, else
+    unchanged (plain ASCII names read the same either way)."""
+    if "&" not in name:
+        return name
+    try:
+        return decode(name)
+    except ValueError:
+        return name
