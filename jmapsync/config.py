@@ -115,6 +115,9 @@ class AccountConfig:
     # Two-way: more local deletions than this in one pass are refused (--force-deletes).
     max_deletes: int = 100
     push: Push = "auto"  # the daemon's change notification transport
+    # `jmapsync send`: the account's own addresses (`*@domain` allowed), for
+    # choosing the account and for a server Identity that names no address.
+    addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,7 @@ def _parse_account(
         "timeout",
         "line_endings",
         "push",
+        "addresses",
     }
     unknown = sorted(set(section.keys()) - known - set(section.parser.defaults()))
     if unknown:
@@ -245,7 +249,23 @@ def _parse_account(
         timeout_s=_positive_float(section, "timeout", 60.0),
         max_deletes=max_deletes,
         push=cast(Push, _choice(section, "push", push_default, PUSH_CHOICES)),
+        addresses=_addresses(section),
     )
+
+
+def _addresses(section: configparser.SectionProxy) -> tuple[str, ...]:
+    """`addresses = me@example.com, *@example.org` (commas or spaces)."""
+    out = []
+    for word in re.split(r"[,\s]+", section.get("addresses", "")):
+        if not word:
+            continue
+        local, at, domain = word.rpartition("@")
+        if not at or not local or not domain or ("*" in local and local != "*"):
+            raise ConfigError(
+                f"[{section.name}] addresses: {word!r} is neither an address nor *@domain"
+            )
+        out.append(word)
+    return tuple(out)
 
 
 def _count(section: configparser.SectionProxy, key: str, default: int) -> int:

@@ -19,9 +19,10 @@ LogFormat = Literal["auto", "console", "json"]
 def setup(fmt: LogFormat = "auto", verbose: int = 0) -> None:
     """Configure structlog to write to stderr.
 
-    `verbose` 0 shows info and up, 1 and more shows debug.
+    `verbose` 0 shows info and up, 1 and more shows debug, -1 errors only
+    (`jmapsync send`: a mail program shows sendmail's stderr to the user).
     """
-    level = logging.DEBUG if verbose > 0 else logging.INFO
+    level = logging.DEBUG if verbose > 0 else logging.INFO if verbose == 0 else logging.ERROR
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderers: list[structlog.types.Processor]
     if use_console:
