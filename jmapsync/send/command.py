@@ -48,8 +48,10 @@ def run(
     *,
     stdin: IO[bytes] | None = None,
     client_factory: ClientFactory = JmapClient,
+    config: Config | None = None,
 ) -> int:
-    """The whole `send` command; returns the exit code."""
+    """The whole `send` command; returns the exit code.  `config` and
+    `client_factory` let tests hand in a parsed config and a fake server."""
     try:
         args = parse(argv)
     except ArgsError as exc:
@@ -61,7 +63,7 @@ def run(
     if args.verbose:  # sendmail -v
         log.setup("auto", 1)
     try:
-        config = load(config_path)
+        config = config or load(config_path)
         if args.account:
             config.account(args.account)
     except ConfigError as exc:
