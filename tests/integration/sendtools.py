@@ -44,13 +44,14 @@ def _addr(value: str) -> tuple[str, str]:
     return m.group(1), m.group(2)
 
 
-def sink(server: Any, message_id: str) -> list[Left]:
-    """Every message with this Message-ID the server's sendmail received."""
+def sink(server: Any, message_id: str | None = None, *, subject: str | None = None) -> list[Left]:
+    """Every message with this Message-ID (or Subject) the server's sendmail received."""
+    needle = f"<{message_id}>" if message_id else f"Subject: {subject}\r\n"
     out = []
     for eml in sorted(Path(server.outbox).glob("*.eml")):
         data = eml.read_bytes()
-        head = data.split(b"\r\n\r\n", 1)[0]
-        if f"<{message_id}>".encode() not in head:
+        head = data.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+        if needle.encode() not in head:
             continue
         env = json.loads(eml.with_suffix(".json").read_text())
         mail_from, mail_params = _addr(env["from"])
