@@ -93,13 +93,16 @@ class KillProxy:
     """A loopback TCP proxy to the server that SIGKILLs `victim` at the first
     request containing `marker`: "before" the request reaches the server, or
     "after" the server answered it and before the answer reaches the client
-    (the side effect happened, its answer is lost with the process)."""
+    (the side effect happened, its answer is lost with the process).  Without
+    a marker it is a plain proxy; `down = True` makes it drop every new
+    connection at once, as an unreachable server does."""
 
     def __init__(self, target_port: int, marker: bytes = b"", when: str = "after") -> None:
         self.target_port = target_port
         self.marker = marker
         self.when = when
         self.victim: int | None = None
+        self.down = False
         self.fired = threading.Event()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
@@ -124,6 +127,9 @@ class KillProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.down:
+                client.close()
+                continue
             server = socket.create_connection(("127.0.0.1", self.target_port))
             armed = threading.Event()
             for src, dst, upstream in ((client, server, True), (server, client, False)):

@@ -368,3 +368,38 @@ def send_popen(mirror: Mirror, *args: str) -> subprocess.Popen[bytes]:
         cwd=ROOT,
         env=os.environ | {"PYTHONUNBUFFERED": "1"},
     )
+
+
+def test_the_daemon_sends_what_was_queued_once_the_server_is_back(
+    account: Account, tmp_path: Path
+) -> None:
+    from daemonproc import Acct, DaemonProc, wait_for, write_config
+
+    proxy = KillProxy(account.http_port)
+    proxy.down = True
+    try:
+        config = write_config(tmp_path, [Acct("a", account)], push="poll", poll_interval="300")
+        text = config.read_text().replace(account.session_url, proxy.url())
+        config.write_text(text)
+        with DaemonProc(config) as d:
+            d.wait_event("pass-failed")
+            done = subprocess.run(
+                [sys.executable, "-m", "jmapsync", "-c", str(config), "send", "-t"],
+                input=message("daemon1"),
+                capture_output=True,
+                cwd=ROOT,
+                check=False,
+            )
+            assert done.returncode == 0 and b"queued" in done.stderr, done.stderr
+            proxy.down = False  # the server is back: the retry pass sends it first
+            wait_for(
+                "the queued message sent", lambda: sink(account.server, "daemon1@example.com"), 30
+            )
+            d.wait_event("send-sent", timeout=10)
+            d.wait_event("pass", timeout=10)
+            assert d.stop()[0] == 0
+    finally:
+        proxy.close()
+    assert len(sink(account.server, "daemon1@example.com")) == 1
+    assert_sent_copy(account, "daemon1@example.com")
+    assert Outbox.for_account(tmp_path / "state", "a").entries() == []
