@@ -10,14 +10,10 @@ connections 2.9 s and ~1.3 s of client CPU; this pool with 8 connections
 2.1-2.5 s and ~0.6 s of CPU.  (TCP_QUICKACK is Linux-only; elsewhere the
 option is skipped.)
 
-It is a plain HTTP/1.1 GET over asyncio streams (Content-Length, chunked or
-read-to-close bodies) and handles only the expected answer, 200 with a body.
-Anything else -- a redirect, an odd status -- returns False and the caller
-repeats the request through httpx, which knows every corner of HTTP.
-
-It handles only the expected answer (200 with a body).  Anything else -- a
-redirect, an odd status -- returns None and the caller repeats the request
-through httpx, which knows every corner of HTTP.
+It is a plain HTTP/1.1 client over asyncio streams (Content-Length, chunked
+or read-to-close bodies) and handles only the expected answer, 200 with a
+body.  Anything else -- a redirect, an odd status -- returns False and the
+caller repeats the request through httpx, which knows every corner of HTTP.
 """
 
 from __future__ import annotations
@@ -26,14 +22,13 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from jmapsync.errors import AuthError, HTTPStatusError, ProtocolError, TransportError
 
 _MAX_HEADER_BYTES = 64 * 1024
 _CHUNK = 256 * 1024
-Sink = Callable[[bytes], Awaitable[None] | None]
 
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
