@@ -27,6 +27,9 @@ PURE = {
     "jmapsync.maildir.lineendings",
     "jmapsync.maildir.message",
     "jmapsync.maildir.names",
+    "jmapsync.send.args",
+    "jmapsync.send.identity",
+    # (jmapsync.send.message is pure too, but the stdlib's email.utils loads socket)
     "jmapsync.sync.guards",
     "jmapsync.sync.merge",
     "jmapsync.sync.plan",
