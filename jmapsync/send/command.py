@@ -64,11 +64,12 @@ def run(
         log.setup("auto", 1)
     try:
         config = config or load(config_path)
-        if args.account:
-            config.account(args.account)
     except ConfigError as exc:
         _say(str(exc))
         return EX_CONFIG
+    if args.account and args.account not in {a.name for a in config.accounts}:
+        _say(f"send: no account named {args.account!r} in the config")
+        return EX_USAGE
     if args.flush:
         return _flush_command(config, args, client_factory)
     if not args.recipients and not args.from_headers:
@@ -166,10 +167,14 @@ def _send(
         return _send_unqueued(config, account, prepared, args, dsn, client_factory, exc)
     outbox.close()
     log.get().debug("send-queued", account=account.name, entry=entry.id)
-    report = asyncio.run(
-        flush_account(config, account, client_factory=client_factory, wait=LOCK_WAIT_S)
-    )
-    outcome, detail = report.outcome(entry.id)
+    try:
+        report = asyncio.run(
+            flush_account(config, account, client_factory=client_factory, wait=LOCK_WAIT_S)
+        )
+        outcome, detail = report.outcome(entry.id)
+    except Exception as exc:  # noqa: BLE001 - queued is queued: never ask for a resend
+        log.get().exception("send-flush-crashed", account=account.name, error=str(exc))
+        outcome, detail = "queued", f"internal error: {type(exc).__name__}"
     if outcome == "sent":
         return EX_OK
     if outcome == "held" and _kind(report, entry.id) == "noIdentity":

@@ -126,8 +126,12 @@ class Outbox:
             return False
 
     def _ensure(self) -> None:
+        """The directories, private (0700): the journal names recipients and
+        subjects.  mkdir(parents=True) would give the parents the umask's mode."""
+        for d in [*reversed(self.root.parents[:2]), self.root]:
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
         for sub in ("tmp", "new", "cur"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+            (self.root / sub).mkdir(exist_ok=True, mode=0o700)
 
     def path_of(self, entry_id: str) -> Path | None:
         for sub in ("new", "cur"):

@@ -243,3 +243,21 @@ def test_unwritable_outbox_sends_directly_or_is_tempfail(tmp_path: Path) -> None
     assert_sent_once(server)
     server = SubmitServer(down=True)
     assert send(server, tmp_path, "-t") == command.EX_TEMPFAIL
+
+
+def test_usage_errors_are_ex_usage_and_queue_nothing(tmp_path: Path) -> None:
+    server = SubmitServer()
+    assert send(server, tmp_path, "--account", "nope", "-t") == command.EX_USAGE
+    assert send(server, tmp_path) == command.EX_USAGE  # no recipient, no -t
+    assert send(server, tmp_path, "-X", "/tmp/log") == command.EX_USAGE
+    assert server.calls == [] and not (tmp_path / "state").exists()
+
+
+def test_the_outbox_is_private(tmp_path: Path) -> None:
+    server = SubmitServer(down=True)
+    assert send(server, tmp_path, "-t") == 0
+    root = outbox(tmp_path).root
+    for d in (tmp_path / "state", root.parent, root, root / "new"):
+        assert d.stat().st_mode & 0o777 == 0o700, d
+    [entry] = outbox(tmp_path).entries()
+    assert (root / "new" / entry.id).stat().st_mode & 0o777 == 0o600

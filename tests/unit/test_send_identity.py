@@ -63,3 +63,16 @@ def test_own_addresses_add_an_email_shaped_login() -> None:
 )
 def test_envelope_from(identity: Identity, given: str | None, expected: str) -> None:
     assert envelope_from(identity, "from@example.org", given) == expected
+
+
+def test_the_addresses_key_takes_addresses_and_domain_wildcards() -> None:
+    from jmapsync.config import parse
+    from jmapsync.errors import ConfigError
+
+    base = "[account a]\nsession_url = https://x.test/\nusername = u\npassword = p\nmaildir = /m\n"
+    config = parse(base + "addresses = me@example.com, *@example.org  other@example.net\n")
+    assert config.accounts[0].addresses == ("me@example.com", "*@example.org", "other@example.net")
+    assert parse(base).accounts[0].addresses == ()
+    for bad in ("me", "@example.com", "me@", "a*b@example.com"):
+        with pytest.raises(ConfigError):
+            parse(base + f"addresses = {bad}\n")
