@@ -243,8 +243,6 @@ async def submit(
 async def update_email(client: JmapClient, email_id: str, patch: dict[str, Any]) -> bool:
     """Email/set update (the fallback for onSuccessUpdateEmail); True if applied."""
     aid = _aid(client)
-    r = await client.call(
-        [("Email/set", {"accountId": aid, "update": {email_id: patch}}, "u")], USING_SUBMISSION
-    )
+    r = await client.call([("Email/set", {"accountId": aid, "update": {email_id: patch}}, "u")])
     result = r.result("u")
     return email_id in (result.get("updated") or {})

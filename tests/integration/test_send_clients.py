@@ -2,9 +2,10 @@
 
 - a REAL mutt (Debian's mutt 2.2) in tmux with `set sendmail="... jmapsync
   send"` composes a message (To, Cc, Bcc, Subject typed at mutt's prompts, the
-  body written by an $editor script) and sends it; the server's sendmail sink
-  has it, without the Bcc field; after `jmapsync sync` mutt itself shows it
-  in the mirror's Sent folder;
+  body written by an $editor script) and sends it, passing the flags it
+  passes for $use_envelope_from, $dsn_notify and $dsn_return; the server's
+  sendmail sink has it, without the Bcc field, with that envelope; after
+  `jmapsync sync` mutt itself shows it in the mirror's Sent folder;
 - git send-email (Debian's git-email) with `--sendmail-cmd="jmapsync send"`
   sends a patch series in order.
 """
@@ -40,6 +41,11 @@ set askbcc=no
 set copy=no
 set sendmail_wait=0
 set send_charset="utf-8"
+# so that mutt passes -f, -N and -R too (mutt_invoke_sendmail)
+set use_envelope_from=yes
+set envelope_from_address="bounces@example.com"
+set dsn_notify="failure,delay"
+set dsn_return="hdrs"
 """
 
 
@@ -138,7 +144,9 @@ def test_real_mutt_composes_and_sends_through_jmapsync_send(
     screen.wait("mutt's 'Mail sent.'", lambda s: "Mail sent." in s, timeout=60)
 
     [left] = sink(account.server, subject=subject)
-    assert left.mail_from == "alice@example.com"
+    assert left.mail_from == "bounces@example.com"  # mutt's -f
+    assert "RET=HDRS" in left.mail_params  # mutt's -R
+    assert set(left.rcpt_params) == {"NOTIFY=FAILURE,DELAY"}  # mutt's -N
     assert left.rcpt_to == ("bob@example.org", "carol@example.org", "hidden@example.net")
     head, _, body = left.data.partition(b"\r\n\r\n")
     assert b"From: Alice Example <alice@example.com>\r\n" in head + b"\r\n"
