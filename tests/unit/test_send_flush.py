@@ -261,3 +261,37 @@ def test_the_outbox_is_private(tmp_path: Path) -> None:
         assert d.stat().st_mode & 0o777 == 0o700, d
     [entry] = outbox(tmp_path).entries()
     assert (root / "new" / entry.id).stat().st_mode & 0o777 == 0o600
+
+
+def test_while_another_process_sends_the_outbox_send_leaves_it_queued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The daemon flushing at that moment holds flush.lock: `send` waits a
+    while, then leaves the message for it (exit 0, one line on stderr)."""
+    server = SubmitServer()
+    monkeypatch.setattr(command, "LOCK_WAIT_S", 0.2)
+    box = outbox(tmp_path)
+    with box.lock(0) as got:
+        assert got
+        assert send(server, tmp_path, "-t") == 0
+    assert "another jmapsync process" in capsys.readouterr().err
+    assert server.delivered == [] and len(box.entries()) == 1
+    config = config_for(tmp_path, server)
+    asyncio.run(flush_account(config, config.accounts[0], client_factory=client_factory(server)))
+    assert_sent_once(server)
+
+
+def test_a_file_without_a_row_is_never_sent_and_status_shows_it(tmp_path: Path) -> None:
+    """`send` died between writing the file and committing its row: the mail
+    program saw a failure, so the message was never acknowledged."""
+    server = SubmitServer(down=True)
+    assert send(server, tmp_path, "-t") == 0  # makes the outbox
+    box = outbox(tmp_path)
+    [entry] = box.entries()
+    box.done(entry)
+    (box.root / "new" / "1700000000.deadbeef").write_bytes(MESSAGE)
+    server.down = False
+    config = config_for(tmp_path, server)
+    assert command.run(None, ["--flush"], client_factory=client_factory(server), config=config) == 0
+    assert server.delivered == []
+    assert command.outbox_status(config, "fake")["not_queued"] == ["1700000000.deadbeef"]
