@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -364,6 +365,9 @@ async def flush_account(
             await _flush_locked(account, outbox, client_factory, retry_held, report)
     except JmapsyncError as exc:
         report.error = str(exc)
+    except (OSError, sqlite3.Error) as exc:  # the outbox's own disk: full, read-only, gone
+        report.error = f"outbox {outbox.root}: {exc}"
+        log.get().warning("send-outbox-failed", account=account.name, error=str(exc))
     finally:
         outbox.close()
     return report

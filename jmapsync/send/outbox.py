@@ -168,10 +168,14 @@ class Outbox:
                 db = sqlite3.connect(
                     self.root / "journal.sqlite3", timeout=30, isolation_level=None
                 )
+            except sqlite3.Error as exc:
+                raise StateError(f"outbox journal {self.root}: {exc}") from None
+            try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")
                 db.executescript(_SCHEMA)
             except sqlite3.Error as exc:
+                db.close()  # not left open for a traceback to keep alive
                 raise StateError(f"outbox journal {self.root}: {exc}") from None
             self._db = db
         return self._db

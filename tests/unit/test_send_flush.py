@@ -18,7 +18,7 @@ from fakesubmit import SENT, SubmitServer, client_factory, config_for
 from jmapsync.jmap.client import JmapClient
 from jmapsync.send import command
 from jmapsync.send.flush import flush_account
-from jmapsync.send.outbox import Outbox
+from jmapsync.send.outbox import Entry, Outbox
 
 MESSAGE = (
     b"From: Me <me@example.com>\n"
@@ -45,6 +45,14 @@ def send(server: SubmitServer, tmp_path: Path, *argv: str, raw: bytes = MESSAGE,
 
 def outbox(tmp_path: Path) -> Outbox:
     return Outbox.for_account(tmp_path / "state", "fake")
+
+
+def entries_of(tmp_path: Path) -> list[Entry]:
+    box = outbox(tmp_path)
+    try:
+        return box.entries()
+    finally:
+        box.close()
 
 
 def assert_sent_once(server: SubmitServer) -> None:
@@ -295,3 +303,38 @@ def test_a_file_without_a_row_is_never_sent_and_status_shows_it(tmp_path: Path) 
     assert command.run(None, ["--flush"], client_factory=client_factory(server), config=config) == 0
     assert server.delivered == []
     assert command.outbox_status(config, "fake")["not_queued"] == ["1700000000.deadbeef"]
+
+
+def test_a_full_or_read_only_state_disk_never_loses_or_doubles_a_message(tmp_path: Path) -> None:
+    """A real tmpfs: full, `send` sends directly (0) or gives up (75); read-only
+    under a queued message, a flush reports it and sends nothing twice later."""
+    import mounts
+
+    if why := mounts.skip_reason():
+        pytest.skip(why)
+    with mounts.tmpfs("256k") as m:
+        filler = m.path / "filler"
+        with contextlib.suppress(OSError), filler.open("wb") as f:
+            while True:
+                f.write(b"\0" * 65536)
+        server = SubmitServer()
+        assert send(server, m.path, "-t") == 0  # no room to queue: sent at once
+        assert_sent_once(server)
+        server = SubmitServer(down=True)
+        assert send(server, m.path, "-t") == command.EX_TEMPFAIL
+        filler.unlink()
+        assert send(server, m.path, "-t") == 0  # room again: queued
+        assert len(entries_of(m.path)) == 1  # (closed again: a ro remount needs no writer)
+        m.read_only()
+        server.down = False
+        config = config_for(m.path, server)
+        report = asyncio.run(
+            flush_account(config, config.accounts[0], client_factory=client_factory(server))
+        )
+        assert report.error and "outbox" in report.error, report
+        assert server.delivered == []  # nothing is sent that could not be journaled first
+        m.read_only(False)
+        asyncio.run(
+            flush_account(config, config.accounts[0], client_factory=client_factory(server))
+        )
+        assert_sent_once(server)
