@@ -25,6 +25,7 @@ from jmapsync import log
 from jmapsync.config import AccountConfig, Config, load
 from jmapsync.errors import ConfigError, JmapsyncError, MessageError
 from jmapsync.jmap.client import JmapClient
+from jmapsync.jmap.types import Identity
 from jmapsync.send import identity as idmod
 from jmapsync.send.args import USAGE, ArgsError, SendArgs, parse
 from jmapsync.send.flush import ClientFactory, FlushReport, cached_identities, flush_account
@@ -135,7 +136,7 @@ def choose_account(config: Config, name: str | None, prepared: Prepared) -> Acco
     return best[1]
 
 
-def _known(config: Config, account: AccountConfig) -> tuple[list[Any] | None, list[str]]:
+def _known(config: Config, account: AccountConfig) -> tuple[list[Identity] | None, list[str]]:
     """Cached identities (None if never online) and own addresses, without
     creating an outbox that does not exist yet."""
     root = outbox_dir(config.state_dir, account.name)

@@ -173,6 +173,15 @@ class _Flush:
         if entry.state == "sent":
             await self.finish(entry, email_updated=False)
             return entry
+        if entry.state == "submitting":
+            # First of all: did the last try go through?  (No Identity check
+            # before this: identities may have changed since it was sent.)
+            sent = await self.was_sent(entry)
+            if sent is not None:
+                self.log.info("send-already-submitted", entry=entry.id, submission=sent or "?")
+                entry = self.outbox.update(entry, state="sent", submission_id=sent or None)
+                await self.finish(entry, email_updated=False)
+                return entry
         data = self.outbox.read(entry)
         identity = self.identity(entry)
         if entry.state == "queued":
@@ -184,13 +193,6 @@ class _Flush:
             else:
                 self.log.info("send-found-import", entry=entry.id, email=found)
                 entry = self.outbox.update(entry, state="imported", email_id=found, fresh=False)
-        if entry.state == "submitting":
-            sent = await self.was_sent(entry)
-            if sent is not None:
-                self.log.info("send-already-submitted", entry=entry.id, submission=sent or "?")
-                entry = self.outbox.update(entry, state="sent", submission_id=sent or None)
-                await self.finish(entry, email_updated=False)
-                return entry
         return await self.submit(entry, identity)
 
     async def import_(self, entry: Entry, data: bytes) -> Entry:
