@@ -11,7 +11,12 @@ its config says.  This fake does each either way:
   an invalidArguments method error (a server without that argument);
 - `delete_on_send=True`: the EmailSubmission is gone right after sending
   (Cyrus's default `jmapsubmission_deleteonsend: yes`);
-- `refuse="forbiddenFrom"`: every submission answers that SetError.
+- `refuse="forbiddenFrom"`: every submission answers that SetError;
+- `replay_submission=True`: the first EmailSubmission/set request is
+  processed twice, as when an HTTP client repeats a request the server had
+  received before the connection broke (the second answer is returned).
+
+EmailSubmission/set honours `ifInState` (a counter), as Cyrus 3.6 does.
 
 `delivered` is what "left the server": one (envelope, bytes) per submission.
 It is used IN ADDITION to the Cyrus tests.
@@ -63,6 +68,8 @@ class SubmitServer:
     delivered: list[tuple[dict[str, Any], bytes]] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)  # method names, in order
     down: bool = False  # every request fails to connect
+    replay_submission: bool = False
+    sub_state: int = 0
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     # -- HTTP ---------------------------------------------------------------------
@@ -106,7 +113,11 @@ class SubmitServer:
                     for k, v in raw.items()
                 }
                 try:
-                    answers = getattr(self, "m_" + name.replace("/", "_"))(args)
+                    method = getattr(self, "m_" + name.replace("/", "_"))
+                    if name == "EmailSubmission/set" and self.replay_submission:
+                        self.replay_submission = False
+                        method(args)  # received, done -- and the connection broke
+                    answers = method(args)
                 except LookupError as exc:
                     out.append(["error", {"type": str(exc.args[0])}, cid])
                     continue
@@ -208,9 +219,16 @@ class SubmitServer:
                 failed[eid] = {"type": "notFound"}
         return [("Email/set", {"accountId": "acc1", "updated": updated, "notUpdated": failed})]
 
+    def m_EmailSubmission_get(self, args: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        state = str(self.sub_state)
+        return [("EmailSubmission/get", {"accountId": "acc1", "state": state, "list": []})]
+
     def m_EmailSubmission_set(self, args: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         if self.refuse_on_success and "onSuccessUpdateEmail" in args:
             raise LookupError("invalidArguments")
+        if "ifInState" in args and args["ifInState"] != str(self.sub_state):
+            raise LookupError("stateMismatch")
+        old = str(self.sub_state)
         created, failed = {}, {}
         for cid, sub in (args.get("create") or {}).items():
             if self.refuse:
@@ -220,12 +238,22 @@ class SubmitServer:
                 failed[cid] = {"type": "invalidProperties", "properties": ["emailId"]}
                 continue
             sid = f"S{next(self._ids)}"
+            self.sub_state += 1
             self.delivered.append((sub["envelope"], self.emails[sub["emailId"]].blob))
             if not self.delete_on_send:
                 self.submissions[sid] = sub
             created[cid] = {"id": sid, "undoStatus": "final"}
         answers: list[tuple[str, dict[str, Any]]] = [
-            ("EmailSubmission/set", {"accountId": "acc1", "created": created, "notCreated": failed})
+            (
+                "EmailSubmission/set",
+                {
+                    "accountId": "acc1",
+                    "oldState": old,
+                    "newState": str(self.sub_state),
+                    "created": created,
+                    "notCreated": failed,
+                },
+            )
         ]
         updates = {}
         for ref, patch in (args.get("onSuccessUpdateEmail") or {}).items():

@@ -46,6 +46,7 @@ class SendSetup:
     drafts: MailboxId | None  # the Drafts-role mailbox
     sent: MailboxId | None  # the Sent-role mailbox
     extensions: dict[str, Any] = field(default_factory=dict)  # submissionExtensions
+    submission_state: str | None = None  # the EmailSubmission state, for ifInState
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,7 @@ class Submitted:
 
     id: str
     email_updated: bool  # onSuccessUpdateEmail was applied (the implicit Email/set)
+    new_state: str | None = None  # the EmailSubmission state after it
 
 
 def _aid(client: JmapClient) -> str:
@@ -94,7 +96,8 @@ def check_capability(client: JmapClient) -> None:
 
 
 async def read_setup(client: JmapClient) -> SendSetup:
-    """Identities and the Drafts / Sent mailboxes, in one request."""
+    """Identities, the Drafts / Sent mailboxes and the EmailSubmission state,
+    in one request."""
     check_capability(client)
     assert client.session is not None  # noqa: S101 - check_capability checked it
     aid = _aid(client)
@@ -102,9 +105,11 @@ async def read_setup(client: JmapClient) -> SendSetup:
         [
             ("Identity/get", {"accountId": aid, "ids": None}, "i"),
             ("Mailbox/get", {"accountId": aid, "ids": None, "properties": ["id", "role"]}, "m"),
+            ("EmailSubmission/get", {"accountId": aid, "ids": []}, "s"),
         ],
         USING_SUBMISSION,
     )
+    state = r.result("s").get("state")
     items = r.result("i").get("list")
     boxes = r.result("m").get("list")
     if not isinstance(items, list) or not isinstance(boxes, list):
@@ -120,7 +125,18 @@ async def read_setup(client: JmapClient) -> SendSetup:
         drafts=roles.get("drafts"),
         sent=roles.get("sent"),
         extensions=extensions if isinstance(extensions, dict) else {},
+        submission_state=state if isinstance(state, str) and state else None,
     )
+
+
+async def submission_state(client: JmapClient) -> str | None:
+    """The EmailSubmission state now (after a stateMismatch)."""
+    aid = _aid(client)
+    r = await client.call(
+        [("EmailSubmission/get", {"accountId": aid, "ids": []}, "s")], USING_SUBMISSION
+    )
+    state = r.result("s").get("state")
+    return state if isinstance(state, str) and state else None
 
 
 def _found(item: object) -> tuple[Email, list[str]]:
@@ -194,9 +210,15 @@ async def submit(
     email_id: EmailId,
     envelope: Envelope,
     on_success: dict[str, Any] | None,
+    if_in_state: str | None = None,
 ) -> Submitted:
     """EmailSubmission/set create; with `on_success`, the Email is patched by
     the server right after (onSuccessUpdateEmail).
+
+    `if_in_state` makes the request unrepeatable: the HTTP layer sends a
+    request again when a kept-alive connection turns out closed (jmap/blobs.py),
+    and a submission the server did receive would then go out twice; with the
+    state in the request, the repeat is a stateMismatch (tested on Cyrus).
 
     Raises SubmissionRefused for a SetError (the server will not send this
     message), MethodError for a method-level error (nothing was done)."""
@@ -209,9 +231,12 @@ async def submit(
     }
     if on_success is not None:
         args["onSuccessUpdateEmail"] = {"#send": on_success}
+    if if_in_state is not None:
+        args["ifInState"] = if_in_state
     r = await client.call([("EmailSubmission/set", args, "s")], USING_SUBMISSION)
     created: object = None
     refused: object = None
+    new_state: object = None
     email_updated = False
     for name, result, cid in r.items:
         if cid != "s":
@@ -223,6 +248,7 @@ async def submit(
         if name == "EmailSubmission/set":
             created = (result.get("created") or {}).get("send")
             refused = (result.get("notCreated") or {}).get("send")
+            new_state = result.get("newState")
         elif name == "Email/set" and email_id in (result.get("updated") or {}):
             email_updated = True
     if isinstance(refused, dict):
@@ -237,7 +263,7 @@ async def submit(
         raise ProtocolError("EmailSubmission/set: neither created nor notCreated for the message")
     sid = parse_id(created.get("id"), "EmailSubmission")
     log.get().debug("submitted", submission=sid, email=email_id, email_updated=email_updated)
-    return Submitted(sid, email_updated)
+    return Submitted(sid, email_updated, new_state if isinstance(new_state, str) else None)
 
 
 async def update_email(client: JmapClient, email_id: str, patch: dict[str, Any]) -> bool:

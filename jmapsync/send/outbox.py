@@ -15,7 +15,7 @@ never acknowledged, so it is never sent (the caller saw a failure and may
 send again); `jmapsync status` lists it as "not queued".  A row whose file
 is gone was dropped by the user (or finished but not yet forgotten).
 
-`state` moves forward only (see send/flush.py for what each step proves):
+`state` moves forward only (see send/submit.py for what each step proves):
 
     queued -> importing -> imported -> submitting -> sent -> (row deleted)
     any -> held (refused; `jmapsync send --flush` puts it back to work)

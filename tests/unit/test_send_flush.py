@@ -338,3 +338,17 @@ def test_a_full_or_read_only_state_disk_never_loses_or_doubles_a_message(tmp_pat
             flush_account(config, config.accounts[0], client_factory=client_factory(server))
         )
         assert_sent_once(server)
+
+
+@pytest.mark.parametrize("delete_on_send", [False, True])
+def test_a_submission_the_http_layer_sends_twice_goes_out_once(
+    tmp_path: Path, delete_on_send: bool
+) -> None:
+    """The server received the submission, the connection broke, the request
+    was repeated: ifInState makes the repeat a stateMismatch, and the server
+    is asked whether the message went before anything is sent again."""
+    server = SubmitServer(replay_submission=True, delete_on_send=delete_on_send)
+    assert send(server, tmp_path, "-t") == 0
+    assert_sent_once(server)
+    assert not server.replay_submission  # the repeat did happen
+    assert entries_of(tmp_path) == []
