@@ -92,11 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print what would be created and imported; send no write",
     )
+    # sendmail's command line (-t -i -oi -f ADDR -oem ... -- RCPT): parsed by
+    # send/args.py, so "+" is this parser's only (unused) option prefix.
+    se = sub.add_parser(
+        "send", help="a sendmail: send (or queue) stdin via JMAP", add_help=False, prefix_chars="+"
+    )
+    se.add_argument("sendmail_args", nargs=argparse.REMAINDER)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "send":  # its own config errors and exit codes (sendmail's)
+        from jmapsync.send import command as send
+
+        log.setup(args.log_format or "auto", args.verbose or -1)
+        return send.run(args.config, args.sendmail_args)
     # On a terminal `sync` ends with a sentence per account (_report_results)
     # instead of the sync-done event, which -v and JSON logs keep.
     hide = ("sync-done",) if args.command == "sync" and sys.stdout.isatty() else ()
@@ -152,6 +163,9 @@ def _report_results(results: dict[str, SyncReport | JmapsyncError]) -> int:
 
 
 def cmd_sync(config: Config, names: list[str] | None, *, force_deletes: bool = False) -> int:
+    from jmapsync.send.command import flush_before_sync
+
+    flush_before_sync(config, names)  # the pass then brings the Sent copies
     results = asyncio.run(
         sync_accounts(config, names, progress_bar_factory(), force_deletes=force_deletes)
     )
@@ -232,14 +246,16 @@ def _when(value: str | None) -> str:
 
 def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int:
     from jmapsync.daemon.status import read_status, status_path
+    from jmapsync.send.command import outbox_status, print_outbox
 
     out: dict[str, Any] = {}
     daemon = read_status(status_path(config.state_dir))
     live: dict[str, Any] = daemon.get("accounts", {}) if daemon else {}
     for account in config.select(names):
         db_path = config.state_dir / f"{account.name}.sqlite3"
+        outbox = outbox_status(config, account.name)
         if not db_path.exists():
-            out[account.name] = {"synced": False}
+            out[account.name] = {"synced": False} | ({"outbox": outbox} if outbox else {})
             if account.name in live:
                 out[account.name]["daemon"] = live[account.name]
             continue
@@ -253,6 +269,8 @@ def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int
         summary["local_files"] = _count_files(account.maildir)
         if account.name in live:
             summary["daemon"] = live[account.name]
+        if outbox:
+            summary["outbox"] = outbox
         out[account.name] = summary
     if as_json:
         print(json.dumps(out, indent=2, default=str))
@@ -265,6 +283,8 @@ def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int
         print(f"account {name}:")
         if "daemon" in s:
             _print_daemon_status(s["daemon"])
+        if "outbox" in s:
+            print_outbox(s["outbox"])
         if not s.get("synced", True):
             print("  never synced")
             continue

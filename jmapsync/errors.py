@@ -12,6 +12,8 @@ daemon later) what to do without looking at the concrete type::
     │   ├── DiskError             backoff  a file-system call failed: ENOSPC, EDQUOT, EROFS, EIO,
     │   │                                  EACCES (space may be freed, a disk remounted)
     │   └── DeletionRefused       fatal    a pass would delete too much (--force-deletes)
+    ├── MessageError              fatal    `jmapsync send` got a message it cannot send as it is
+    │                                      (no header block, no From, no recipient)
     └── RemoteError               see subclass
         ├── TransportError        temporary  connection refused / reset / timed out
         ├── AuthError             fatal    HTTP 401 / 403: wrong credentials
@@ -20,6 +22,8 @@ daemon later) what to do without looking at the concrete type::
         │                                  capability, unsafe mailbox name, absurd size)
         ├── PushUnavailable       fatal    this push transport is not offered (the daemon
         │                                  falls back to the next one)
+        ├── SubmissionRefused     fatal    the server will not send this message (forbiddenFrom,
+        │                                  tooManyRecipients...): it stays in the outbox, held
         └── MethodError           backoff  a JMAP method answered ["error", {...}]
             └── CannotCalculateChanges   (plan: full reconcile, never retried as is)
 
@@ -99,6 +103,10 @@ class DeletionRefused(LocalError):
     """A pass would delete more than looks intended (see sync/twoway.py guards)."""
 
 
+class MessageError(JmapsyncError):
+    """The message handed to `jmapsync send` cannot be sent as it is."""
+
+
 class RemoteError(JmapsyncError):
     """Anything that went wrong talking to the server."""
 
@@ -138,6 +146,20 @@ class PushUnavailable(RemoteError):
     one in its order (WebSocket, EventSource, polling)."""
 
     retry = Retry.FATAL
+
+
+class SubmissionRefused(RemoteError):
+    """The server refused this message for good (a SetError of Email/import or
+    EmailSubmission/set, no matching Identity, no submission capability).
+
+    Retrying as is changes nothing; the outbox holds the message with
+    `reason` until the user acts (`jmapsync send --flush` tries again)."""
+
+    retry = Retry.FATAL
+
+    def __init__(self, reason: str, *, kind: str) -> None:
+        super().__init__(reason, kind=kind)
+        self.kind = kind
 
 
 class MethodError(RemoteError):

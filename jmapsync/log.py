@@ -20,11 +20,12 @@ LogFormat = Literal["auto", "console", "json"]
 def setup(fmt: LogFormat = "auto", verbose: int = 0, hide: Iterable[str] = ()) -> None:
     """Configure structlog to write to stderr.
 
-    `verbose` 0 shows info and up, 1 and more shows debug.  `hide`: events
-    the console leaves out unless -v, because the CLI says the same in words
-    (`sync-done` -> jmapsync/summary.py); JSON logs always carry them.
+    `verbose` 0 shows info and up, 1 and more shows debug, -1 errors only
+    (`jmapsync send`: a mail program shows sendmail's stderr to the user).
+    `hide`: events the console leaves out unless -v, because the CLI says the
+    same in words (`sync-done` -> jmapsync/summary.py); JSON logs always carry them.
     """
-    level = logging.DEBUG if verbose > 0 else logging.INFO
+    level = logging.DEBUG if verbose > 0 else logging.INFO if verbose == 0 else logging.ERROR
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderers: list[structlog.types.Processor]
     if use_console:

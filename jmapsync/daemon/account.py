@@ -43,6 +43,7 @@ from jmapsync.errors import (
 )
 from jmapsync.jmap import push
 from jmapsync.jmap.client import JmapClient
+from jmapsync.send.command import flush_in_daemon
 from jmapsync.state.db import StateDB
 from jmapsync.sync.engine import Engine
 from jmapsync.sync.report import SyncReport
@@ -245,6 +246,9 @@ class AccountRunner:
         covered = dict(self._pushed)
         try:
             secret = await self._get_secret()
+            # The outbox first (`jmapsync send` queued while offline): this pass
+            # then brings the Sent copies.  A reconnect runs a pass, so this too.
+            await flush_in_daemon(self.config, self.account, lambda a: JmapClient(a, secret=secret))
             if self._full_due:
                 self.log.info("full-reconcile")
             engine = Engine(

@@ -25,7 +25,11 @@ State = NewType("State", str)
 CORE = "urn:ietf:params:jmap:core"
 MAIL = "urn:ietf:params:jmap:mail"
 WEBSOCKET = "urn:ietf:params:jmap:websocket"
+SUBMISSION = "urn:ietf:params:jmap:submission"
 USING = (CORE, MAIL)
+# Only calls that need it name the submission capability: a server (or a
+# token without the "Email submission" scope) that lacks it must still sync.
+USING_SUBMISSION = (CORE, MAIL, SUBMISSION)
 
 # RFC 8620 1.2: an Id is 1-255 octets of the URL-safe base64 alphabet.  We rely
 # on this: Email ids become part of file names.
@@ -225,6 +229,29 @@ class Mailbox:
             role=role.lower() if role else None,
             total_emails=_int(total, "totalEmails") if total is not None else 0,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An Identity (RFC 8621 6): who the user may send as.
+
+    `email` may be `*@domain` (any address of that domain) or, as Cyrus 3.6
+    sends it, empty: the server names no address at all."""
+
+    id: str
+    name: str
+    email: str
+
+    @classmethod
+    def parse(cls, data: object) -> Identity:
+        if not isinstance(data, dict):
+            raise ProtocolError("Identity/get: an identity is not an object")
+        iid = parse_id(data.get("id"), "identity")
+        name = data.get("name") or ""
+        email = data.get("email") or ""
+        if not isinstance(name, str) or not isinstance(email, str) or len(email) > 998:
+            raise ProtocolError(f"Identity {iid}: name / email are not strings")
+        return cls(id=iid, name=name, email=email.strip())
 
 
 EMAIL_PROPERTIES = ["id", "blobId", "mailboxIds", "keywords", "size", "receivedAt"]

@@ -32,6 +32,9 @@ PURE = {
     "jmapsync.restore.folders",
     "jmapsync.restore.mutf7",
     "jmapsync.restore.plan",
+    "jmapsync.send.args",
+    "jmapsync.send.identity",
+    # (jmapsync.send.message is pure too, but the stdlib's email.utils loads socket)
     "jmapsync.sync.guards",
     "jmapsync.sync.merge",
     "jmapsync.sync.plan",
