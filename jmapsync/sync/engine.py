@@ -281,7 +281,7 @@ class Engine:
         t = time.monotonic()
         executor = Executor(ctx, client, self.progress)
         if ctx.dry is not None:
-            ctx.dry.files(report, plan)
+            ctx.dry.files(report, plan, ctx.fetched)
         else:
             await executor.run(plan)
             if model.touched is None:  # a full read: every file's arrival time
