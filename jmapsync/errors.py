@@ -22,14 +22,22 @@ daemon later) what to do without looking at the concrete type::
             └── CannotCalculateChanges   (plan: full reconcile, never retried as is)
 
 The retry classes mirror isync's FAIL_TEMP / FAIL_WAIT / FAIL_FINAL.  Messages
-never contain credentials: the Secret type in config.py has no readable repr,
-and nothing here formats request headers.
+never contain credentials or terminal controls: every message goes through
+scrub.line() when the error is made (a server may echo the password or send
+escape sequences in its error text), so str(error) is safe wherever it goes --
+terminal, log, state database, status file.
+
+TransportError carries two fields that decide about retries (jmap/http.py):
+`sent` (False: the request provably never left, e.g. connection refused) and
+`stalled` (True: dropped by the progress timeout).
 """
 
 from __future__ import annotations
 
 import enum
 from typing import Any
+
+from jmapsync import scrub
 
 
 class Retry(enum.Enum):
@@ -46,6 +54,7 @@ class JmapsyncError(Exception):
     retry: Retry = Retry.FATAL
 
     def __init__(self, message: str, **fields: Any) -> None:
+        message = scrub.line(message)
         super().__init__(message)
         self.message = message
         self.fields = fields
@@ -131,7 +140,7 @@ class MethodError(RemoteError):
         super().__init__(text, method=method, type=error_type)
         self.method = method
         self.type = error_type
-        self.description = description
+        self.description = scrub.line(description) if description is not None else None
 
 
 class CannotCalculateChanges(MethodError):

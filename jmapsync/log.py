@@ -2,7 +2,9 @@
 
 Every event is one line with an `event` name and key/value fields; account
 names travel as the `account` key (bound by the engine).  Nothing logs
-request headers, so credentials cannot reach a log line.
+request headers; and every key and value (a traceback too) passes
+scrub.processor: a server's text cannot put terminal controls or a known
+secret into a log line.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import sys
 from typing import Literal
 
 import structlog
+
+from jmapsync import scrub
 
 LogFormat = Literal["auto", "console", "json"]
 
@@ -23,18 +27,20 @@ def setup(fmt: LogFormat = "auto", verbose: int = 0) -> None:
     """
     level = logging.DEBUG if verbose > 0 else logging.INFO
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
-    renderers: list[structlog.types.Processor]
+    renderer: structlog.types.Processor
     if use_console:
-        renderers = [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     else:
         # A traceback becomes one "exception" string field: still one line.
-        renderers = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        renderer = structlog.processors.JSONRenderer()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            *renderers,
+            structlog.processors.format_exc_info,
+            scrub.processor,  # after the traceback is text, before colours are added
+            renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),

@@ -31,6 +31,10 @@ from jmapsync.jmap.types import (
 # Cyrus answers a bogus state with invalidArguments, not cannotCalculateChanges.
 RESYNC_ERRORS = {"cannotCalculateChanges", "invalidArguments"}
 _MAX_PAGES = 100_000
+# */changes rounds in one read.  At maxChanges 4096 that is a million
+# changes; past it a full reconcile is cheaper, and a server that says
+# hasMoreChanges forever cannot keep a pass going.
+MAX_CHANGE_ROUNDS = 256
 
 
 @dataclass
@@ -174,7 +178,13 @@ async def fetch_all(
 
 async def fetch_changes(client: JmapClient, mailbox_state: State, email_state: State) -> Delta:
     """Everything changed since the two states; raises CannotCalculateChanges
-    (also for invalidArguments) when a full reconcile is needed."""
+    (also for invalidArguments) when a full reconcile is needed.
+
+    `hasMoreChanges` is followed for at most MAX_CHANGE_ROUNDS requests, and
+    only while it makes progress: a round that says "more" but answers with
+    the state it was asked from (a broken server, or one looping) would
+    never end.  Either way the pass falls back to a full reconcile, which
+    needs no */changes at all."""
     aid = _aid(client)
     assert client.session is not None  # noqa: S101
     max_changes = min(client.session.limits.max_objects_in_get, 4096)
@@ -182,7 +192,7 @@ async def fetch_changes(client: JmapClient, mailbox_state: State, email_state: S
     first = True
     mailbox_more = True
     email_more = True
-    for _ in range(_MAX_PAGES):
+    for _ in range(MAX_CHANGE_ROUNDS):
         calls: list[Invocation] = []
         if mailbox_more:
             calls += [
@@ -209,10 +219,12 @@ async def fetch_changes(client: JmapClient, mailbox_state: State, email_state: S
                 raise ProtocolError("Mailbox/changes: oldState does not match sinceState")
             if mchanges.created or mchanges.updated or mchanges.destroyed:
                 delta.mailboxes = {}  # marks "changed"; filled below with the full set
+            _check_progress("Mailbox/changes", mchanges, delta.mailbox_state)
             delta.mailbox_state = mchanges.new_state
             mailbox_more = mchanges.has_more
         if email_more:
             echanges = _changes(r, "ec", "Email")
+            _check_progress("Email/changes", echanges, delta.email_state)
             for e in _emails(r.result("e1")) + _emails(r.result("e2")):
                 delta.changed[e.id] = e
                 delta.destroyed.discard(e.id)
@@ -226,14 +238,24 @@ async def fetch_changes(client: JmapClient, mailbox_state: State, email_state: S
         first = False
         if not mailbox_more and not email_more:
             break
-    else:  # pragma: no cover
-        raise ProtocolError("*/changes paging did not end")
+    else:
+        log.get().warning("changes-rounds-exhausted", rounds=MAX_CHANGE_ROUNDS)
+        raise CannotCalculateChanges(
+            "Email/changes", "tooManyRounds", f"hasMoreChanges after {MAX_CHANGE_ROUNDS} rounds"
+        )
     if delta.mailboxes is not None:
         # Mailboxes are few: take the whole tree rather than patching it.
         state, boxes = await fetch_mailboxes(client)
         delta.mailboxes = boxes
         delta.mailbox_state = state
     return delta
+
+
+def _check_progress(method: str, changes: Changes, since: State) -> None:
+    """More to come, yet no step forward: a loop.  Full reconcile instead."""
+    if changes.has_more and changes.new_state == since:
+        log.get().warning("changes-no-progress", method=method, state=since)
+        raise CannotCalculateChanges(method, "noProgress", "hasMoreChanges without a new state")
 
 
 def _get_ref(source: str, path: str, call_id: str, aid: str) -> Invocation:
