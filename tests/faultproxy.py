@@ -22,15 +22,24 @@ request (Content-Length bodies; jmapsync sends no chunked requests) and
 forwards it on a fresh upstream connection with ``Connection: close``, reads
 Cyrus's whole answer (Content-Length, chunked or until close), and sends it
 on re-framed with a Content-Length -- through the same faults.  ``hook(req)``
-may answer instead of Cyrus; ``rewrite(req, resp)`` may replace Cyrus's real
-answer.  ``requests`` lists every (method, target) the proxy forwarded or
-answered: a server that counts requests.
+may answer instead of Cyrus (or change ``req.body`` and return None: Cyrus
+then answers the changed request); ``rewrite(req, resp)`` may replace Cyrus's real
+answer; ``drop_if(req)`` forwards the request, lets Cyrus act on it, and then
+drops the answer (the client side is closed before any answer byte) -- per
+request, also on a connection that was opened before.  ``requests`` lists
+every (method, target) the proxy forwarded or answered, ``calls`` the JMAP
+method names of every API request: a server that counts requests.
+
+``tls=ssl_context`` makes the proxy a TLS endpoint (certificates from
+trustme) in front of Cyrus's plain HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -80,7 +89,7 @@ class FaultProxy:
     """See the module docstring.  Knobs may be changed while it runs (they are
     read when a connection opens or a chunk passes)."""
 
-    def __init__(self, upstream_url: str) -> None:
+    def __init__(self, upstream_url: str, tls: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(upstream_url)
         self.upstream_url = upstream_url
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
@@ -93,6 +102,9 @@ class FaultProxy:
         self.http = False
         self.hook: Hook | None = None
         self.rewrite: Rewrite | None = None
+        self.drop_if: Callable[[Request], bool] | None = None
+        self.calls: list[str] = []
+        self.tls = tls
         self.connections = 0
         self.faulted = 0
         self.requests: list[tuple[str, str]] = []
@@ -108,7 +120,7 @@ class FaultProxy:
     def start(self) -> FaultProxy:
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._client, "127.0.0.1", 0), self._loop
+            asyncio.start_server(self._client, "127.0.0.1", 0, ssl=self.tls), self._loop
         ).result(10)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -136,9 +148,8 @@ class FaultProxy:
     def url(self, url: str | None = None) -> str:
         """`url` (default: the upstream session URL) with this proxy's port."""
         parts = urlsplit(url or self.upstream_url)
-        return urlunsplit(
-            (parts.scheme, f"127.0.0.1:{self.port}", parts.path, parts.query, parts.fragment)
-        )
+        scheme, host = ("https", "localhost") if self.tls else (parts.scheme, "127.0.0.1")
+        return urlunsplit((scheme, f"{host}:{self.port}", parts.path, parts.query, parts.fragment))
 
     def clear(self) -> None:
         """No faults (counters stay)."""
@@ -146,6 +157,7 @@ class FaultProxy:
         self.drop_answer = False
         self.every = 1
         self.hook = self.rewrite = None
+        self.drop_if = None
 
     def trickle(self) -> None:
         self.rate = 1
@@ -170,12 +182,14 @@ class FaultProxy:
         faulty = self._select()
         out = _Out(self, writer, faulty)
         try:
-            if self.http or self.hook or self.rewrite:
+            if self.http or self.hook or self.rewrite or self.drop_if:
                 await self._http(reader, out)
             else:
                 await self._bytes(reader, out)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, _Closed):
             pass
+        except asyncio.CancelledError:
+            pass  # stop(): this connection's task ends here anyway
         finally:
             self._tasks.discard(task)
             writer.close()
@@ -219,21 +233,35 @@ class FaultProxy:
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             req = Request(method, target, headers, body)
             self.requests.append((method, target))
+            if method == "POST" and headers.get("content-type") == "application/json":
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    self.calls += [c[0] for c in json.loads(body)["methodCalls"]]
             resp = self.hook(req) if self.hook else None
             if resp is None:
-                resp = await self._forward(req, lines, body)
+                resp = await self._forward(req, lines)
                 if self.rewrite:
                     resp = self.rewrite(req, resp) or resp
-            await out.send(resp.encode(), head_len=len(resp.encode()) - len(resp.body))
+            if self.drop_if is not None and self.drop_if(req):
+                out.closed = True
+                out.w.transport.abort()
+                return
+            await out.send(resp.encode())
             if out.closed:
                 return
 
-    async def _forward(self, req: Request, lines: list[str], body: bytes) -> Response:
+    async def _forward(self, req: Request, lines: list[str]) -> Response:
+        """Cyrus's answer to `req` -- whose body a hook may have changed."""
         up_r, up_w = await asyncio.open_connection(*self.upstream)
         try:
-            keep = [ln for ln in lines[1:] if ln and not ln.lower().startswith("connection:")]
-            head = "\r\n".join([lines[0], *keep, "Connection: close", "", ""])
-            up_w.write(head.encode("latin-1") + body)
+            keep = [
+                ln
+                for ln in lines[1:]
+                if ln and not ln.lower().startswith(("connection:", "content-length:"))
+            ]
+            keep.append(f"Content-Length: {len(req.body)}")
+            first = f"{req.method} {req.target} HTTP/1.1"  # a hook may have moved the target
+            head = "\r\n".join([first, *keep, "Connection: close", "", ""])
+            up_w.write(head.encode("latin-1") + req.body)
             await up_w.drain()
             raw = await up_r.read(-1)
         finally:
@@ -256,7 +284,7 @@ class _Out:
         self.closed = False
         self.stalled = False
 
-    async def send(self, data: bytes, head_len: int = 0) -> None:
+    async def send(self, data: bytes) -> None:
         p = self.p
         if not self.faulty:
             self.w.write(data)

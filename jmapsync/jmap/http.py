@@ -211,7 +211,11 @@ class Http:
                 )
             except TransportError as exc:
                 sent = exc.fields.get("sent", True)
-                if exc.fields.get("stalled") or (sent and not idempotent):
+                if (
+                    exc.fields.get("stalled")
+                    or exc.fields.get("final")
+                    or (sent and not idempotent)
+                ):
                     raise
                 if attempt == len(RETRY_DELAYS):
                     raise

@@ -121,6 +121,12 @@ class LeanHTTP:
                 ssl=self._ssl() if scheme == "https" else None,
                 limit=_MAX_HEADER_BYTES,
             )
+        except ssl.SSLCertVerificationError as exc:
+            # Trying again changes nothing: the user must fix the trust store.
+            raise TransportError(
+                f"{progress.what}: TLS certificate verify failed ({exc.verify_message})",
+                final=True,
+            ) from None
         except (OSError, ssl.SSLError) as exc:
             raise TransportError(f"{progress.what}: {_describe(exc)}", sent=False) from None
         sock = writer.get_extra_info("socket")

@@ -29,7 +29,9 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return head
 
 
-def run(handler: Handler, go: Callable[[Http, str], Awaitable[object]], timeout: float = 5) -> object:
+def run(
+    handler: Handler, go: Callable[[Http, str], Awaitable[object]], timeout: float = 5
+) -> object:
     async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await handler(reader, writer)
@@ -225,7 +227,9 @@ def test_a_request_whose_answer_was_lost_is_resent_only_if_idempotent(safe: bool
     requests: list[bytes] = []
 
     async def go(web: Http, base: str) -> object:
-        await web.request("POST", base + "/api", {}, what="api", idempotent=safe, body=b"1", limit=9)
+        await web.request(
+            "POST", base + "/api", {}, what="api", idempotent=safe, body=b"1", limit=9
+        )
         try:
             return await web.request(
                 "POST", base + "/api", {}, what="api", idempotent=safe, body=b"2", limit=9
@@ -257,7 +261,8 @@ def test_a_cut_download_resumes_with_range_and_delivers_each_byte_once() -> None
         if len(seen) == 2:  # the second answers the Range
             writer.write(
                 b"HTTP/1.1 206 Partial\r\nContent-Range: bytes 3000-%d/%d\r\n"
-                b"Content-Length: %d\r\n\r\n" % (len(blob) - 1, len(blob), len(blob) - 3000)
+                b"Content-Length: %d\r\n\r\n"
+                % (len(blob) - 1, len(blob), len(blob) - 3000)
                 + blob[3000:]
             )
         await writer.drain()
@@ -322,7 +327,9 @@ def test_progress_timeout_drops_a_trickle_and_is_not_retried() -> None:
     async def go(web: Http, base: str) -> tuple[str, float]:
         started = time.monotonic()
         with pytest.raises(TransportError) as info:
-            await web.request("GET", base + "/b", {}, what="download G1", idempotent=True, sink=print)
+            await web.request(
+                "GET", base + "/b", {}, what="download G1", idempotent=True, sink=print
+            )
         return str(info.value), time.monotonic() - started
 
     text, took = run(trickle_server(4, 0.2, 10_000), go, timeout=1)  # type: ignore[misc]
