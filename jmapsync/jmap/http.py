@@ -158,7 +158,7 @@ class Http:
         idempotent: bool,
         body: bytes | None = None,
         sink: Sink | None = None,
-        limit: int = 0,
+        limit: int = 1 << 20,
     ) -> Answer:
         """One request, with redirects and retries (see the module docstring).
 

@@ -30,6 +30,10 @@ from jmapsync.errors import TransportError
 from jmapsync.jmap import mail
 from jmapsync.jmap.client import JmapClient
 
+# The tree whose jmapsync the CLI runs (the subprocess's cwd comes first on
+# sys.path): this one; another checkout to measure "before" on it.
+CODE = Path(os.environ.get("JMAPSYNC_TEST_CODE", str(ROOT)))
+
 
 @pytest.fixture
 def proxy(account: Account) -> Iterator[FaultProxy]:
@@ -64,7 +68,7 @@ def run_cli(
         [sys.executable, "-m", "jmapsync", "-c", str(mirror.config_path), *args],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=CODE,
         check=False,
         timeout=timeout,
         env=env or clean_env(),
@@ -262,7 +266,7 @@ def test_a_huge_answer_of_nested_empty_arrays_is_refused_in_bounded_memory(
         [sys.executable, "-c", probe, "-c", str(mirror.config_path), "sync"],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=CODE,
         check=False,
         timeout=120,
         env=clean_env(),
