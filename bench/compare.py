@@ -572,6 +572,17 @@ class Jmapsync(Tool):
         return (res.stdout or res.stderr).strip()
 
 
+class JmapsyncBaseline(Jmapsync):
+    """Another jmapsync build (``--baseline PATH``), run in the same
+    alternating rounds: an A/B of two versions on the same server and load."""
+
+    name = "jmapsync-baseline"
+    executable = ""
+
+    def argv(self) -> list[str]:
+        return [self.executable, "-c", str(self.cfg), "sync"]
+
+
 class Mbsync(Tool):
     name = "mbsync"
     expunge = True
@@ -790,6 +801,9 @@ def bench_size(srv: CyrusServer, n: int, args: argparse.Namespace, work: Path) -
 
     Mbsync.expunge = not args.mbsync_no_expunge
     tools: list[Tool] = [Jmapsync(acct, work)]
+    if args.baseline:
+        JmapsyncBaseline.executable = str(args.baseline)
+        tools.append(JmapsyncBaseline(acct, work))
     if not args.no_mbsync:
         tools.append(Mbsync(acct, work))
     if args.offlineimap:
@@ -1142,6 +1156,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--no-mbsync",
         action="store_true",
         help="jmapsync (and --offlineimap) only: mbsync 1.4.4 hangs on Cyrus near 97k messages",
+    )
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="another jmapsync executable (e.g. an older checkout's .venv/bin/jmapsync),"
+        " measured in the same alternating rounds as jmapsync-baseline",
     )
     p.add_argument("--seed", default="bench", help="seed of generated mail and changes")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per tool run")

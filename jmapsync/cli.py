@@ -28,7 +28,8 @@ from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import CORE, MAIL, WEBSOCKET
 from jmapsync.state.db import StateDB
 from jmapsync.sync import verify
-from jmapsync.sync.engine import SyncReport, progress_bar_factory, sync_accounts
+from jmapsync.sync.engine import sync_accounts
+from jmapsync.sync.report import SyncReport, progress_bar_factory
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
@@ -341,10 +340,3 @@ def load(path: Path | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     return parse(text, path)
-
-
-def iter_secret_values(config: Config) -> Iterator[str]:
-    """Literal secrets in the config, for tests that check logs never contain them."""
-    for account in config.accounts:
-        if account.credentials.password is not None:
-            yield account.credentials.password.reveal()

@@ -43,7 +43,8 @@ from jmapsync.errors import (
 from jmapsync.jmap import push
 from jmapsync.jmap.client import JmapClient
 from jmapsync.state.db import StateDB
-from jmapsync.sync.engine import Engine, SyncReport
+from jmapsync.sync.engine import Engine
+from jmapsync.sync.report import SyncReport
 
 # Local events: a pass this long after the last event of a burst...
 DEBOUNCE_QUIET_S = 0.15

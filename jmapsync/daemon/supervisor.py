@@ -31,7 +31,7 @@ from jmapsync.daemon.notify import notify, watchdog_interval
 from jmapsync.daemon.status import remove_status, status_path, write_status
 from jmapsync.daemon.tmpclean import clean_tmp
 from jmapsync.errors import ConfigError
-from jmapsync.state.db import PidLock
+from jmapsync.state.lock import PidLock
 
 # SIGTERM: a running pass gets this long to finish before it is cancelled;
 # the rest of systemd's 10 s is for closing sockets and threads.

@@ -1,5 +1,6 @@
 """The local side: Maildir file names, folder names, and the store on disk.
 
-``flags`` and ``names`` are pure (no I/O) so that the sync plan and its tests
-can reason about names without touching a disk; only ``store`` does I/O.
+``files``, ``flags``, ``names``, ``lineendings`` and ``message`` are pure (no
+I/O) so that the sync plan and its tests can reason about names and bytes
+without touching a disk; only ``store`` (and its ``durable`` helpers) do I/O.
 """

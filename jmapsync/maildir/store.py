@@ -11,58 +11,15 @@ the state database records the batch.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-import re
-import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from jmapsync.errors import LocalError
+from jmapsync.maildir.durable import SYNCFS, DirSync, copy_fd
+from jmapsync.maildir.files import PART_SUFFIX, SUBDIRS, LocalFile, email_id_of, join
 from jmapsync.maildir.flags import parse_name
-
-Subdir = Literal["cur", "new"]
-SUBDIRS = ("cur", "new", "tmp")
-
-# Our file names: "<Email id>.jmapsync[:2,FLAGS]".  The id lets a scan after a
-# crash recognise what already arrived, so nothing is downloaded twice.
-SUFFIX = ".jmapsync"
-_OUR_BASE = re.compile(r"^([A-Za-z0-9_-]{1,255})\.jmapsync$")
-PART_SUFFIX = ".jmapsync-part"
-# A folder holding the files of a mailbox move interrupted by a crash is an
-# ordinary mail folder; this dot-directory is never a mailbox in either layout.
-
-
-def base_name(email_id: str) -> str:
-    return email_id + SUFFIX
-
-
-def email_id_of(base: str) -> str | None:
-    m = _OUR_BASE.match(base)
-    return m.group(1) if m else None
-
-
-@dataclass(frozen=True, slots=True)
-class LocalFile:
-    """One message file found by a scan."""
-
-    folder: str  # relative folder path ("" is the root in maildir++)
-    subdir: Subdir
-    name: str  # file name within cur/ or new/
-    email_id: str | None  # None: not written by jmapsync (an MUA's file)
-    flags: str  # the ":2," flags field ("" if none)
-    inode: int = 0
-
-    @property
-    def relpath(self) -> str:
-        return join(self.folder, self.subdir, self.name)
-
-
-def join(*parts: str) -> str:
-    return "/".join(p for p in parts if p)
 
 
 def _inside(root: Path, rel: str) -> Path:
@@ -73,75 +30,6 @@ def _inside(root: Path, rel: str) -> Path:
     if any(p in ("", ".", "..") for p in parts):
         raise LocalError(f"refusing a path outside the Maildir root: {rel!r}")
     return root.joinpath(*parts)
-
-
-def _copy_fd(src: int, dst: int, transform: Callable[[bytes], bytes], carry: bytes) -> None:
-    """Copy src (from offset 0) to dst through `transform`, chunk by chunk; a chunk
-    ending in `carry` keeps that byte for the next one, so that a CRLF split
-    across chunks is still seen whole."""
-    offset = 0
-    pending = b""
-    while True:
-        chunk = os.pread(src, 1 << 20, offset)
-        if not chunk:
-            break
-        offset += len(chunk)
-        data = pending + chunk
-        pending = b""
-        if data.endswith(carry):
-            data, pending = data[: -len(carry)], carry
-        out = memoryview(transform(data))
-        while out:
-            out = out[os.write(dst, out) :]
-    if pending:
-        os.write(dst, transform(pending))
-
-
-def _syncfs() -> Callable[[int], None] | None:
-    """syncfs(2) from libc on Linux; None elsewhere (then: fsync per file)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int]
-    fn.restype = ctypes.c_int
-
-    def call(fd: int) -> None:
-        if fn(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-
-    return call
-
-
-SYNCFS = _syncfs()
-
-
-class DirSync:
-    """Directories whose entries changed and must be fsynced before a commit."""
-
-    def __init__(self) -> None:
-        self._dirs: set[Path] = set()
-
-    def add(self, path: Path) -> None:
-        self._dirs.add(path)
-
-    def flush(self) -> int:
-        count = 0
-        for d in sorted(self._dirs):
-            try:
-                fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-            except FileNotFoundError:
-                continue  # removed later in the same batch: nothing to persist
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            count += 1
-        self._dirs.clear()
-        return count
 
 
 class MaildirStore:
@@ -402,7 +290,7 @@ class MaildirStore:
         lf_tmp = tmp.with_name(tmp.name + "-lf")
         out = os.open(lf_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            _copy_fd(fd, out, lambda chunk: chunk.replace(b"\r\n", b"\n"), carry=b"\r")
+            copy_fd(fd, out, lambda chunk: chunk.replace(b"\r\n", b"\n"), carry=b"\r")
             os.fsync(out)
         finally:
             os.close(out)

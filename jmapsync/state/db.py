@@ -2,8 +2,8 @@
 
 One database per account (`<state_dir>/<account>.sqlite3`), WAL mode with
 synchronous=FULL, so a commit survives a power cut.  A second file,
-`<account>.lock` (account_lock), is held with flock() for the whole sync: two jmapsync
-processes never sync one account at once.
+`<account>.lock` (state/lock.py), is held with flock() for the whole sync: two
+jmapsync processes never sync one account at once.
 
 What the tables hold, and why:
 
@@ -30,7 +30,6 @@ What the tables hold, and why:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import sqlite3
@@ -39,11 +38,19 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from jmapsync.errors import LockedError, StateError
+from jmapsync.errors import StateError
 from jmapsync.jmap.types import BlobId, Email, EmailId, Mailbox, MailboxId, State, intern_set
 from jmapsync.maildir.lineendings import Form
 
 SCHEMA_VERSION = 2
+# Journal kinds.  "import": an Email/import's file, the SHA-256 and size of
+# the bytes sent, the mailbox, and once known the new Email id -- a pass that
+# finds one looks for the Email before importing anything again.  "write":
+# an Email/set or Mailbox/set about to be sent -- informational: a pass that
+# finds one knows an earlier one died and reads the effect back from the
+# server (the three-way decisions see a change made on both sides as done).
+JOURNAL_IMPORT = "import"
+JOURNAL_WRITE = "write"
 _CHUNK = 500  # ids per "IN (...)" query (SQLite allows 999 parameters)
 
 _SCHEMA = """
@@ -101,47 +108,6 @@ class FileRecord:
     folder: str
     name: str  # "cur/<file>" or "new/<file>"
     email_id: str
-
-
-class PidLock:
-    """An exclusive flock() on a file that names its holder's pid, released on
-    close or death.  `busy` is the error message, with {pid} for the holder."""
-
-    def __init__(self, path: Path, busy: str) -> None:
-        self.path = path
-        self.busy = busy
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise LockedError(self.busy.format(pid=other)) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> PidLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def account_lock(path: Path) -> PidLock:
-    """`<state_dir>/<account>.lock`: one sync of an account at a time."""
-    return PidLock(
-        path, f"another jmapsync process (pid {{pid}}) is syncing this account (lock {path})"
-    )
 
 
 def _split(value: str) -> frozenset[str]:

@@ -25,10 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from jmapsync.jmap.types import Email, EmailId, intern_set
-from jmapsync.maildir.flags import KEYWORD_OF_FLAG, flags_from_keywords
-from jmapsync.maildir.store import LocalFile
-
-STANDARD = "DFPRS"
+from jmapsync.maildir.files import LocalFile
+from jmapsync.maildir.flags import KEYWORD_OF_FLAG, STANDARD_FLAGS, flags_from_keywords
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +45,7 @@ def local_flag_changes(base_flags: str, files: Iterable[LocalFile]) -> dict[str,
     """Standard flags whose value on disk differs from base: letter -> value."""
     out: dict[str, bool] = {}
     for f in files:
-        for letter in STANDARD:
+        for letter in STANDARD_FLAGS:
             on_disk = letter in f.flags
             if on_disk != (letter in base_flags) and letter not in out:
                 out[letter] = on_disk

@@ -34,29 +34,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from jmapsync.jmap.types import Email, EmailId, MailboxId
-from jmapsync.maildir.flags import flags_from_keywords, format_name, merge_flags
-from jmapsync.maildir.store import LocalFile, base_name, join
-
-STANDARD = set("DFPRS")
-TRASHED = "T"  # an MUA's "deleted"; never part of the mirror (see sync/twoway.py)
-
-
-def standard(flags: str) -> str:
-    return "".join(sorted(set(flags) & STANDARD))
-
-
-def wanted_name(email_id: str, flags: str, subdir: str | None = None) -> tuple[str, str]:
-    """(subdir, file name) for an Email with these flags.
-
-    Seen mail goes to cur/, unseen mail to new/ (with its flags in the name
-    when it has any: mutt honours flags in new/ too).
-    """
-    base = base_name(email_id)
-    if subdir is None:
-        subdir = "cur" if "S" in flags else "new"
-    if subdir == "new" and not flags:
-        return "new", base
-    return subdir, format_name(base, flags)
+from jmapsync.maildir.files import TRASHED, LocalFile, join, standard, wanted_name
+from jmapsync.maildir.flags import flags_from_keywords, merge_flags
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,16 +101,6 @@ class FilePlan:
             "removes": len(self.removes),
             "foreign": len(self.foreign),
         }
-
-
-def split_rel(rel: str) -> tuple[str, str, str]:
-    """ "a/b/cur/name" -> ("a/b", "cur", "name")."""
-    head, name = rel.rsplit("/", 1)
-    if "/" in head:
-        folder, sub = head.rsplit("/", 1)
-    else:
-        folder, sub = "", head
-    return folder, sub, name
 
 
 def plan_files(

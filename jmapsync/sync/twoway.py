@@ -38,10 +38,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from jmapsync.jmap.types import Email, EmailId, MailboxId
+from jmapsync.maildir.files import TRASHED, LocalFile
 from jmapsync.maildir.flags import flags_from_keywords, keywords_from_flags
-from jmapsync.maildir.store import LocalFile
 from jmapsync.sync import merge
-from jmapsync.sync.plan import TRASHED
 
 
 def present(files: Iterable[LocalFile]) -> list[LocalFile]:
@@ -182,42 +181,3 @@ def plan_push(
         if not join:
             plan.deleted_in.update(folder_of[m] for m in leave)
     return plan
-
-
-# -- guards --------------------------------------------------------------------------
-
-EMPTIED_MIN = 10  # a folder that held at least this many messages and lost them all
-
-
-def deletion_guard(
-    plan: PushPlan,
-    held: Mapping[str, int],
-    *,
-    max_deletes: int,
-    vanished: Iterable[str] = (),
-    root_missing: bool = False,
-) -> list[str]:
-    """Why the deletions of this plan look like an accident; empty: they don't.
-
-    A Maildir root that vanished, a folder directory that vanished with its
-    messages, a folder emptied wholesale, or more deletions than `max_deletes`
-    are far more often an unmounted disk, a bad `rm` or a confused script
-    than a user's wish; the caller refuses them unless forced.
-    """
-    reasons = []
-    n = plan.deletions
-    if root_missing and n:
-        reasons.append(f"the Maildir root is missing: {n} messages would be deleted on the server")
-    gone = sorted(f for f in vanished if held.get(f))
-    if gone:
-        listed = ", ".join(repr(f) for f in gone[:5]) + (" ..." if len(gone) > 5 else "")
-        reasons.append(f"folder(s) {listed} vanished with {sum(held[f] for f in gone)} messages")
-    emptied = sorted(
-        f for f, k in plan.deleted_in.items() if k >= EMPTIED_MIN and k >= held.get(f, 0)
-    )
-    if emptied:
-        listed = ", ".join(f"{f!r} ({plan.deleted_in[f]})" for f in emptied[:5])
-        reasons.append(f"folder(s) emptied: {listed}")
-    if n > max_deletes:
-        reasons.append(f"{n} deletions in one pass, more than max_deletes = {max_deletes}")
-    return reasons

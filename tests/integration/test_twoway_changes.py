@@ -426,21 +426,22 @@ def test_a_change_made_while_a_pass_runs_is_seen_by_the_next_pass(
 ) -> None:
     """mutt renames a file after our scan but before our commit: the folder's
     recorded times must not hide that change from the next pass."""
-    from jmapsync.sync.engine import Engine
+    from jmapsync.sync.execute import Executor
+    from jmapsync.sync.plan import FilePlan
 
     mirror, ids = setup(account, tmp_path)
     time.sleep(0.2)
     mirror.sync()
     account.jmap().add_keyword(ids[0], "$flagged")  # a remote change: our pass writes
     victim = path_of(mirror, ids[1])
-    real = Engine._execute
+    real = Executor.run
 
-    async def execute_with_mutt(self: Engine, *args: object) -> None:
+    async def execute_with_mutt(self: Executor, plan: FilePlan) -> None:
         os.rename(victim, victim.with_name(victim.name.replace(":2,S", ":2,RS")))
-        await real(self, *args)  # type: ignore[arg-type]
+        await real(self, plan)
 
     with monkeypatch.context() as m:
-        m.setattr(Engine, "_execute", execute_with_mutt)
+        m.setattr(Executor, "run", execute_with_mutt)
         mirror.sync()
     time.sleep(0.2)
     report = mirror.sync()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from jmapsync.jmap.types import BlobId, Email, EmailId, MailboxId
+from jmapsync.maildir.files import LocalFile
 from jmapsync.maildir.flags import keywords_from_flags
-from jmapsync.maildir.store import LocalFile
 from jmapsync.sync.merge import KeywordPatch, apply_patch, merge_keywords
 
 

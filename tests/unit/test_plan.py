@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jmapsync.jmap.types import BlobId, Email, EmailId, MailboxId
+from jmapsync.maildir.files import LocalFile, email_id_of, split_rel
 from jmapsync.maildir.flags import parse_name
-from jmapsync.maildir.store import LocalFile, email_id_of
 from jmapsync.sync.plan import (
     Download,
     FilePlan,
@@ -17,7 +17,6 @@ from jmapsync.sync.plan import (
     Rename,
     plan_files,
     plan_folders,
-    split_rel,
 )
 
 INBOX, WORK, ARCH = MailboxId("mbInbox"), MailboxId("mbWork"), MailboxId("mbArch")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from jmapsync.jmap.types import BlobId, Email, EmailId, MailboxId
+from jmapsync.maildir.files import LocalFile
 from jmapsync.maildir.flags import keywords_from_flags
-from jmapsync.maildir.store import LocalFile
-from jmapsync.sync.twoway import PushPlan, Update, deletion_guard, plan_push
+from jmapsync.sync.guards import deletion_guard, missing_locally
+from jmapsync.sync.twoway import PushPlan, Update, plan_push
 
 IN, AR, WK, TR = (MailboxId(m) for m in ("in", "ar", "wk", "tr"))
 FOLDER_OF = {IN: "INBOX", AR: "Archive", WK: "Work", TR: "Trash"}
@@ -124,10 +127,12 @@ def test_guard_counts_and_thresholds() -> None:
     many.deleted_in.update({"INBOX": 12})
     assert "emptied" in deletion_guard(many, {"INBOX": 12}, max_deletes=100)[0]
     assert deletion_guard(many, {"INBOX": 13}, max_deletes=100) == []  # one left
-    assert (
-        "vanished" in deletion_guard(PushPlan(), {"Work": 3}, max_deletes=9, vanished=["Work"])[0]
-    )
-    assert "root" in deletion_guard(p, {}, max_deletes=100, root_missing=True)[0]
+    root = Path("/mail")
+    missing = missing_locally({"Work": 3}, ["Work"], root_missing=False, root=root)
+    assert missing is not None and "vanished with 3 messages" in missing
+    assert missing_locally({"Work": 0}, ["Work"], root_missing=False, root=root) is None
+    missing = missing_locally({}, [], root_missing=True, root=root)
+    assert missing is not None and "root" in missing
 
 
 @pytest.mark.parametrize("moves", [0, 3])

@@ -5,7 +5,7 @@ the base (the Emails as of the last sync) live in memory.  Random remote
 changes (keywords, moves, copies, destroys, deliveries) and local changes
 (flag renames, new/ -> cur/, moves, copies, unlinks, ``T``) interleave with
 a ``sync`` rule that runs one two-way pass the way the engine does it
-(sync/engine.py + sync/push.py):
+(sync/engine.py + sync/local_to_remote/):
 
     plan_push(base, server, files by Email id, folder_of, trash)
       -> updates (Update.apply) and destroys go to the server,
@@ -29,7 +29,7 @@ docstrings of sync/twoway.py and sync/merge.py:
    here imports the message again (new Email, same content).
 
 Not modelled: mailboxes without a folder (rule 1), files under an MUA's own
-names (matched by content in push.py), Dovecot keyword letters, refused
+names (matched by content in local_to_remote/mua_files.py), Dovecot keyword letters, refused
 writes, and the deletion guard (a pass here is always forced).
 """
 
@@ -46,6 +46,17 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 from jmapsync.jmap.types import BlobId, Email, EmailId, MailboxId
+from jmapsync.maildir.files import (
+    TRASHED,
+    LocalFile,
+    Subdir,
+    base_name,
+    email_id_of,
+    join,
+    split_rel,
+    standard,
+    wanted_name,
+)
 from jmapsync.maildir.flags import (
     FLAG_OF_KEYWORD,
     KEYWORD_OF_FLAG,
@@ -54,8 +65,7 @@ from jmapsync.maildir.flags import (
     keywords_from_flags,
     parse_name,
 )
-from jmapsync.maildir.store import LocalFile, Subdir, base_name, email_id_of, join
-from jmapsync.sync.plan import TRASHED, FilePlan, plan_files, split_rel, standard, wanted_name
+from jmapsync.sync.plan import FilePlan, plan_files
 from jmapsync.sync.twoway import PushPlan, plan_push
 
 INBOX, ARCH, WORK, TRASH = (
@@ -303,7 +313,7 @@ class TwoWayMachine(RuleBasedStateMachine):
         return out
 
     def push(self) -> PushPlan:
-        """plan_push, then its writes as push.py sends them, and the reimports."""
+        """plan_push, then its writes as local_to_remote/writes.py sends them, and the reimports."""
         plan = plan_push(self.base, self.server, self.files_by_email(), FOLDER_OF, self.trash)
         for u in plan.updates:
             eid = EmailId(u.email_id)

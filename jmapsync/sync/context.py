@@ -1,0 +1,63 @@
+"""The state of one pass, handed to every stage and to both directions.
+
+A pass is a pipeline (docs/DESIGN.md): remote read -> local scope -> plan
+(local->remote and remote->local) -> execute -> record.  The stages do not
+import each other's internals; what they share lives here: the account and
+its store and state database, the report they all add to, the Emails as
+last synced (the base of the three-way merge), the content hashes learnt
+during the pass, and the "files table may be stale" journal mark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from jmapsync.config import AccountConfig
+from jmapsync.jmap.types import Email, EmailId
+from jmapsync.maildir.store import MaildirStore
+from jmapsync.state.db import Content, StateDB
+from jmapsync.sync.report import SyncReport
+
+if TYPE_CHECKING:
+    from structlog.stdlib import BoundLogger
+
+
+@dataclass
+class PassContext:
+    """One pass over one account (one attempt: a stateMismatch makes a new one)."""
+
+    account: AccountConfig
+    db: StateDB
+    store: MaildirStore
+    log: BoundLogger
+    report: SyncReport
+    force_deletes: bool = False  # --force-deletes: the deletion guards let everything through
+    # Emails as last synced: the base of the three-way merge (two-way only).
+    base: dict[EmailId, Email] = field(default_factory=dict)
+    # Content hashes of the server bytes learnt during the pass (downloads,
+    # imports, rewrites), recorded with the pass.
+    new_contents: dict[str, Content] = field(default_factory=dict)
+    # The files table is rewritten whole at the end of this pass: an earlier
+    # pass died after its first file action, or this one made file changes
+    # the pull plan does not list (folder moves, the user's renames, imports).
+    rewrite_files: bool = False
+
+    @property
+    def two_way(self) -> bool:
+        return self.account.direction == "two-way"
+
+    def mark_files_pending(self, *, rewrite: bool = False) -> None:
+        """Journal, before any file action: the files table may no longer match
+        the disk until this pass commits; if it never does, the next pass
+        rewrites the table whole.  `rewrite`: this pass does too (its file
+        actions are not all in the plan)."""
+        self.rewrite_files = self.rewrite_files or rewrite
+        if self.db.get_meta("files_pending") != "1":
+            with self.db.transaction() as conn:
+                self.db.set_meta(conn, "files_pending", "1")
+
+    def warn(self, event: str, message: str, **fields: object) -> None:
+        """A warning in the log and in the report (the CLI counts them)."""
+        self.log.warning(event, **fields)
+        self.report.warnings.append(message)

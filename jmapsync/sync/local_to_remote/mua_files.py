@@ -1,0 +1,183 @@
+"""Files without our name (a mail program's), and imports a crash interrupted.
+
+A file an MUA wrote is one of:
+
+1. the same bytes as a file of an Email we hold (`cp`, `mv` under another
+   name): renamed to our name, it is an ordinary file of that Email;
+2. the same Message-ID and body as an Email on the server (mutt's move or
+   copy adds a `Content-Length:` header): it stands for that Email in its
+   folder, and the server's bytes replace it once they are in place;
+3. anything else that looks like a message: a new message, to be imported.
+
+Journal recovery: an Email/import whose answer a crash swallowed is found on
+the server (by id, or among the new Emails by size and SHA-256) and its file
+adopted, instead of being imported twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Mapping
+from typing import cast
+
+from jmapsync.jmap import mail
+from jmapsync.jmap.client import JmapClient
+from jmapsync.jmap.types import Email, EmailId
+from jmapsync.maildir import message
+from jmapsync.maildir.files import LocalFile, Subdir, join, standard, wanted_name
+from jmapsync.maildir.lineendings import inspect, local_form, server_bytes, to_lf
+from jmapsync.state.db import JOURNAL_IMPORT, Content
+from jmapsync.sync.context import PassContext
+from jmapsync.sync.local_to_remote.outcome import Import, Outcome
+
+
+def adopt(ctx: PassContext, f: LocalFile, sent: bytes, email: Email) -> None:
+    """The file of an imported message, under our name, in the account's
+    line-ending form of the bytes the server now holds."""
+    store = ctx.store
+    server = message.upload_form(sent)
+    seen = inspect(server)
+    form = local_form(ctx.account.line_endings, seen)
+    body = to_lf(server) if form == "lf" else server
+    sub, name = wanted_name(email.id, standard(f.flags))
+    dst = join(f.folder, sub, name)
+    if store.read(f.relpath) == body:
+        store.rename(f.relpath, dst)
+    else:
+        store.deliver(f.folder, email.id, body, dst)
+        store.remove(f.relpath)
+    ctx.new_contents[email.id] = Content(seen.sha256, seen.size, seen.crlf_only, form)
+
+
+async def recover_imports(
+    ctx: PassContext,
+    client: JmapClient,
+    emails: Mapping[EmailId, Email],
+    scan: list[LocalFile],
+) -> set[str]:
+    """Files of imports a crash interrupted that the server did take:
+    adopted now (their paths returned), never imported again."""
+    db, base = ctx.db, ctx.base
+    entries = db.journal(JOURNAL_IMPORT)
+    if not entries:
+        return set()
+    on_disk = {f.relpath: f for f in scan}
+    adopted: set[str] = set()
+    for _seq, p in entries:
+        rel, sha, size = str(p["path"]), str(p["sha256"]), int(str(p["size"]))
+        f = on_disk.get(rel)
+        if f is None or f.email_id is not None:
+            continue  # gone, or already ours
+        found: Email | None = None
+        if isinstance(p.get("email_id"), str):
+            found = emails.get(EmailId(str(p["email_id"])))
+        else:
+            for e in emails.values():
+                if e.id in base or e.size != size or str(p["mailbox"]) not in e.mailbox_ids:
+                    continue
+                blob = await client.fetch_blob(e.blob_id, e.size)
+                if hashlib.sha256(blob).hexdigest() == sha:
+                    found = e
+                    break
+        if found is None:
+            continue  # never imported: imported again below, as a new file
+        raw = await asyncio.to_thread(ctx.store.read, rel)
+        ctx.log.info("import-recovered", path=rel, email=found.id)
+        ctx.mark_files_pending(rewrite=True)
+        await asyncio.to_thread(adopt, ctx, f, raw, found)
+        adopted.add(rel)
+    with db.transaction() as conn:
+        db.journal_clear(conn, JOURNAL_IMPORT)
+    return adopted
+
+
+async def match_foreign(
+    ctx: PassContext,
+    client: JmapClient,
+    foreign: list[LocalFile],
+    emails: Mapping[EmailId, Email],
+    out: Outcome,
+) -> tuple[list[LocalFile], list[Import]]:
+    """Split the MUA's files: copies of known messages (returned as files of
+    their Email, under the name they have now), and new messages."""
+    store = ctx.store
+    contents = ctx.db.contents() | ctx.new_contents
+    by_sha: dict[tuple[str, str], str] = {
+        (c.sha256, c.form): eid for eid, c in contents.items() if EmailId(eid) in emails
+    }
+    virtual: list[LocalFile] = []
+    rest: list[tuple[LocalFile, bytes, str | None]] = []
+    for f in foreign:
+        try:
+            raw = await asyncio.to_thread(store.read, f.relpath)
+        except FileNotFoundError:
+            continue  # the mail program moved it on meanwhile: next pass
+        eid = by_sha.get((hashlib.sha256(raw).hexdigest(), "exact"))
+        if eid is None and b"\r" not in raw:
+            eid = by_sha.get((hashlib.sha256(server_bytes(raw, "lf")).hexdigest(), "lf"))
+        if eid is not None:
+            # The same bytes as our file of that Email: a copy (cp, mv under
+            # another name).  Take it over under our name.
+            sub, name = wanted_name(eid, standard(f.flags))
+            if store.rename(f.relpath, join(f.folder, sub, name)):
+                here = cast(Subdir, sub)
+                virtual.append(LocalFile(f.folder, here, name, eid, standard(f.flags)))
+                ctx.report.adopted += 1
+                out.rescan = True
+            continue
+        rest.append((f, raw, message.message_id(raw)))
+
+    candidates = await _by_message_id(client, {mid for _, _, mid in rest if mid})
+    blobs: dict[str, bytes] = {}
+    imports: list[Import] = []
+    for f, raw, mid in rest:
+        match = None
+        for cand in candidates.get(mid or "", []):
+            e = emails.get(EmailId(cand))
+            if e is None:
+                continue
+            if cand not in blobs:
+                blobs[cand] = await client.fetch_blob(e.blob_id, e.size)
+            if message.same_body(raw, blobs[cand]):
+                match = cand
+                break
+        if match is not None:
+            # mutt's move or copy: a new file with the same message (plus a
+            # header of mutt's).  It stands for that Email in this folder;
+            # the server's bytes replace it once they are in place.
+            virtual.append(LocalFile(f.folder, f.subdir, f.name, match, f.flags, f.inode))
+            out.superseded.append((f.relpath, match))
+        elif message.looks_like_message(raw):
+            imports.append((f, raw, None))
+        else:
+            msg = f"{f.relpath} is not a mail message; left alone"
+            ctx.warn("not-a-message", msg, path=f.relpath, action="left alone")
+    return virtual, imports
+
+
+async def _by_message_id(client: JmapClient, mids: set[str]) -> dict[str, list[str]]:
+    """Message-ID -> ids of the Emails on the server that carry it."""
+    if not mids:
+        return {}
+    aid = client.session.account_id if client.session else ""
+    ordered = sorted(mids)
+    calls = [
+        (
+            "Email/query",
+            {"accountId": aid, "filter": {"header": ["Message-ID", mid]}, "limit": 20},
+            f"q{i}",
+        )
+        for i, mid in enumerate(ordered)
+    ]
+    r = await client.call(calls)
+    out: dict[str, list[str]] = {}
+    for i, mid in enumerate(ordered):
+        ids = r.result(f"q{i}").get("ids") or []
+        out[mid] = [x for x in ids if isinstance(x, str)]
+    # The filter matches substrings on some servers: keep exact matches only.
+    found = sorted({x for xs in out.values() for x in xs})
+    if found:
+        exact = await mail.message_ids(client, found)
+        out = {mid: [x for x in xs if mid in exact.get(x, [])] for mid, xs in out.items()}
+    return out

@@ -1,0 +1,92 @@
+"""Stage 5, record: what this pass made true, in ONE transaction, states last.
+
+Mailboxes and their paths, the changed Emails, content hashes, the file list
+(updated by this pass's actions; rewritten whole after a full read, a folder
+move, or a `files_pending` mark left by a pass that died), the folders' times
+for the next "unchanged" check -- and only then the new Email and Mailbox
+state strings.  A crash before the commit leaves the old states: the next pass
+fetches the same changes again and finds their files already in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from jmapsync.jmap.types import MailboxId
+from jmapsync.maildir.files import split_rel
+from jmapsync.state.db import FileRecord
+from jmapsync.sync import scope as local_scope
+from jmapsync.sync.context import PassContext
+from jmapsync.sync.plan import FilePlan
+from jmapsync.sync.remote import RemoteModel
+
+
+def record(
+    ctx: PassContext,
+    account_id: str,
+    model: RemoteModel,
+    folder_of: Mapping[MailboxId, str],
+    plan: FilePlan,
+    scope: local_scope.Scope | None,
+    pre_stamp: local_scope.Times,
+    removed_foreign: set[str],
+) -> None:
+    db, account = ctx.db, ctx.account
+    emails, touched = model.emails, model.touched
+
+    def files() -> Iterator[FileRecord]:
+        for rel, eid in plan.owned():
+            folder, sub, name = split_rel(rel)
+            yield FileRecord(folder, f"{sub}/{name}", eid)
+
+    with db.transaction() as conn:
+        db.put_mailboxes(conn, ((m, folder_of[m.id]) for m in model.mailboxes.values()))
+        if touched is None:
+            conn.execute("DELETE FROM emails")
+            db.put_emails(conn, emails.values())
+        else:
+            db.delete_emails(conn, (e for e in touched if e not in emails))
+            db.put_emails(conn, (emails[e] for e in touched if e in emails))
+        if touched is None or ctx.rewrite_files:
+            # After a full read, or when an earlier pass died between its
+            # first file action and its commit: the table is rewritten
+            # whole, streamed from the plan -- or, in a partial pass, the
+            # rows of the Emails and folders it looked at.
+            if scope is None:
+                db.replace_all_files(conn, files())
+            else:
+                planned = scope.ids | {eid for _, eid in plan.owned()}
+                db.replace_files_of(conn, planned, scope.dirty, files())
+            db.prune_contents(conn)
+        elif not plan.empty:
+            db.update_files(conn, *_file_changes(plan))
+            if plan.removes or plan.renames:
+                db.prune_contents(conn)
+        db.put_contents(conn, ctx.new_contents)
+        db.set_meta(conn, "files_pending", None)
+        db.journal_clear(conn, None)  # every intent of this pass is done and recorded
+        db.set_meta(conn, "line_endings", account.line_endings)
+        db.set_meta(conn, "contents_complete", "1")
+        folders = sorted(set(folder_of.values()))
+        stamp = local_scope.stamp_to_record(ctx, folders, pre_stamp, plan, scope, removed_foreign)
+        db.set_meta(conn, "local_stamp", stamp)
+        db.set_meta(conn, "account_id", account_id)
+        # Only now, with every file of this pass on disk and the
+        # directories fsynced, do the states advance.
+        db.set_meta(conn, "email_state", model.email_state)
+        db.set_meta(conn, "mailbox_state", model.mailbox_state)
+
+
+def _file_changes(plan: FilePlan) -> tuple[list[tuple[str, str]], list[FileRecord]]:
+    """(folder, "sub/name") rows that go, and rows that come, by the plan's actions."""
+
+    def row(rel: str) -> tuple[str, str]:
+        folder, sub, name = split_rel(rel)
+        return folder, f"{sub}/{name}"
+
+    gone = [row(r.src) for r in plan.renames] + [row(r.path) for r in plan.removes]
+    came = [(r.dst, r.email_id) for r in plan.renames]
+    came += [(lk.dst, lk.email_id) for lk in plan.links]
+    for d in plan.downloads:
+        came += [(dst, d.email_id) for dst in (d.dst, *d.links)]
+    return gone, [FileRecord(*row(rel), eid) for rel, eid in came]

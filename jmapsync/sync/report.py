@@ -1,0 +1,81 @@
+"""What one pass did (`SyncReport`), and the download progress hook.
+
+The report is filled in by every stage of a pass; the CLI, the daemon's
+status and the tests read it.  The progress bar is drawn only on a terminal,
+and tqdm is imported only then: a pass from cron never loads it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class SyncReport:
+    """What one pass did, for the CLI, logs and tests."""
+
+    account: str
+    mode: str = "incremental"  # or "full", "unchanged"
+    partial: bool = False  # incremental, looking only at changed folders and Emails (Scope)
+    planned: int = 0  # Emails the plan looked at
+    downloaded: int = 0
+    bytes: int = 0
+    renamed: int = 0
+    linked: int = 0
+    removed: int = 0
+    folders_created: int = 0
+    folders_moved: int = 0
+    folders_removed: int = 0
+    rewritten: int = 0  # files converted between LF and exact form
+    pushed: int = 0  # Emails whose local flag or folder changes went to the server
+    destroyed: int = 0  # Emails destroyed on the server (deleted here from Trash)
+    imported: int = 0  # local new messages sent with Email/import
+    adopted: int = 0  # MUA copies of known messages taken over under our name
+    superseded: int = 0  # MUA copies replaced by the server's bytes
+    mailboxes_created: int = 0
+    mailboxes_destroyed: int = 0
+    foreign: int = 0
+    seconds: float = 0.0
+    email_state: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "warnings"} | {
+            "warnings": len(self.warnings)
+        }
+
+
+class Progress:
+    """Download progress; the CLI swaps in a tqdm bar on a TTY."""
+
+    def update(self, n: int, nbytes: int) -> None:
+        """Called after each finished download."""
+
+    def close(self) -> None:
+        """Called once at the end."""
+
+
+ProgressFactory = Callable[[int, int], Progress]
+
+
+def progress_bar_factory() -> ProgressFactory | None:
+    """A tqdm bar on a TTY, nothing otherwise (structured logs say the rest)."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm  # only on a TTY: keeps start-up light
+
+    class Bar(Progress):
+        def __init__(self, total: int, total_bytes: int) -> None:
+            self.bar = tqdm(total=total, unit="msg", desc="downloading", leave=False)
+
+        def update(self, n: int, nbytes: int) -> None:
+            self.bar.update(n)
+
+        def close(self) -> None:
+            self.bar.close()
+
+    return Bar

@@ -1,0 +1,231 @@
+"""Stage 2, local scope: which folders can have changed since the last pass.
+
+Any create, delete or rename in a Maildir folder (a flag change is a rename)
+changes the modification time of the folder's directory, its cur/ or its
+new/.  The last pass recorded those times ("the stamp"), so:
+
+- nothing changed remotely and no time moved: the pass is over after one
+  stat() per directory (`local_unchanged`);
+- otherwise an incremental pass scans only the folders whose times moved and
+  plans only the Emails changed remotely or with a file there (`Scope`): at
+  100 000 messages a pass after a few changes touches a few records.
+
+A time within RACY_NS of "now" is never trusted: a change in the same clock
+tick would not show ("racy git").  The times recorded at the end of a pass
+are those taken just BEFORE its scan; a folder whose times moved during the
+pass is listed again and recorded only if it holds exactly what the pass
+leaves there (`stamp_to_record`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import cast
+
+from jmapsync.config import AccountConfig
+from jmapsync.jmap.changes import Delta
+from jmapsync.jmap.types import Email, EmailId, MailboxId
+from jmapsync.maildir.files import TRASHED, LocalFile, Subdir, split_rel
+from jmapsync.maildir.flags import parse_name
+from jmapsync.maildir.store import MaildirStore
+from jmapsync.state.db import JOURNAL_IMPORT, StateDB
+from jmapsync.sync import guards
+from jmapsync.sync.context import PassContext
+from jmapsync.sync.plan import FilePlan
+
+# Directory times this close to "now" may hide a change made in the same tick.
+RACY_NS = 100_000_000
+ROOT_KEY = "/"  # the Maildir root's own time in the stamp (never a folder path)
+_MASK = (1 << 64) - 1
+
+Times = dict[str, list[int] | None]
+
+
+@dataclass
+class Scope:
+    """An incremental pass that looks only where something can have changed.
+
+    Folders whose directory times did not move since the last pass hold
+    exactly the files the state recorded there, so only the other folders are
+    scanned, and only the Emails changed remotely or with a file in a scanned
+    folder are read and planned."""
+
+    dirty: list[str]  # folders scanned
+    ids: set[str]  # Emails planned
+    records: dict[EmailId, Email]  # their records as last synced
+    dirty_files: list[LocalFile]
+    clean_files: list[LocalFile]  # their recorded files in the other folders
+    times: Times  # the folders' times just before the scan
+
+    def files(self) -> list[LocalFile]:
+        return self.dirty_files + self.clean_files
+
+    def scan(self, store: MaildirStore) -> list[LocalFile]:
+        return list(store.scan(self.dirty)) + self.clean_files
+
+
+def local_stamp(store: MaildirStore, folders: list[str]) -> Times:
+    """mtime_ns of each folder's directory and of its cur/ and new/, and of
+    the root (a new top-level folder changes only its time).
+
+    A time within RACY_NS of "now" cannot be trusted -- the file system clock
+    is coarse and a change in the same tick would not show -- so such a
+    folder gets None and is scanned next time."""
+    now = time.time_ns()
+    stamp: Times = {}
+    try:
+        root = store.root.stat().st_mtime_ns
+        stamp[ROOT_KEY] = None if root > now - RACY_NS else [root]
+    except OSError:
+        stamp[ROOT_KEY] = None
+    for folder in folders:
+        base = store.path(folder)
+        try:
+            times = [base.stat().st_mtime_ns] + [
+                (base / sub).stat().st_mtime_ns for sub in ("cur", "new")
+            ]
+        except OSError:
+            stamp[folder] = None
+            continue
+        stamp[folder] = None if max(times) > now - RACY_NS else times
+    return stamp
+
+
+def recorded_times(db: StateDB, account: AccountConfig) -> Times | None:
+    """The folder times the last pass recorded, if they are for this
+    Maildir root and layout."""
+    raw = db.get_meta("local_stamp")
+    if raw is None:
+        return None
+    recorded = json.loads(raw)
+    if recorded.get("layout") != account.layout or recorded.get("root") != str(account.maildir):
+        return None
+    folders: Times = recorded.get("folders", {})
+    return folders
+
+
+def local_unchanged(db: StateDB, account: AccountConfig, store: MaildirStore) -> bool:
+    """True when no folder changed since the last pass recorded its stamp,
+    and the settings that shape the files are the same."""
+    folders = recorded_times(db, account)
+    if folders is None or db.get_meta("line_endings") != account.line_endings:
+        return False
+    if ROOT_KEY not in folders or any(v is None for v in folders.values()):
+        return False
+    return local_stamp(store, sorted(f for f in folders if f != ROOT_KEY)) == folders
+
+
+def compute(
+    ctx: PassContext,
+    delta: Delta | None,
+    old_paths: Mapping[MailboxId, str],
+    new_paths: Mapping[MailboxId, str] | None,
+) -> Scope | None:
+    """The Emails and folders an incremental pass needs to look at; None
+    when it must look at everything.  `new_paths`: the folders of the
+    changed mailbox tree (None: the tree did not change)."""
+    db, account, store = ctx.db, ctx.account, ctx.store
+    if delta is None or ctx.rewrite_files:
+        return None
+    if db.get_meta("line_endings") != account.line_endings:
+        return None  # files get rewritten: every one of them is visited
+    if db.get_meta("contents_complete") != "1" or db.journal(JOURNAL_IMPORT):
+        return None
+    if new_paths is not None and new_paths != old_paths:
+        return None  # folders move, appear or go
+    known = recorded_times(db, account)
+    if known is None:
+        return None
+    known.pop(ROOT_KEY, None)  # new folders are found by listing them below
+    now = local_stamp(store, sorted(known))
+    dirty = {f for f, times in known.items() if times is None or now[f] != times}
+    dirty |= set(store.folders(account.layout)) - set(known)
+    dirty_files = list(store.scan(sorted(dirty)))
+    if ctx.two_way and any(f.email_id is None and TRASHED not in f.flags for f in dirty_files):
+        return None  # an MUA's file: matching it may need any record
+    ids = set(delta.changed) | set(delta.destroyed) | db.emails_with_files_in(dirty)
+    ids.update(f.email_id for f in dirty_files if f.email_id is not None)
+    records = db.emails_by_id(ids)
+    if guards.many_left(guards.left_by_mailbox(records, delta.changed, delta.destroyed)):
+        return None  # the emptied-mailbox check needs every record
+    clean = [
+        LocalFile(r.folder, cast(Subdir, sub), name, r.email_id, parse_name(name).flags)
+        for r in db.files_of(ids)
+        if r.folder not in dirty
+        for sub, name in [r.name.split("/", 1)]
+    ]
+    ctx.log.debug("partial-pass", dirty=len(dirty), emails=len(ids))
+    return Scope(sorted(dirty), ids, records, dirty_files, clean, now)
+
+
+def stamp_to_record(
+    ctx: PassContext,
+    folders: list[str],
+    pre: Times,
+    plan: FilePlan,
+    scope: Scope | None,
+    removed_foreign: set[str],
+) -> str:
+    """The folders' times for the next pass's fast path (JSON) -- only
+    where the state being recorded is known to be what is on disk.
+
+    A folder whose times did not move since just before the scan holds
+    what the scan saw, plus nothing.  One whose times moved during the
+    pass (our own writes, or the user's mutt at the same moment) is listed
+    again and compared with what this pass leaves there: equal -> its new
+    times are recorded; different, or not listable from this pass's plan
+    -> None, scanned next time.  Times within RACY_NS of now are never
+    trusted; a pass that wrote waits that out once."""
+    store = ctx.store
+    times = local_stamp(store, folders)
+    if any(t is None for t in times.values()) and store.root.is_dir():
+        time.sleep(RACY_NS / 1e9)
+        times = local_stamp(store, folders)
+    moved = [f for f in folders if times[f] is not None and pre.get(f) != times[f]]
+    if moved:
+        checkable = set(folders) if scope is None else set(scope.dirty)
+        expected = _expected_files(plan, [f for f in moved if f in checkable], removed_foreign)
+        for f in moved:
+            if f not in expected or _fingerprint(x.relpath for x in store.scan([f])) != expected[f]:
+                times[f] = None
+    if pre.get(ROOT_KEY) != times.get(ROOT_KEY):
+        times[ROOT_KEY] = None  # folders came or went: the next pass lists them
+    stamp = {"layout": ctx.account.layout, "root": str(ctx.account.maildir), "folders": times}
+    return json.dumps(stamp, sort_keys=True)
+
+
+def _expected_files(
+    plan: FilePlan, folders: list[str], removed_foreign: set[str]
+) -> dict[str, tuple[int, int]]:
+    """folder -> fingerprint of every file this pass leaves there (ours
+    and others'): a count and a hash sum, so that 100 000 names are not
+    held twice at the end of a first sync."""
+    if not folders:
+        return {}
+    acc: dict[str, list[int]] = {f: [0, 0] for f in folders}
+
+    def add(folder: str, rel: str) -> None:
+        a = acc.get(folder)
+        if a is not None:
+            a[0] += 1
+            a[1] = (a[1] + hash(rel)) & _MASK
+
+    for rel, _eid in plan.owned():
+        add(split_rel(rel)[0], rel)
+    for f in plan.foreign:
+        if f.relpath not in removed_foreign:
+            add(f.folder, f.relpath)
+    return {f: (a[0], a[1]) for f, a in acc.items()}
+
+
+def _fingerprint(relpaths: Iterable[str]) -> tuple[int, int]:
+    """(count, sum of hashes) of a set of paths: equal sets, equal prints; a
+    rename, a new or a missing file changes it."""
+    n = total = 0
+    for rel in relpaths:
+        n += 1
+        total = (total + hash(rel)) & _MASK
+    return n, total

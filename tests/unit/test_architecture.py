@@ -1,0 +1,118 @@
+"""The shape of the code (docs/DESIGN.md, "Layout"), checked so it cannot drift.
+
+- no module of jmapsync/ imports another that imports it back (directly or
+  through others): the stages of a pass depend one way;
+- pure modules import only pure modules, and importing them loads nothing
+  with side effects (no libc via ctypes, no SQLite, no event loop, no HTTP);
+- no file of jmapsync/ passes ~450 lines (a file that does holds two stages).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "jmapsync"
+MAX_LINES = 460
+
+PURE = {
+    "jmapsync.errors",
+    "jmapsync.jmap.types",
+    "jmapsync.maildir.files",
+    "jmapsync.maildir.flags",
+    "jmapsync.maildir.lineendings",
+    "jmapsync.maildir.message",
+    "jmapsync.maildir.names",
+    "jmapsync.scrub",
+    "jmapsync.sync.guards",
+    "jmapsync.sync.merge",
+    "jmapsync.sync.plan",
+    "jmapsync.sync.twoway",
+}
+# Loaded by a module with side effects or heavy start-up; never by pure code.
+NOT_PURE = ("ctypes", "sqlite3", "asyncio", "httpx", "socket", "subprocess", "structlog")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """The jmapsync modules `name` imports anywhere in its body (also under
+    TYPE_CHECKING and inside functions: a cycle is a cycle)."""
+    found: set[str] = set()
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+                base = f"{base}.{node.module}" if node.module else base
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)
+    return {m for m in found if m in MODULES and m != name}
+
+
+GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+
+
+def _reaches(start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = list(GRAPH[start])
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo.extend(GRAPH[m])
+    return seen
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    cycles = sorted(m for m in MODULES if m in _reaches(m))
+    assert cycles == [], f"import cycles through: {cycles}"
+
+
+@pytest.mark.parametrize("name", sorted(PURE))
+def test_pure_modules_import_only_pure_modules(name: str) -> None:
+    # Package __init__ modules on the way are imported too: they must be pure.
+    impure = {m for m in _reaches(name) if m not in PURE and MODULES[m].name != "__init__.py"}
+    packages = {m for m in _reaches(name) if MODULES[m].name == "__init__.py"}
+    assert impure == set(), f"{name} imports {sorted(impure)}"
+    assert all(not GRAPH[p] for p in packages), f"{name}: a package imports more"
+
+
+def test_importing_pure_code_loads_nothing_with_side_effects() -> None:
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in sorted(PURE))
+        + f"print(' '.join(m for m in {NOT_PURE!r} if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent
+    )
+    assert done.stdout.strip() == ""
+
+
+def test_no_file_holds_two_stages() -> None:
+    long = {
+        str(p.relative_to(PACKAGE.parent)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}, f"files over {MAX_LINES} lines: {long}"
