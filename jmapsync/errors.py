@@ -14,6 +14,8 @@ daemon later) what to do without looking at the concrete type::
         ├── TransportError        temporary  connection refused / reset / timed out
         ├── AuthError             fatal    HTTP 401 / 403: wrong credentials
         ├── HTTPStatusError       backoff  any other unexpected HTTP status
+        ├── DownloadsFailed       backoff  some downloads of a pass failed (the others
+        │                                  are in place; the next pass fetches the rest)
         ├── ProtocolError         fatal    the server broke the protocol (bad JSON, missing
         │                                  capability, unsafe mailbox name, absurd size)
         ├── PushUnavailable       fatal    this push transport is not offered (the daemon
@@ -113,6 +115,19 @@ class HTTPStatusError(RemoteError):
     def __init__(self, message: str, *, status: int, **fields: Any) -> None:
         super().__init__(message, status=status, **fields)
         self.status = status
+
+
+class DownloadsFailed(RemoteError):
+    """Downloads of a pass failed after their retries; the others were committed.
+
+    The pass records nothing (its states do not advance): the next pass reads
+    the same changes, finds the committed files in place, and downloads only
+    what is missing."""
+
+    def __init__(self, message: str, *, failed: int, total: int) -> None:
+        super().__init__(message, failed=failed, total=total)
+        self.failed = failed
+        self.total = total
 
 
 class ProtocolError(RemoteError):

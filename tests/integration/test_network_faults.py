@@ -23,7 +23,7 @@ import pytest
 from conftest import new_account
 from faultproxy import FaultProxy, Request, Response, proxy_for
 from mailtools import Account, make_message
-from mirror import ROOT, Mirror, assert_exact_mirror
+from mirror import ROOT, Mirror, assert_exact_mirror, message_files
 
 from jmapsync.config import load
 from jmapsync.errors import TransportError
@@ -117,6 +117,39 @@ def test_a_link_that_cuts_every_second_connection_after_150kb_converges(
     assert runs[-1] == 0, (runs, done.stderr)
     assert proxy.faulted >= 2  # connections were cut
     proxy.clear()
+    assert_exact_mirror(mirror)
+
+
+def test_a_download_that_still_fails_does_not_abort_the_others(
+    account: Account, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """Before: one failed download aborted the pass and threw away the ones
+    that had arrived.  Now the others finish and are committed, the pass
+    says how many failed and exits 1, and the next pass downloads only the
+    missing one.  (HTTP 404 for one blob: not retried, it is no link fault.)"""
+    account.append_many("INBOX", [make_message(i, size=20_000) for i in range(6)])
+    j = account.jmap()
+    victim = j.get_emails(j.email_ids()[:1], ["blobId"])[0]["blobId"]
+    mirror = proxied(account, tmp_path, proxy)
+
+    def missing(req: Request) -> Response | None:
+        if req.method == "GET" and f"/{victim}/" in req.path:
+            return Response(404, [("Content-Type", "text/plain")], b"gone for now")
+        return None
+
+    proxy.hook, proxy.http = missing, True  # HTTP mode: requests are counted
+    done, _ = run_cli(mirror, "sync")
+    assert done.returncode == 1
+    (line,) = error_lines(done.stderr)
+    assert line.startswith("jmapsync: account test: 1 of 6 downloads failed (first: download ")
+    assert line.endswith("the others are in place, the next pass fetches the rest")
+    assert len(message_files(mirror.maildir)) == 5
+    proxy.hook = None
+    seen = len(proxy.requests)
+    done, _ = run_cli(mirror, "sync")
+    assert done.returncode == 0, done.stderr
+    downloads = [t for m, t in proxy.requests[seen:] if m == "GET" and "/download/" in t]
+    assert len(downloads) == 1 and victim in downloads[0]
     assert_exact_mirror(mirror)
 
 
