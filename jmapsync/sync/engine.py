@@ -114,25 +114,33 @@ class Engine:
         )
         report = ctx.report
         async with self.client_factory(self.account) as client:
-            delta = await remote.read_changes(ctx, client, full=self.full)
-            assert client.session is not None  # noqa: S101
-            if (
-                delta is not None
-                and delta.empty
-                and scope.local_unchanged(db, self.account, self.store)
-            ):
-                # Nothing new on either side: no need to read 100 000 records
-                # and scan as many files to find that out.
-                with db.transaction() as conn:
-                    db.set_meta(conn, "email_state", delta.email_state)
-                    db.set_meta(conn, "mailbox_state", delta.mailbox_state)
-                report.mode = "unchanged"
-                report.email_state = delta.email_state
-            else:
-                await self._pass(ctx, client, client.session.account_id, delta, started)
+            try:
+                await self._in_session(ctx, client, started)
+            finally:
+                remote.store_session(ctx, client)  # one the client fetched mid-pass
         report.seconds = round(time.monotonic() - started, 3)
         self.log.info("sync-done", **report.as_dict())
         return report
+
+    async def _in_session(self, ctx: PassContext, client: JmapClient, started: float) -> None:
+        """The pass proper, with the client open."""
+        db, report = ctx.db, ctx.report
+        delta = await remote.read_changes(ctx, client, full=self.full)
+        assert client.session is not None  # noqa: S101
+        if (
+            delta is not None
+            and delta.empty
+            and scope.local_unchanged(db, self.account, self.store)
+        ):
+            # Nothing new on either side: no need to read 100 000 records
+            # and scan as many files to find that out.
+            with db.transaction() as conn:
+                db.set_meta(conn, "email_state", delta.email_state)
+                db.set_meta(conn, "mailbox_state", delta.mailbox_state)
+            report.mode = "unchanged"
+            report.email_state = delta.email_state
+        else:
+            await self._pass(ctx, client, client.session.account_id, delta, started)
 
     async def _pass(
         self,

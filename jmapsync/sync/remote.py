@@ -68,12 +68,21 @@ async def read_changes(ctx: PassContext, client: JmapClient, *, full: bool) -> c
                 if not client.session_stale:
                     return delta
     await client.connect()
-    if client.session_json is not None:
-        url, data = client.session_json
-        with db.transaction() as conn:
-            entry = key | {"url": url, "data": data}
-            db.set_meta(conn, "session", json.dumps(entry))
+    store_session(ctx, client)
     return await _changes(ctx, client, full=full)
+
+
+def store_session(ctx: PassContext, client: JmapClient) -> None:
+    """Cache a session the client fetched (at the start, or mid-pass when a
+    cached session's URL answered 401/403/404), for the next runs."""
+    if client.session_json is None:
+        return
+    url, data = client.session_json
+    client.session_json = None  # stored: not again
+    account = ctx.account
+    entry = {"for": account.session_url, "user": account.credentials.username}
+    with ctx.db.transaction() as conn:
+        ctx.db.set_meta(conn, "session", json.dumps(entry | {"url": url, "data": data}))
 
 
 async def _changes(ctx: PassContext, client: JmapClient, *, full: bool) -> changes.Delta | None:
