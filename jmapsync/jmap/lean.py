@@ -2,15 +2,19 @@
 
 Why not httpx alone (numbers in docs/DESIGN.md, "Two HTTP stacks"):
 
-* start-up: `import httpx` costs 60-90 ms on the 2-core test machine, as
-  much as the whole budget of a pass with nothing new (issue 16: within
-  0.10 s of `python -c pass`).  This module imports only the stdlib.
+* start-up: `import httpx` costs ~0.10 s of CPU alone and ~27 ms on top of
+  what jmapsync imports anyway -- a quarter of issue 16's budget for a pass
+  with nothing new (within 0.10 s of `python -c pass`), which is ONE API
+  POST.  This module imports only the stdlib.
 * Cyrus answers on a reused keep-alive connection ~44 ms late: it writes
   headers and body separately, its Nagle holds the body until the headers
   are ACKed, and our kernel delays that ACK.  TCP_QUICKACK after sending
-  each request and after reading each answer head removes the stall; httpx
-  has no hook for that.  (Linux-only; elsewhere the option is skipped.)
-* CPU: a fraction of httpx's per request.
+  each request and after reading each answer head removes the stall.
+  httpx has no public hook for that (an httpcore network backend wrapping
+  every read and write can do it: bench/http_stacks.py); it gets the
+  latency right, not the CPU.  (Linux-only; elsewhere the option is skipped.)
+* CPU: 2 000 blob downloads cost 0.73 s of client CPU here, 5.5 s with
+  httpx (with or without keep-alive or the QUICKACK fix).
 
 It speaks only what the JMAP hot path needs: one request per connection at
 a time, Content-Length request bodies, answers framed by Content-Length,
