@@ -93,6 +93,11 @@ class _Conn:
         with contextlib.suppress(OSError, ssl.SSLError):
             await self.writer.wait_closed()
 
+    def abort(self) -> None:
+        """Drop the connection now, unsent bytes and all: a graceful close
+        would wait for a server that stopped reading, with no timeout."""
+        self.writer.transport.abort()
+
 
 class LeanHTTP:
     """A small pool of keep-alive connections (see the module docstring)."""
@@ -177,10 +182,10 @@ class LeanHTTP:
             else:
                 framed = await self._read_body(conn.reader, resp_headers, sink, progress)
         except (OSError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
-            await conn.close()
+            conn.abort()
             raise TransportError(f"{progress.what}: {_describe(exc)}", sent=True) from None
         except BaseException:
-            await conn.close()
+            conn.abort()
             raise
         if framed and "close" not in resp_headers.get("connection", "").lower():
             self._idle.append(conn)

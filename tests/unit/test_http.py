@@ -375,3 +375,25 @@ def test_proxy_applies_like_httpx_or_errs_towards_the_proxy(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert proxy_applies(url) is applies
+
+
+def test_an_upload_the_server_stops_reading_is_dropped_within_timeout() -> None:
+    """Request bytes count as progress too: a server that stops reading a
+    32 MB upload (socket buffers full) leaves the client stuck in write(),
+    and after ~timeout it is dropped -- once: an upload is never re-sent."""
+    connections: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(30)  # never reads the body
+
+    async def go(web: Http, base: str) -> str:
+        with pytest.raises(TransportError) as info:
+            await web.request(
+                "POST", base + "/up", {}, what="upload", idempotent=False, body=b"x" * (32 << 20)
+            )
+        return str(info.value)
+
+    assert run(handle, go, timeout=1) == "upload: no progress for 1 s (less than 1 KiB/s)"
+    assert connections == [1]
