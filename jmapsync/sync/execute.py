@@ -22,7 +22,6 @@ from jmapsync.errors import (
     DownloadsFailed,
     HTTPStatusError,
     LocalError,
-    ProtocolError,
     TransportError,
 )
 from jmapsync.jmap.client import JmapClient
@@ -131,9 +130,10 @@ class Executor:
                     return
                 try:
                     n = await self._download_one(d)
-                except (TransportError, HTTPStatusError, ProtocolError) as exc:
-                    # This message only: the link or this blob.  Anything else
-                    # (credentials, the disk) stops the pass at once.
+                except (TransportError, HTTPStatusError) as exc:
+                    # The link, or the server's trouble with this blob.  Anything
+                    # else (credentials, the disk, a server breaking the
+                    # protocol) stops the pass at once, as before.
                     failed.append(str(exc))
                     self.ctx.log.warning(
                         "download-failed", email_id=d.email_id, blob_id=d.blob_id, error=str(exc)
