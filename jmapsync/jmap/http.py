@@ -15,9 +15,12 @@ a test hands in an httpx transport.  Both go through the same code here:
   5xx, with backoff, up to len(RETRY_DELAYS) times; a blob GET resumes with
   a Range request (blobs are immutable, RFC 8620 6) or skips what it
   already delivered.  Any other request is sent again only when it
-  provably never left (TransportError with sent=False: connection refused).
-  A stalled transfer is not retried: `timeout` was how long the user is
-  willing to wait, and the next pass tries again.
+  provably never left (TransportError with sent=False: the connection or
+  the TLS handshake failed).  Not retried at all: a stalled transfer
+  (`timeout` was how long the user is willing to wait), a refused
+  connection (nothing listens: the server is down or restarting) and a
+  rejected certificate (TransportError with final=True); the next pass, or
+  the daemon's backoff, tries again.
 * Status: 2xx is returned; 401/403 raise AuthError; anything else raises
   HTTPStatusError with the server's problem type and detail, made safe for a
   terminal by the log and CLI (jmapsync/scrub.py).
@@ -72,7 +75,8 @@ def map_transport_errors(what: str) -> Iterator[None]:
     except httpx.TimeoutException as exc:
         raise TransportError(f"{what}: timed out ({type(exc).__name__})") from None
     except httpx.ConnectError as exc:
-        raise TransportError(f"{what}: ConnectError: {exc}", sent=False) from None
+        refused = isinstance(exc.__context__, ConnectionRefusedError) or "refused" in str(exc)
+        raise TransportError(f"{what}: ConnectError: {exc}", sent=False, final=refused) from None
     except httpx.TransportError as exc:
         raise TransportError(f"{what}: {type(exc).__name__}: {exc}", sent=True) from None
     except httpx.InvalidURL as exc:

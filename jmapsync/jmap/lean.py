@@ -136,6 +136,11 @@ class LeanHTTP:
                 f"{progress.what}: TLS certificate verify failed ({exc.verify_message})",
                 final=True,
             ) from None
+        except ConnectionRefusedError as exc:
+            # Nothing listens: the server is down or restarting.  Seconds of
+            # retries inside the pass rarely help; the next pass (the
+            # daemon's backoff) tries again.
+            raise TransportError(f"{progress.what}: {_describe(exc)}", final=True) from None
         except (OSError, ssl.SSLError) as exc:
             raise TransportError(f"{progress.what}: {_describe(exc)}", sent=False) from None
         sock = writer.get_extra_info("socket")

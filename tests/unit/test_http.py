@@ -397,3 +397,30 @@ def test_an_upload_the_server_stops_reading_is_dropped_within_timeout() -> None:
 
     assert run(handle, go, timeout=1) == "upload: no progress for 1 s (less than 1 KiB/s)"
     assert connections == [1]
+
+
+def test_a_refused_connection_is_not_retried() -> None:
+    """Nothing listens: the server is down.  One line, no retries inside the
+    pass (the daemon's backoff decides when to come back)."""
+    from structlog.testing import capture_logs
+
+    sock = __import__("socket").socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # a port nobody listens on
+
+    async def go() -> str:
+        web = Http(5)
+        try:
+            with pytest.raises(TransportError) as info:
+                await web.request(
+                    "GET", f"http://127.0.0.1:{port}/s", {}, what="session", idempotent=True
+                )
+            return str(info.value)
+        finally:
+            await web.aclose()
+
+    with capture_logs() as logs:
+        text = asyncio.run(go())
+    assert text.startswith("session: ConnectionRefusedError")
+    assert [e for e in logs if e["event"] == "http-retry"] == []
