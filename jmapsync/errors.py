@@ -9,6 +9,8 @@ daemon later) what to do without looking at the concrete type::
     ├── LockedError               backoff  another jmapsync process syncs this account
     ├── StateError                fatal    the state database is unusable (schema too new, corrupt)
     ├── LocalError                fatal    the Maildir cannot be used (permissions, not a directory)
+    │   ├── DiskError             backoff  a file-system call failed: ENOSPC, EDQUOT, EROFS, EIO,
+    │   │                                  EACCES (space may be freed, a disk remounted)
     │   └── DeletionRefused       fatal    a pass would delete too much (--force-deletes)
     └── RemoteError               see subclass
         ├── TransportError        temporary  connection refused / reset / timed out
@@ -85,6 +87,23 @@ class StateError(JmapsyncError):
 
 class LocalError(JmapsyncError):
     """The local Maildir cannot be used as asked."""
+
+
+class DiskError(LocalError):
+    """A file-system call on the Maildir or the state directory failed.
+
+    The pass stops where it is, which is as safe as a crash there (every write
+    goes through tmp/ and a rename; the states advance only at the end)."""
+
+    retry = Retry.BACKOFF
+
+
+def disk_error(exc: OSError) -> DiskError:
+    """One line naming the path(s) and the error, e.g.
+    ``/home/me/Mail/INBOX/tmp/M1.jmapsync-part: No space left on device``."""
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    what = exc.strerror or type(exc).__name__
+    return DiskError(f"{' -> '.join(paths)}: {what}" if paths else what, errno=exc.errno)
 
 
 class DeletionRefused(LocalError):

@@ -42,11 +42,27 @@ def result_ref(call_id: str, name: str, path: str) -> dict[str, str]:
     return {"resultOf": call_id, "name": name, "path": path}
 
 
+_warned_keywords: set[str] = set()
+
+
 def emails_in(result: dict[str, Any]) -> list[Email]:
     items = result.get("list")
     if not isinstance(items, list):
         raise ProtocolError("Email/get: list is not an array")
-    return [Email.parse(e) for e in items]
+    out = []
+    for item in items:
+        skipped: list[str] = []
+        out.append(Email.parse(item, skipped))
+        new = sorted(set(skipped) - _warned_keywords)
+        if new:  # once per keyword and process: 100 000 Emails may carry it
+            _warned_keywords.update(new)
+            log.get().warning(
+                "keyword-skipped",
+                email=out[-1].id,
+                keywords=[repr(k)[:80] for k in new],
+                reason="not a valid JMAP keyword: left on the server, not mirrored",
+            )
+    return out
 
 
 def _mailboxes(result: dict[str, Any]) -> dict[MailboxId, Mailbox]:

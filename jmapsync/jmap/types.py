@@ -8,6 +8,7 @@ the border with a ProtocolError instead of reaching a file name.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NewType
 from urllib.parse import urljoin
@@ -240,7 +241,11 @@ class Email:
     size: int
 
     @classmethod
-    def parse(cls, data: object) -> Email:
+    def parse(cls, data: object, skipped: list[str] | None = None) -> Email:
+        """`skipped` collects keywords that are not valid JMAP keywords (RFC
+        8621 4.1.1): one such keyword must not block the account, so it is
+        left out of the mirror (and, being left out of every patch, left
+        alone on the server) instead of failing the pass."""
         if not isinstance(data, dict):
             raise ProtocolError("Email/get: an email is not an object")
         eid = EmailId(parse_id(data.get("id"), "email"))
@@ -261,9 +266,21 @@ class Email:
             mailbox_ids=intern_set(
                 frozenset(MailboxId(parse_id(k, "mailbox")) for k, v in mids.items() if v is True)
             ),
-            keywords=intern_set(frozenset(parse_keyword(k) for k, v in kws.items() if v is True)),
+            keywords=intern_set(frozenset(_keywords(kws, skipped))),
             size=size,
         )
+
+
+def _keywords(raw: dict[Any, Any], skipped: list[str] | None) -> Iterator[str]:
+    for k, v in raw.items():
+        if v is not True:
+            continue
+        try:
+            yield parse_keyword(k)
+        except ProtocolError:
+            if skipped is None:
+                raise
+            skipped.append(str(k))
 
 
 _SETS: dict[frozenset[Any], frozenset[Any]] = {}

@@ -9,10 +9,11 @@ commit instead of one fsync() each (see MaildirStore.commit_batch).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -77,9 +78,23 @@ class DirSync:
             except FileNotFoundError:
                 continue  # removed later in the same batch: nothing to persist
             try:
-                os.fsync(fd)
+                with name_errors(d):
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             count += 1
         self._dirs.clear()
         return count
+
+
+@contextlib.contextmanager
+def name_errors(path: Path | str) -> Iterator[None]:
+    """Put `path` on an OSError that names no file (write(2), fsync(2) and
+    syncfs(2) report only an errno), so the user reads which file system is
+    full or broken."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise

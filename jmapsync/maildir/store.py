@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from jmapsync.errors import LocalError
-from jmapsync.maildir.durable import SYNCFS, DirSync, copy_fd
+from jmapsync.maildir.durable import SYNCFS, DirSync, copy_fd, name_errors
 from jmapsync.maildir.files import PART_SUFFIX, SUBDIRS, LocalFile, email_id_of, join
 from jmapsync.maildir.flags import parse_name
 
@@ -225,9 +225,10 @@ class MaildirStore:
         """Write tmp/<id>.jmapsync-part WITHOUT fsync: for commit_batch."""
         fd, tmp = self.open_partial(folder, email_id)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            with name_errors(tmp):
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -250,14 +251,16 @@ class MaildirStore:
         if batch_sync and SYNCFS is not None:
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                SYNCFS(fd)
+                with name_errors(self.root):
+                    SYNCFS(fd)
             finally:
                 os.close(fd)
         else:
             for tmp, _ in entries:
                 fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
                 try:
-                    os.fsync(fd)
+                    with name_errors(tmp):
+                        os.fsync(fd)
                 finally:
                     os.close(fd)
         for tmp, rel_dest in entries:
@@ -273,7 +276,8 @@ class MaildirStore:
     def commit_partial(self, fd: int, tmp: Path, rel_dest: str) -> None:
         """fsync the written file, close it, rename it into place."""
         try:
-            os.fsync(fd)
+            with name_errors(tmp):
+                os.fsync(fd)
         finally:
             os.close(fd)
         dest = self.path(rel_dest)
@@ -287,13 +291,21 @@ class MaildirStore:
         file, which is fsynced and renamed into place; the raw one is removed.
         """
         dest = self.path(rel_dest)
-        lf_tmp = tmp.with_name(tmp.name + "-lf")
-        out = os.open(lf_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        # Still ending in PART_SUFFIX: a crash leaves nothing clean_partials misses.
+        lf_tmp = tmp.with_name(tmp.name.removesuffix(PART_SUFFIX) + ".lf" + PART_SUFFIX)
         try:
-            copy_fd(fd, out, lambda chunk: chunk.replace(b"\r\n", b"\n"), carry=b"\r")
-            os.fsync(out)
+            out = os.open(lf_tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                with name_errors(lf_tmp):
+                    copy_fd(fd, out, lambda chunk: chunk.replace(b"\r\n", b"\n"), carry=b"\r")
+                    os.fsync(out)
+            finally:
+                os.close(out)
+        except BaseException:
+            lf_tmp.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
+            raise
         finally:
-            os.close(out)
             os.close(fd)
         os.rename(lf_tmp, dest)
         tmp.unlink(missing_ok=True)
@@ -307,10 +319,14 @@ class MaildirStore:
         data = transform(first.read_bytes())
         fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            with name_errors(staging):
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+        except BaseException:
+            staging.unlink(missing_ok=True)
+            raise
         finally:
             os.close(fd)
         try:
@@ -345,11 +361,15 @@ class MaildirStore:
 
     def _copy(self, src: Path, dst: Path) -> None:
         tmp = dst.parent.parent / "tmp" / (dst.name.split(":", 1)[0] + PART_SUFFIX)
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            while chunk := fin.read(1 << 20):
-                fout.write(chunk)
-            fout.flush()
-            os.fsync(fout.fileno())
+        try:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout, name_errors(tmp):
+                while chunk := fin.read(1 << 20):
+                    fout.write(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.rename(tmp, dst)
 
     def rename(self, rel_src: str, rel_dst: str) -> bool:

@@ -132,6 +132,28 @@ def _email(row: tuple[str, str, str, str, int]) -> Email:
     )
 
 
+_BROKEN = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
+
+
+def db_error(path: Path, exc: sqlite3.Error) -> StateError:
+    """One line for an SQLite error, saying what the user can do about it.
+
+    SQLite reports a full file system under WAL as "disk I/O error" as often
+    as "database or disk is full"; the free space of the file system says
+    which it is."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name in _BROKEN:
+        return StateError(f"state database {path} is unusable: {exc}")
+    hint = ""
+    try:
+        st = os.statvfs(path.parent)
+        if st.f_bavail == 0 or st.f_favail == 0:
+            hint = " (No space left on device: the file system holding it is full)"
+    except OSError:
+        pass
+    return StateError(f"state database {path}: {exc}{hint}", retry_hint=name)
+
+
 class StateDB:
     """The state database of one account."""
 
@@ -144,8 +166,8 @@ class StateDB:
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("PRAGMA foreign_keys=ON")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"state database {path} is unusable: {exc}") from None
+        except sqlite3.Error as exc:
+            raise db_error(path, exc) from None
         except OSError as exc:
             raise StateError(f"cannot open state database {path}: {exc.strerror}") from None
         with contextlib.suppress(OSError):
@@ -183,10 +205,14 @@ class StateDB:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
+            self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            # Also when COMMIT itself failed (a full disk): otherwise the
+            # connection stays inside the transaction.
+            if self.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
 
     # -- meta ----------------------------------------------------------------------
 

@@ -26,16 +26,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from jmapsync import log
 from jmapsync.config import AccountConfig, Config
-from jmapsync.errors import JmapsyncError, MethodError
+from jmapsync.errors import JmapsyncError, MethodError, disk_error
 from jmapsync.jmap import changes, mail
 from jmapsync.jmap.client import JmapClient
 from jmapsync.maildir.store import MaildirStore
-from jmapsync.state.db import StateDB
+from jmapsync.state.db import StateDB, db_error
 from jmapsync.state.lock import account_lock
 from jmapsync.sync import folders, remote, scope
 from jmapsync.sync import plan as planner
@@ -73,20 +76,34 @@ class Engine:
         self.store = MaildirStore(account.maildir)
 
     async def sync(self) -> SyncReport:
-        self.config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock = account_lock(self.config.state_dir / f"{self.account.name}.lock")
-        with lock:
-            db = StateDB.for_account(self.config.state_dir, self.account.name)
-            try:
+        """One pass (again after a stateMismatch).  Every failure is a
+        JmapsyncError: a full disk, a read-only or unreadable Maildir, an I/O
+        error become one line naming the path (DiskError), never a traceback;
+        the pass stops where it is, as safe as a crash there."""
+        state_dir = self.config.state_dir
+        db: StateDB | None = None
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with account_lock(state_dir / f"{self.account.name}.lock"):
+                db = StateDB.for_account(state_dir, self.account.name)
                 try:
                     report = await self._sync_retrying(db)
-                except JmapsyncError as exc:
-                    db.record_result(False, str(exc))
+                except BaseException as exc:
+                    error = _as_error(exc, db.path)
+                    if error is not None:
+                        # Best effort: the disk that failed may hold the database.
+                        with contextlib.suppress(OSError, sqlite3.Error, JmapsyncError):
+                            db.record_result(False, str(error))
                     raise
-                db.record_result(True)
-                return report
-            finally:
-                db.close()
+                else:
+                    db.record_result(True)
+                    return report
+                finally:
+                    db.close()
+        except (OSError, sqlite3.Error) as exc:
+            error = _as_error(exc, db.path if db else state_dir)
+            assert error is not None  # noqa: S101
+            raise error from None
 
     async def _sync_retrying(self, db: StateDB) -> SyncReport:
         """A pass; again (up to MAX_ATTEMPTS, with growing pauses) when a write
@@ -198,7 +215,7 @@ class Engine:
             pre_stamp = partial.times
             scan = partial.files()
         else:
-            pre_stamp = scope.local_stamp(store, sorted(set(folder_of.values())))
+            pre_stamp = scope.local_stamp(ctx, sorted(set(folder_of.values())))
             scan = list(store.scan(sorted(local_folders)))
         superseded: list[tuple[str, str]] = []
         if to_remote is not None:
@@ -239,6 +256,18 @@ class Engine:
         # 8. record, the states last
         record(ctx, account_id, model, folder_of, plan, partial, pre_stamp, removed_foreign)
         report.email_state = model.email_state
+
+
+def _as_error(exc: BaseException, db_path: Path) -> JmapsyncError | None:
+    """The JmapsyncError for a failure of a pass; None for a cancellation or
+    an interrupt (not a failure of the account)."""
+    if isinstance(exc, JmapsyncError):
+        return exc
+    if isinstance(exc, OSError):
+        return disk_error(exc)
+    if isinstance(exc, sqlite3.Error):
+        return db_error(db_path, exc)
+    return None
 
 
 async def sync_accounts(

@@ -23,6 +23,7 @@ from jmapsync.errors import (
     HTTPStatusError,
     LocalError,
     TransportError,
+    disk_error,
 )
 from jmapsync.jmap.client import JmapClient
 from jmapsync.maildir.files import split_rel
@@ -206,8 +207,21 @@ class Executor:
         folder, _sub, _name = split_rel(d.dst)
         fd, tmp = await asyncio.to_thread(self.store.open_partial, folder, d.email_id)
         inspector = Inspector()
+
+        def write(chunk: bytes) -> None:
+            inspector.feed(chunk)
+            try:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError as exc:
+                # A DiskError, not an OSError: the HTTP layer must not take a
+                # full disk for a broken connection.
+                exc.filename = str(tmp)
+                raise disk_error(exc) from None
+
         try:
-            n = await self.client.download_to(d.blob_id, fd, d.size, inspector.feed)
+            n = await self.client.stream_blob(d.blob_id, d.size, write)
         except BaseException:
             os.close(fd)
             tmp.unlink(missing_ok=True)

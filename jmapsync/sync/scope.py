@@ -10,19 +10,29 @@ new/.  The last pass recorded those times ("the stamp"), so:
   plans only the Emails changed remotely or with a file there (`Scope`): at
   100 000 messages a pass after a few changes touches a few records.
 
-A time within RACY_NS of "now" is never trusted: a change in the same clock
-tick would not show ("racy git").  The times recorded at the end of a pass
-are those taken just BEFORE its scan; a folder whose times moved during the
-pass is listed again and recorded only if it holds exactly what the pass
-leaves there (`stamp_to_record`).
+A time is recorded only if it is older than a marker file touched on the
+same file system right after the times were read (git's "racy index" rule):
+a change made later gets a time no older than the marker, so it shows --
+also where time stamps have whole seconds (ext3, ext4 with 128-byte inodes,
+some NFS servers) and where the file server's clock is not ours (NFS).  A
+time not older than the marker is "racy": that folder is scanned next time.
+Never the local wall clock: on a 1-second file system a change in the same
+second as our last write would otherwise be hidden (it was, before).
+
+The times recorded at the end of a pass are those taken just BEFORE its
+scan; a folder whose times moved during the pass is listed again and
+recorded only if it holds exactly what the pass leaves there
+(`stamp_to_record`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
 from jmapsync.config import AccountConfig
@@ -36,9 +46,13 @@ from jmapsync.sync import guards
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.plan import FilePlan
 
-# Directory times this close to "now" may hide a change made in the same tick.
-RACY_NS = 100_000_000
 ROOT_KEY = "/"  # the Maildir root's own time in the stamp (never a folder path)
+# Touched right after the times are read (see _marker_places for where).
+MARKER = ".jmapsync-marker"
+# A pass that wrote waits (up to about this long in all) for the file
+# system clock to pass its last write, so that the next pass may skip the
+# folders it wrote: ~10 ms on ext4, up to a second or two on coarse clocks.
+_SETTLE_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.5, 0.5)
 _MASK = (1 << 64) - 1
 
 Times = dict[str, list[int] | None]
@@ -67,30 +81,83 @@ class Scope:
         return list(store.scan(self.dirty)) + self.clean_files
 
 
-def local_stamp(store: MaildirStore, folders: list[str]) -> Times:
+def local_times(store: MaildirStore, folders: list[str]) -> Times:
     """mtime_ns of each folder's directory and of its cur/ and new/, and of
-    the root (a new top-level folder changes only its time).
-
-    A time within RACY_NS of "now" cannot be trusted -- the file system clock
-    is coarse and a change in the same tick would not show -- so such a
-    folder gets None and is scanned next time."""
-    now = time.time_ns()
-    stamp: Times = {}
+    the root (a new top-level folder changes only its time); None where a
+    directory is missing."""
+    out: Times = {}
     try:
-        root = store.root.stat().st_mtime_ns
-        stamp[ROOT_KEY] = None if root > now - RACY_NS else [root]
+        out[ROOT_KEY] = [store.root.stat().st_mtime_ns]
     except OSError:
-        stamp[ROOT_KEY] = None
+        out[ROOT_KEY] = None
     for folder in folders:
         base = store.path(folder)
         try:
-            times = [base.stat().st_mtime_ns] + [
+            out[folder] = [base.stat().st_mtime_ns] + [
                 (base / sub).stat().st_mtime_ns for sub in ("cur", "new")
             ]
         except OSError:
-            stamp[folder] = None
+            out[folder] = None
+    return out
+
+
+def _marker_places(ctx: PassContext, folders: list[str]) -> list[Path]:
+    """Where the marker may live: beside the state database when that is on
+    the Maildir's file system (the Maildir stays untouched), else in a
+    folder's tmp/ (mail readers never look there), else in the root."""
+    store = ctx.store
+    places = []
+    try:
+        if ctx.db.path.parent.stat().st_dev == store.root.stat().st_dev:
+            places.append(ctx.db.path.with_suffix(".marker"))
+    except OSError:
+        pass
+    places += [store.path(f) / "tmp" / MARKER for f in folders[:1]]
+    places.append(store.root / MARKER)
+    return places
+
+
+def _marker_time(ctx: PassContext, folders: list[str]) -> int | None:
+    """Touch the marker and return its time: "now" by the clock of the file
+    system that holds the folders.  None when it cannot be written (a
+    read-only Maildir: then nothing is trusted, and the folders are scanned)."""
+    for marker in _marker_places(ctx, folders):
+        if not marker.parent.is_dir():
             continue
-        stamp[folder] = None if max(times) > now - RACY_NS else times
+        try:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            os.close(fd)
+            os.utime(marker)  # the file system's "now", not ours
+            return marker.stat().st_mtime_ns
+        except OSError:
+            continue
+    return None
+
+
+def local_stamp(ctx: PassContext, folders: list[str]) -> Times:
+    """The times of `folders` (and the root) that may be recorded: each read
+    before the marker is touched, and None where it is not older than the
+    marker ("racy": a change in the same clock tick would not show)."""
+    times = local_times(ctx.store, folders)
+    marker = _marker_time(ctx, folders)
+    return {
+        k: None if v is None or marker is None or max(v) >= marker else v for k, v in times.items()
+    }
+
+
+def _settled_stamp(ctx: PassContext, folders: list[str]) -> Times:
+    """local_stamp, after waiting (briefly) for racy times to become older
+    than the file system's clock: a pass that wrote leaves a stamp the next
+    pass can use."""
+    stamp = local_stamp(ctx, folders)
+    if not ctx.store.root.is_dir():
+        return stamp
+    for pause in _SETTLE_S:
+        raw = local_times(ctx.store, folders)
+        if not any(stamp[k] is None and raw[k] is not None for k in stamp):
+            break
+        time.sleep(pause)
+        stamp = local_stamp(ctx, folders)
     return stamp
 
 
@@ -115,7 +182,9 @@ def local_unchanged(db: StateDB, account: AccountConfig, store: MaildirStore) ->
         return False
     if ROOT_KEY not in folders or any(v is None for v in folders.values()):
         return False
-    return local_stamp(store, sorted(f for f in folders if f != ROOT_KEY)) == folders
+    # The recorded times were older than a marker touched after they were
+    # read: any later change has a newer time.  No marker needed to compare.
+    return local_times(store, sorted(f for f in folders if f != ROOT_KEY)) == folders
 
 
 def compute(
@@ -140,7 +209,7 @@ def compute(
     if known is None:
         return None
     known.pop(ROOT_KEY, None)  # new folders are found by listing them below
-    now = local_stamp(store, sorted(known))
+    now = local_stamp(ctx, sorted(known))
     dirty = {f for f, times in known.items() if times is None or now[f] != times}
     dirty |= set(store.folders(account.layout)) - set(known)
     dirty_files = list(store.scan(sorted(dirty)))
@@ -177,13 +246,10 @@ def stamp_to_record(
     pass (our own writes, or the user's mutt at the same moment) is listed
     again and compared with what this pass leaves there: equal -> its new
     times are recorded; different, or not listable from this pass's plan
-    -> None, scanned next time.  Times within RACY_NS of now are never
-    trusted; a pass that wrote waits that out once."""
+    -> None, scanned next time.  Racy times are never recorded; a pass that
+    wrote waits them out (`_settled_stamp`)."""
     store = ctx.store
-    times = local_stamp(store, folders)
-    if any(t is None for t in times.values()) and store.root.is_dir():
-        time.sleep(RACY_NS / 1e9)
-        times = local_stamp(store, folders)
+    times = _settled_stamp(ctx, folders)
     moved = [f for f in folders if times[f] is not None and pre.get(f) != times[f]]
     if moved:
         checkable = set(folders) if scope is None else set(scope.dirty)

@@ -63,8 +63,11 @@ def _stray_files(store: MaildirStore, folders: list[str]) -> list[str]:
     """Files directly in a folder (not in cur/ new/ tmp/) look like lost mail."""
     out = []
     for folder in folders:
-        base = store.path(folder)
-        for entry in os.scandir(base):
+        try:
+            entries = list(os.scandir(store.path(folder)))
+        except FileNotFoundError:
+            continue  # a vanished folder: its messages are reported missing
+        for entry in entries:
             if entry.is_file(follow_symlinks=False) and not entry.name.startswith("."):
                 out.append(f"{folder}/{entry.name}" if folder else entry.name)
     return out
@@ -101,10 +104,14 @@ def check(account: AccountConfig, db: StateDB) -> Findings:
         if content is None:
             continue  # no hash recorded (never synced this file): nothing to compare
         path = store.path(rel)
-        st = path.stat()
-        ident = (st.st_dev, st.st_ino)
-        if ident not in hashes:
-            hashes[ident] = _hash_local(path, content.form)
+        try:
+            st = path.stat()
+            ident = (st.st_dev, st.st_ino)
+            if ident not in hashes:
+                hashes[ident] = _hash_local(path, content.form)
+        except FileNotFoundError:
+            findings.missing.append(f"{rel} (vanished while verifying)")
+            continue
         if hashes[ident] != content.sha256:
             findings.altered.append(f"{rel} (differs from the server's message)")
     for eid, want in expected.items():

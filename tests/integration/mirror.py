@@ -33,6 +33,9 @@ class Mirror:
     direction: str = "pull"
     name: str = "test"
     line_endings: str = "lf"
+    # Elsewhere than under `base` (e.g. on a test file system of its own).
+    maildir_at: Path | None = None
+    state_at: Path | None = None
 
     def __post_init__(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
@@ -63,11 +66,11 @@ class Mirror:
 
     @property
     def maildir(self) -> Path:
-        return self.base / "mail"
+        return self.maildir_at or self.base / "mail"
 
     @property
     def state_dir(self) -> Path:
-        return self.base / "state"
+        return self.state_at or self.base / "state"
 
     def sync(self, *, force_deletes: bool = False) -> SyncReport:
         config = load(self.config_path)

@@ -278,3 +278,30 @@ def test_a_pass_with_nothing_new_is_one_request(tmp_path: Path) -> None:
     report = run(tmp_path, server)
     assert report.downloaded == 0
     assert server.requests[:2] == ["POST /jmap/api/", "GET /jmap/session"]
+
+
+def test_a_keyword_jmapsync_cannot_take_is_skipped_not_blocking(tmp_path: Path) -> None:
+    """One poison keyword (a space, non-ASCII, a forbidden character) must not
+    block the account: the Email syncs with its other keywords, a warning says
+    which was left out, and a local flag change never touches it."""
+    server = server_with()
+    bad = ["two words", "ünïcode", "pa(ren"]
+    server.emails.append(FakeEmail("M1", MSG, ["inbox"], keywords=["$seen", *bad]))
+    server.emails.append(FakeEmail("M2", MSG + b"2", ["inbox"], keywords=["$flagged"]))
+    account = account_config(tmp_path, server, direction="two-way")
+    config = Config(path=None, state_dir=tmp_path / "state", accounts=(account,))
+
+    def sync() -> SyncReport:
+        return asyncio.run(Engine(config, account, client_factory=client_factory(server)).sync())
+
+    with structlog.testing.capture_logs() as logs:
+        report = sync()
+    assert report.downloaded == 2
+    cur = tmp_path / "mail/INBOX/cur"
+    assert sorted(os.listdir(cur)) == ["M1.jmapsync:2,S"]
+    assert sorted(os.listdir(tmp_path / "mail/INBOX/new")) == ["M2.jmapsync:2,F"]
+    warned = [e for e in logs if e["event"] == "keyword-skipped"]
+    assert warned and all(any(b in str(e["keywords"]) for e in warned) for b in bad[:1])
+    os.rename(cur / "M1.jmapsync:2,S", cur / "M1.jmapsync:2,FS")
+    assert sync().pushed == 1
+    assert sorted(server.emails[0].keywords) == sorted(["$seen", "$flagged", *bad])
