@@ -21,12 +21,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
-from jmapsync import __version__, log, scrub
+from jmapsync import __version__, check, hooks, init, log, scrub
 from jmapsync.config import Config, load
 from jmapsync.errors import ConfigError, JmapsyncError
-from jmapsync.jmap.client import JmapClient
-from jmapsync.jmap.types import CORE, MAIL, WEBSOCKET
 from jmapsync.state.db import StateDB
+from jmapsync.summary import sentence
 from jmapsync.sync import verify
 from jmapsync.sync.engine import sync_accounts
 from jmapsync.sync.report import SyncReport, progress_bar_factory
@@ -73,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "daemon", help="keep every account mirrored: push, Maildir watcher, until SIGTERM"
     )
     d.add_argument("--account", action="append", metavar="NAME")
+    init.add_parser(sub)
     return p
 
 
@@ -110,11 +110,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    log.setup(args.log_format or "auto", args.verbose)
+    # On a terminal `sync` ends with a sentence per account (_report_results)
+    # instead of the sync-done event, which -v and JSON logs keep.
+    hide = ("sync-done",) if args.command == "sync" and sys.stdout.isatty() else ()
+    log.setup(args.log_format or "auto", args.verbose, hide)
     try:
+        if args.command == "init":  # before load(): there may be no config yet
+            return init.run(args)
         config = load(args.config)
         if args.log_format is None and config.log_format != "auto":
-            log.setup(config.log_format, args.verbose)
+            log.setup(config.log_format, args.verbose, hide)
         if args.command == "sync":
             return cmd_sync(config, args.account, force_deletes=args.force_deletes)
         if args.command == "check":
@@ -143,6 +148,8 @@ def _report_results(results: dict[str, SyncReport | JmapsyncError]) -> int:
         if isinstance(result, JmapsyncError):
             failed += 1
             print(f"jmapsync: account {name}: {scrub.line(str(result))}", file=sys.stderr)
+        elif sys.stdout.isatty():
+            print(sentence(result))
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -162,46 +169,8 @@ def cmd_daemon(config: Config, names: list[str] | None) -> int:
 
 
 def cmd_check(config: Config, names: list[str] | None) -> int:
-    async def one(name: str) -> bool:
-        account = config.account(name)
-        print(f"account {name}: {account.session_url}")
-        try:
-            async with JmapClient(account) as client:
-                s = await client.connect()
-        except JmapsyncError as exc:
-            print(f"  FAILED: {exc}")
-            return False
-        lim = s.limits
-        print(f"  session:      {s.url}")
-        print(f"  username:     {s.username}")
-        print("  accounts:     " + ", ".join(f"{k} ({v})" for k, v in s.accounts.items()))
-        print(f"  mail account: {s.account_id}")
-        print(f"  api:          {s.api_url}")
-        print("  capabilities: " + ", ".join(sorted(s.capabilities)))
-        push = []
-        if s.websocket_url:
-            push.append(f"websocket {s.websocket_url}")
-        if s.event_source_url:
-            push.append(f"eventsource {s.event_source_url}")
-        push.append("poll")
-        print("  push:         " + "; ".join(push))
-        print(
-            f"  limits:       maxConcurrentRequests={lim.max_concurrent_requests}"
-            f" maxCallsInRequest={lim.max_calls_in_request}"
-            f" maxObjectsInGet={lim.max_objects_in_get} maxObjectsInSet={lim.max_objects_in_set}"
-            f" maxSizeRequest={lim.max_size_request} maxSizeUpload={lim.max_size_upload}"
-        )
-        print(f"  maildir:      {account.maildir} ({account.layout}, {account.direction})")
-        missing = [c for c in (CORE, MAIL) if c not in s.capabilities]
-        if missing:  # pragma: no cover - Session.parse refuses these already
-            print("  MISSING: " + ", ".join(missing))
-            return False
-        if WEBSOCKET not in s.capabilities:
-            print("  note: no WebSocket push; the daemon will use EventSource or polling")
-        return True
-
     async def run() -> list[bool]:
-        return [await one(a.name) for a in config.select(names)]
+        return [await check.show(a) for a in config.select(names)]
 
     oks = asyncio.run(run())
     print(f"config {config.path}: OK")
@@ -254,6 +223,7 @@ def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int
         db = StateDB(db_path)
         try:
             summary = db.summary()
+            summary["post_sync"] = hooks.last_result(db)
         finally:
             db.close()
         summary["maildir"] = str(account.maildir)
@@ -284,6 +254,8 @@ def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int
         print(f"  files (state):  {counts['files']}")
         print(f"  files (disk):   {s['local_files']} under {s['maildir']}")
         print(f"  pending:        {counts['journal']} journaled intent(s)")
+        if s.get("post_sync"):
+            print(f"  post_sync:      {hooks.describe(s['post_sync'])}")
     return EXIT_OK
 
 

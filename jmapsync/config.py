@@ -15,9 +15,9 @@ import shlex
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
-from jmapsync import scrub
+from jmapsync import log, scrub
 from jmapsync.errors import ConfigError, SecretError
 
 Layout = Literal["verbatim", "maildir++"]
@@ -125,6 +125,14 @@ class AccountConfig:
     # Two-way: more local deletions than this in one pass are refused (--force-deletes).
     max_deletes: int = 100
     push: Push = "auto"  # the daemon's change notification transport
+    # Run after a pass that changed the Maildir (jmapsync/hooks.py); None: nothing.
+    post_sync_command: str | None = None
+    post_sync_timeout_s: float = 300.0
+    post_sync_delay_s: float = 5.0  # the daemon: passes this close share one run
+
+
+# Keys an account may set and [jmapsync] may default for every account.
+HOOK_KEYS = ("post_sync_command", "post_sync_timeout", "post_sync_delay")
 
 
 @dataclass(frozen=True)
@@ -190,7 +198,11 @@ def _positive_float(section: configparser.SectionProxy, key: str, default: float
 
 
 def _parse_account(
-    name: str, section: configparser.SectionProxy, config_dir: Path, push_default: str = "auto"
+    name: str,
+    section: configparser.SectionProxy,
+    config_dir: Path,
+    push_default: str = "auto",
+    hook_defaults: configparser.SectionProxy | None = None,
 ) -> AccountConfig:
     if not _ACCOUNT_NAME.match(name):
         raise ConfigError(
@@ -210,6 +222,7 @@ def _parse_account(
         "timeout",
         "line_endings",
         "push",
+        *HOOK_KEYS,
     }
     unknown = sorted(set(section.keys()) - known - set(section.parser.defaults()))
     if unknown:
@@ -257,7 +270,32 @@ def _parse_account(
         timeout_s=_positive_float(section, "timeout", 60.0),
         max_deletes=max_deletes,
         push=cast(Push, _choice(section, "push", push_default, PUSH_CHOICES)),
+        **_hook(section, hook_defaults),
     )
+
+
+def _hook(
+    section: configparser.SectionProxy, defaults: configparser.SectionProxy | None
+) -> dict[str, Any]:
+    """post_sync_* of an account, each falling back to [jmapsync]'s.  An
+    account's empty `post_sync_command =` turns off a global one."""
+    chosen = {k: section if k in section else defaults for k in HOOK_KEYS}
+    out: dict[str, Any] = {}
+    src = chosen["post_sync_command"]
+    command = (src.get("post_sync_command") or "").strip() if src is not None else ""
+    if src is not None and command:
+        try:
+            shlex.split(command)  # run without a shell, split as password_command is
+        except ValueError as exc:
+            raise ConfigError(f"[{src.name}] post_sync_command: {exc}") from None
+    out["post_sync_command"] = command or None
+    for key, attr, default in (
+        ("post_sync_timeout", "post_sync_timeout_s", 300.0),
+        ("post_sync_delay", "post_sync_delay_s", 5.0),
+    ):
+        src = chosen[key]
+        out[attr] = _positive_float(src, key, default) if src is not None else default
+    return out
 
 
 def _count(section: configparser.SectionProxy, key: str, default: int) -> int:
@@ -287,6 +325,7 @@ def parse(text: str, path: Path | None = None) -> Config:
     full = 86400.0
     log_format = "auto"
     push_default = "auto"
+    hook_defaults = parser["jmapsync"] if parser.has_section("jmapsync") else None
     accounts: list[AccountConfig] = []
     if parser.has_section("jmapsync"):
         # read first: an account's push defaults to this section's
@@ -294,7 +333,14 @@ def parse(text: str, path: Path | None = None) -> Config:
     for section_name in parser.sections():
         section = parser[section_name]
         if section_name == "jmapsync":
-            keys = {"state_dir", "poll_interval", "full_sync_interval", "log_format", "push"}
+            keys = {
+                "state_dir",
+                "poll_interval",
+                "full_sync_interval",
+                "log_format",
+                "push",
+                *HOOK_KEYS,
+            }
             unknown = sorted(set(section.keys()) - keys)
             if unknown:
                 raise ConfigError(f"[jmapsync] unknown key(s): {', '.join(unknown)}")
@@ -309,7 +355,9 @@ def parse(text: str, path: Path | None = None) -> Config:
         kind, _, name = section_name.partition(" ")
         if kind != "account" or not name.strip():
             raise ConfigError(f"{where}: unknown section [{section_name}] (want [account NAME])")
-        accounts.append(_parse_account(name.strip(), section, config_dir, push_default))
+        accounts.append(
+            _parse_account(name.strip(), section, config_dir, push_default, hook_defaults)
+        )
     if not accounts:
         raise ConfigError(f"{where}: no [account NAME] section")
     names = [a.name for a in accounts]
@@ -339,4 +387,26 @@ def load(path: Path | None = None) -> Config:
         raise ConfigError(f"config file not found: {path}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    return parse(text, path)
+    config = parse(text, path)
+    _warn_if_exposed(config, path)
+    return config
+
+
+def _warn_if_exposed(config: Config, path: Path) -> None:
+    """A `password` in a file that group or others can read is a leaked
+    password on a shared machine: say which file and the command that fixes
+    it (a warning, not an error: the owner may know what they do)."""
+    if not any(a.credentials.password is not None for a in config.accounts):
+        return
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:  # pragma: no cover - it was just read
+        return
+    if mode & 0o077:
+        log.get().warning(
+            "config-readable-by-others",
+            path=str(path),
+            mode=f"{mode:04o}",
+            message=f"{path} holds a password and is readable by group or others",
+            fix=f"chmod 600 {shlex.quote(str(path))}",
+        )

@@ -32,6 +32,7 @@ from jmapsync import log
 from jmapsync.config import AccountConfig, Config, Secret
 from jmapsync.daemon.backoff import Backoff
 from jmapsync.daemon.debounce import Debouncer
+from jmapsync.daemon.posthook import PostSyncHook
 from jmapsync.daemon.watch import MaildirWatcher
 from jmapsync.errors import (
     AuthError,
@@ -145,11 +146,14 @@ class AccountRunner:
         self._watcher: MaildirWatcher | None = None
         self._debouncer: Debouncer | None = None
         self._stopping = False
+        self._post_sync: PostSyncHook | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
         """Start the loops; the first pass runs at once."""
+        if self.account.post_sync_command:
+            self._post_sync = PostSyncHook(self.config, self.account)
         self.request("start")
         self._tasks = [
             asyncio.create_task(self._sync_loop(), name=f"sync:{self.account.name}"),
@@ -181,6 +185,8 @@ class AccountRunner:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._post_sync is not None:
+            await self._post_sync.stop()
         self.first_pass_done.set()  # READY=1 must not wait for an account that is gone
         self.status.connection = "stopped"
         self._changed()
@@ -272,6 +278,8 @@ class AccountRunner:
         changes = change_counts(report)
         if changes:
             st.last_change_at, st.last_change = now, changes
+        if self._post_sync is not None:
+            self._post_sync.add(report)
         if report.email_state is not None:
             self._known["Email"] = report.email_state
         self._known.update(self._stored_states())

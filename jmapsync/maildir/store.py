@@ -32,6 +32,26 @@ def _inside(root: Path, rel: str) -> Path:
     return root.joinpath(*parts)
 
 
+def make_dirs(path: Path) -> None:
+    """mkdir -p, each directory it creates mode 0700 (mbsync's choice: mail is
+    private; Path.mkdir(parents=True) would give missing parents 0777 minus
+    the umask, 0755 with the usual one).  Directories that exist keep their
+    mode: the user may have opened them on purpose."""
+    missing = []
+    p = path
+    while not p.is_dir():
+        missing.append(p)
+        if p.parent == p:  # pragma: no cover - / exists
+            break
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(0o700)
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+
+
 class MaildirStore:
     """One account's Maildir root."""
 
@@ -46,7 +66,7 @@ class MaildirStore:
 
     def ensure_root(self) -> None:
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.root)
         except OSError as exc:
             raise LocalError(f"cannot create Maildir root {self.root}: {exc.strerror}") from None
         if not self.root.is_dir():
@@ -64,7 +84,7 @@ class MaildirStore:
             d = p / sub
             if not d.is_dir():
                 try:
-                    d.mkdir(parents=True, exist_ok=True)
+                    make_dirs(d)
                 except OSError as exc:
                     raise LocalError(
                         f"cannot create folder {folder or '.'}: {exc.strerror}"
@@ -89,7 +109,7 @@ class MaildirStore:
             target = d / sub
             if target.exists() and any(target.iterdir()):
                 return False
-        d.mkdir(parents=True, exist_ok=True)
+        make_dirs(d)
         for sub in SUBDIRS:
             if not (s / sub).exists():
                 continue

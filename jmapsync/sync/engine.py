@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from jmapsync import log
+from jmapsync import hooks, log
 from jmapsync.config import AccountConfig, Config
 from jmapsync.errors import JmapsyncError, MethodError, disk_error
 from jmapsync.jmap import changes, mail
@@ -283,12 +283,15 @@ async def sync_accounts(
     async def one(account: AccountConfig) -> SyncReport | JmapsyncError:
         try:
             engine = Engine(config, account, progress=progress, force_deletes=force_deletes)
-            return await engine.sync()
+            report = await engine.sync()
         except JmapsyncError as exc:
             log.get().error(
                 "sync-failed", account=account.name, error=str(exc), retry=exc.retry.value
             )
             return exc
+        # After the account lock is released: a hook may run `jmapsync status`.
+        await hooks.after_pass(config, account, report)
+        return report
 
     results = await asyncio.gather(*(one(a) for a in accounts))
     return {a.name: r for a, r in zip(accounts, results, strict=True)}

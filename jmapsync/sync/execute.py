@@ -97,6 +97,7 @@ class Executor:
         for r in plan.renames:
             if store.rename(r.src, r.dst):
                 report.renamed += 1
+                report.moved += r.reason == "move"
             else:
                 raise LocalError(f"{r.src} vanished while syncing; run sync again")
         for lk in plan.links:

@@ -24,6 +24,7 @@ class SyncReport:
     downloaded: int = 0
     bytes: int = 0
     renamed: int = 0
+    moved: int = 0  # of the renamed: to another folder (the rest changed only flags)
     linked: int = 0
     removed: int = 0
     folders_created: int = 0
