@@ -1,12 +1,12 @@
 """Command line: argparse, and the ONE place where errors become messages and exit codes.
 
-Exit codes: 0 everything succeeded; 1 at least one account failed (one line
-per account on stderr); 2 the command line or the config is wrong.
-
 Everything printed goes through jmapsync/scrub.py: stdout is wrapped (check,
 status and verify print what servers named), error lines are scrubbed, and
 an unexpected traceback is printed scrubbed -- no terminal controls from a
 server, no password, token or Basic header in any output.
+
+Exit codes: 0 everything succeeded; 1 at least one account failed (one line
+per account on stderr); 2 the command line or the config is wrong.
 """
 
 from __future__ import annotations
