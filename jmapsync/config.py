@@ -19,6 +19,7 @@ from typing import Any, Literal, cast
 
 from jmapsync import log, scrub
 from jmapsync.errors import ConfigError, SecretError
+from jmapsync.maildir.keywords import DEFAULT_SERVER_ONLY, is_keyword
 
 Layout = Literal["verbatim", "maildir++"]
 Direction = Literal["two-way", "pull"]
@@ -129,6 +130,8 @@ class AccountConfig:
     post_sync_command: str | None = None
     post_sync_timeout_s: float = 300.0
     post_sync_delay_s: float = 5.0  # the daemon: passes this close share one run
+    # Keywords that never get a Dovecot letter (maildir/keywords.py), lowercase.
+    server_only_keywords: frozenset[str] = DEFAULT_SERVER_ONLY
 
 
 # Keys an account may set and [jmapsync] may default for every account.
@@ -223,6 +226,7 @@ def _parse_account(
         "line_endings",
         "push",
         *HOOK_KEYS,
+        "server_only_keywords",
     }
     unknown = sorted(set(section.keys()) - known - set(section.parser.defaults()))
     if unknown:
@@ -270,6 +274,7 @@ def _parse_account(
         timeout_s=_positive_float(section, "timeout", 60.0),
         max_deletes=max_deletes,
         push=cast(Push, _choice(section, "push", push_default, PUSH_CHOICES)),
+        server_only_keywords=_keywords(section, "server_only_keywords", DEFAULT_SERVER_ONLY),
         **_hook(section, hook_defaults),
     )
 
@@ -296,6 +301,21 @@ def _hook(
         src = chosen[key]
         out[attr] = _positive_float(src, key, default) if src is not None else default
     return out
+
+
+def _keywords(
+    section: configparser.SectionProxy, key: str, default: frozenset[str]
+) -> frozenset[str]:
+    """A space-separated list of JMAP keywords, lowercased (keywords are
+    case-insensitive, RFC 8621 4.1.1); empty means none."""
+    raw = section.get(key)
+    if raw is None:
+        return default
+    words = raw.split()
+    bad = [w for w in words if not is_keyword(w)]
+    if bad:
+        raise ConfigError(f"[{section.name}] {key}: not a keyword: {bad[0]!r}")
+    return frozenset(w.lower() for w in words)
 
 
 def _count(section: configparser.SectionProxy, key: str, default: int) -> int:

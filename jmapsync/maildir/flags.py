@@ -8,11 +8,11 @@ JMAP keywords::
     D  $draft      F  $flagged     P  $forwarded
     R  $answered   S  $seen
 
-Every other letter belongs to someone else and must survive our renames:
-``T`` (trashed) is a local "delete me on expunge" mark, not a JMAP keyword,
-and Dovecot stores its own keywords as lowercase letters ``a``-``z`` whose
-meaning lives in its ``dovecot-keywords`` file.  :func:`merge_flags` is the
-one place that decides what a rename keeps.
+Other keywords are lowercase letters ``a``-``z`` named per folder by
+Dovecot's ``dovecot-keywords`` file (maildir/keywords.py).  Every letter
+jmapsync does not map belongs to someone else and must survive our renames:
+``T`` (trashed) is a local "delete me on expunge" mark, not a JMAP keyword.
+:func:`merge_flags` is the one place that decides what a rename keeps.
 
 We always write the flags field ASCII-sorted and without duplicates (the
 order the Maildir spec asks for), so that equal flag sets give equal names
@@ -48,9 +48,8 @@ _INFO_SEPARATOR = ":2,"
 def flags_from_keywords(keywords: Iterable[str]) -> str:
     """The standard letters for the keywords present, ASCII-sorted.
 
-    Keywords without a standard letter ($junk, user labels) are ignored: they
-    have no portable Maildir spelling, so writing them would only be read by
-    the one client that invented the letter.
+    Keywords without a standard letter ($junk, user labels) are ignored here:
+    their letters are Dovecot's, per folder (maildir/keywords.py).
     """
     letters = {FLAG_OF_KEYWORD.get(kw.lower()) for kw in keywords}
     return "".join(sorted(letter for letter in letters if letter is not None))
@@ -117,23 +116,25 @@ def format_name(base: str, flags: str) -> str:
     return f"{base}{_INFO_SEPARATOR}{_normalize(flags)}"
 
 
-def merge_flags(on_disk: str, wanted_standard: str) -> str:
-    """The flags field for a rename: standard letters wanted, all others kept.
+def merge_flags(on_disk: str, wanted: str, owned: str = STANDARD_FLAGS) -> str:
+    """The flags field for a rename: the `owned` letters as `wanted`, all others kept.
 
-    ``wanted_standard`` decides D, F, P, R and S outright (a standard letter
-    on disk but not wanted is dropped); every other character already on disk
-    (``T``, Dovecot's ``a``-``z``) is kept as is, because another program put
-    it there and we cannot know what removing it would mean.
+    ``owned`` are the letters jmapsync decides from the server: D, F, P, R and
+    S, plus the Dovecot keyword letters it maps in this folder
+    (maildir/keywords.py).  An owned letter on disk but not wanted is
+    dropped; every other character already on disk (``T``, letters of
+    keywords we do not map) is kept as is, because another program put it
+    there and we cannot know what removing it would mean.
 
-    Raises ValueError when ``wanted_standard`` holds a non-standard letter: the
+    Raises ValueError when ``wanted`` holds a letter outside ``owned``: the
     caller wanted to set something this function would silently ignore (for
     example ``T``, which we never set from JMAP).
     """
-    stray = set(wanted_standard) - set(STANDARD_FLAGS)
+    stray = set(wanted) - set(owned)
     if stray:
-        raise ValueError(f"not standard Maildir flags: {''.join(sorted(stray))!r}")
-    kept = {c for c in on_disk if c not in STANDARD_FLAGS}
-    return _normalize("".join(kept) + wanted_standard)
+        raise ValueError(f"not standard or mapped letters: {''.join(sorted(stray))!r}")
+    kept = {c for c in on_disk if c not in owned}
+    return _normalize("".join(kept) + wanted)
 
 
 def _normalize(flags: str) -> str:

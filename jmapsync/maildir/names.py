@@ -67,6 +67,8 @@ Known limits, not handled here:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -242,6 +244,65 @@ def mailbox_path_components(path: str, layout: Layout) -> list[str]:
     if layout == "maildir++" and len(path.encode("utf-8")) > NAME_MAX:
         raise ValueError(f"maildir++ folder name is over {NAME_MAX} bytes: {path!r:.80}")
     return names
+
+
+def imap_utf7_decode(name: str) -> str | None:
+    """The name an IMAP modified UTF-7 folder name stands for (RFC 3501
+    5.1.3), or None when `name` is not exactly how that encoding writes
+    anything or encodes nothing (then it is a plain name, e.g. ``R&D``).
+
+    mbsync 1.4 and OfflineIMAP keep IMAP's names on disk: ``Reisen ✈
+    Übersicht`` is their folder ``Reisen &Jwg- &ANw-bersicht``.  Strict: the
+    result must encode back to `name` byte for byte, so a name is never
+    "decoded" by a guess."""
+    if "&" not in name or any(not 0x20 <= ord(c) <= 0x7E for c in name):
+        return None
+    out: list[str] = []
+    i = 0
+    while i < len(name):
+        c = name[i]
+        if c != "&":
+            out.append(c)
+            i += 1
+            continue
+        end = name.find("-", i + 1)
+        if end < 0:
+            return None
+        run = name[i + 1 : end]
+        if not run:
+            out.append("&")
+        else:
+            b64 = run.replace(",", "/")
+            try:
+                raw = base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True)
+                out.append(raw.decode("utf-16-be"))
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+        i = end + 1
+    decoded = "".join(out)
+    if decoded == name or _imap_utf7_encode(decoded) != name:
+        return None
+    return decoded
+
+
+def _imap_utf7_encode(text: str) -> str:
+    out: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            data = "".join(run).encode("utf-16-be")
+            out.append("&" + base64.b64encode(data).decode().rstrip("=").replace("/", ",") + "-")
+            run.clear()
+
+    for c in text:
+        if 0x20 <= ord(c) <= 0x7E:
+            flush()
+            out.append("&-" if c == "&" else c)
+        else:
+            run.append(c)
+    flush()
+    return "".join(out)
 
 
 def is_within(root: PurePath, candidate: PurePath) -> bool:

@@ -20,6 +20,7 @@ from jmapsync.errors import LocalError
 from jmapsync.maildir.durable import SYNCFS, DirSync, copy_fd, name_errors
 from jmapsync.maildir.files import PART_SUFFIX, SUBDIRS, LocalFile, email_id_of, join
 from jmapsync.maildir.flags import parse_name
+from jmapsync.maildir.keywords import FILE_NAME as KEYWORDS_FILE
 
 
 def _inside(root: Path, rel: str) -> Path:
@@ -143,6 +144,8 @@ class MaildirStore:
                 for e in os.listdir(d):
                     (d / e).unlink()
                 d.rmdir()
+        # Names the letters of files that are gone (maildir/keywords.py).
+        (p / KEYWORDS_FILE).unlink(missing_ok=True)
         try:
             p.rmdir()
         except OSError:

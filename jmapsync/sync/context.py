@@ -14,13 +14,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from jmapsync.config import AccountConfig
+from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import Email, EmailId
+from jmapsync.maildir.keywords import Letters
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import Content, StateDB
 from jmapsync.sync.report import SyncReport
 
 if TYPE_CHECKING:
     from structlog.stdlib import BoundLogger
+
+
+FETCHED_MAX = 64 * 1024 * 1024  # blobs kept for reuse in one pass, in bytes
 
 
 @dataclass
@@ -42,6 +47,19 @@ class PassContext:
     # pass died after its first file action, or this one made file changes
     # the pull plan does not list (folder moves, the user's renames, imports).
     rewrite_files: bool = False
+    # Folder -> the Dovecot keyword letters jmapsync maps there (sync/letters.py).
+    letters: dict[str, Letters] = field(default_factory=dict)
+    # Folders whose time stamp must not be recorded: the next pass looks at
+    # all their files (new letters reached only some of them).
+    unsettled: set[str] = field(default_factory=set)
+    # Folder -> keywords already logged as left without a letter (None: not
+    # looked at this pass).
+    overflow_told: dict[str, list[str]] | None = None
+    # Blobs read whole during the pass (to compare a mail program's file with
+    # the server's message): the download of the same blob takes them from
+    # here instead of the network.  Blobs never change, so this is exact.
+    fetched: dict[str, bytes] = field(default_factory=dict)
+    fetched_bytes: int = 0
 
     @property
     def two_way(self) -> bool:
@@ -56,6 +74,16 @@ class PassContext:
         if self.db.get_meta("files_pending") != "1":
             with self.db.transaction() as conn:
                 self.db.set_meta(conn, "files_pending", "1")
+
+    async def fetch_blob(self, client: JmapClient, blob_id: str, size: int) -> bytes:
+        """client.fetch_blob, kept for the pass's download (up to FETCHED_MAX bytes)."""
+        data = self.fetched.get(blob_id)
+        if data is None:
+            data = await client.fetch_blob(blob_id, size)
+            if self.fetched_bytes + len(data) <= FETCHED_MAX:
+                self.fetched[blob_id] = data
+                self.fetched_bytes += len(data)
+        return data
 
     def warn(self, event: str, message: str, **fields: object) -> None:
         """A warning in the log and in the report (the CLI counts them)."""

@@ -40,7 +40,7 @@ from jmapsync.jmap.client import JmapClient
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import StateDB, db_error
 from jmapsync.state.lock import account_lock
-from jmapsync.sync import folders, remote, scope
+from jmapsync.sync import folders, letters, remote, scope
 from jmapsync.sync import plan as planner
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.execute import Executor
@@ -194,6 +194,7 @@ class Engine:
         folder_of = folders.folder_map(model.mailboxes, layout)
 
         # 5. folders (two-way: new local folders become mailboxes first)
+        folders.adopt_imap_names(ctx, folder_of)
         to_remote: LocalToRemote | None = None
         held: dict[str, int] = {}
         if ctx.two_way:
@@ -201,11 +202,15 @@ class Engine:
             held = db.files_per_folder()
             vanished = folders.vanished(store, old_paths, folder_of) if root_existed else []
             folders.refuse_missing(ctx, held, vanished, root_missing)
-            if await to_remote.folders(old_paths, model.mailboxes, folder_of, held, vanished):
+            new_boxes = await to_remote.folders(
+                old_paths, model.mailboxes, folder_of, held, vanished, model.emails
+            )
+            if new_boxes:
                 model.mailbox_state, model.mailboxes = await mail.fetch_mailboxes(client)
                 folder_of = folders.folder_map(model.mailboxes, layout)
         fplan = planner.plan_folders(old_paths, folder_of)
         folders.apply_before(ctx, fplan)
+        letters.load(ctx, sorted(set(folder_of.values())), fplan.moves)
 
         # 6. scan; two-way: local changes to the server
         local_folders = set(store.folders(layout)) | set(folder_of.values())
@@ -228,7 +233,8 @@ class Engine:
                 scan = partial.scan(store) if partial else list(store.scan(sorted(local_folders)))
 
         # 7. plan the local side and execute it
-        plan = planner.plan_files(model.emails, folder_of, scan)
+        letters.allocate(ctx, model.emails, folder_of)
+        plan = planner.plan_files(model.emails, folder_of, scan, ctx.letters)
         report.planned = len(model.emails)
         del scan  # 100 000 entries; the plan holds what is still needed
         report.phases["scan_plan"] = round(time.monotonic() - t, 3)

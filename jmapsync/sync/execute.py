@@ -191,7 +191,12 @@ class Executor:
             inspector.feed(chunk)
             data.extend(chunk)
 
-        n = await self.client.stream_blob(d.blob_id, d.size, sink)
+        known = self.ctx.fetched.pop(d.blob_id, None)  # read earlier in this pass
+        if known is not None:
+            sink(known)
+            n = 0  # nothing came over the network for it
+        else:
+            n = await self.client.stream_blob(d.blob_id, d.size, sink)
         seen = inspector.finish()
         form = local_form(self.ctx.account.line_endings, seen)
         body = to_lf(bytes(data)) if form == "lf" else bytes(data)

@@ -12,7 +12,15 @@ from collections.abc import Mapping
 
 from jmapsync.errors import DeletionRefused
 from jmapsync.jmap.types import Mailbox, MailboxId
-from jmapsync.maildir.names import Layout, MailboxNode, folder_paths
+from jmapsync.maildir import keyword_file
+from jmapsync.maildir.files import join
+from jmapsync.maildir.names import (
+    Layout,
+    MailboxNode,
+    folder_paths,
+    imap_utf7_decode,
+    mailbox_path_components,
+)
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.sync import guards
 from jmapsync.sync.context import PassContext
@@ -25,6 +33,62 @@ def folder_map(mailboxes: Mapping[MailboxId, Mailbox], layout: Layout) -> dict[M
         (MailboxNode(m.id, m.name, m.parent_id, m.role) for m in mailboxes.values()), layout
     )
     return {MailboxId(k): v for k, v in paths.items()}
+
+
+def imap_names(names: list[str]) -> list[str] | None:
+    """The mailbox names a folder written by mbsync or OfflineIMAP stands for,
+    when any of its names is IMAP modified UTF-7 (maildir/names.py); else None."""
+    decoded = [imap_utf7_decode(n) or n for n in names]
+    return decoded if decoded != names else None
+
+
+def adopt_imap_names(ctx: PassContext, folder_of: Mapping[MailboxId, str]) -> None:
+    """Folders another tool wrote under a mailbox's IMAP name become that
+    mailbox's folder.
+
+    mbsync 1.4 and OfflineIMAP store `Reisen ✈ Übersicht` as `Reisen &Jwg-
+    &ANw-bersicht` (IMAP modified UTF-7, RFC 3501 5.1.3).  Pointed at such a
+    Maildir, jmapsync would see a new folder and (two-way) create a mailbox
+    of that literal name.  Instead, a folder whose names decode to an
+    existing mailbox's path is moved to jmapsync's folder for it (whole, or
+    file by file when that folder already holds mail); its messages are
+    then a mail program's files there (matched to the server's messages and
+    replaced by them, or imported if the server lacks them).  Logged once:
+    afterwards the old path is no Maildir folder any more."""
+    layout, store = ctx.account.layout, ctx.store
+    known = set(folder_of.values())
+    by_names: dict[tuple[str, ...], str] = {}
+    for path in known:
+        try:
+            by_names[tuple(mailbox_path_components(path, layout))] = path
+        except ValueError:
+            continue
+    for folder in store.folders(layout):
+        if folder in known:
+            continue
+        try:
+            decoded = imap_names(mailbox_path_components(folder, layout))
+        except ValueError:
+            continue
+        dst = by_names.get(tuple(decoded)) if decoded else None
+        if dst is None:
+            continue  # not an encoded name, or of no mailbox (never created: mailboxes.py)
+        ctx.mark_files_pending(rewrite=True)
+        if store.move_folder(folder, dst):
+            keyword_file.move(store, folder, dst)
+            moved = "folder"
+        else:
+            store.ensure_folder(dst)
+            for f in store.scan([folder]):
+                store.rename(f.relpath, join(dst, f.subdir, f.name))
+            moved = "files"
+        ctx.log.warning(
+            "folder-adopted",
+            src=folder,
+            dst=dst,
+            moved=moved,
+            reason="the mailbox's IMAP name (modified UTF-7), as mbsync and OfflineIMAP write it",
+        )
 
 
 def vanished(
@@ -61,6 +125,7 @@ def apply_before(ctx: PassContext, fplan: FolderPlan) -> None:
         ctx.mark_files_pending(rewrite=True)
     for src, dst in fplan.moves:
         if ctx.store.move_folder(src, dst):
+            keyword_file.move(ctx.store, src, dst)
             ctx.report.folders_moved += 1
             ctx.log.info("folder-moved", src=src, dst=dst)
     for folder in fplan.create:

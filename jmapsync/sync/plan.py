@@ -7,12 +7,15 @@ on a target instead of replaying events, running it again after a crash
 finishes the job: a file that already arrived is recognised by the Email id in
 its name and is neither downloaded nor written twice.
 
-Per Email, with D = the folders of its mailboxes and F = its Maildir flags:
+Per Email, with D = the folders of its mailboxes and F = its Maildir flags
+in each folder (D F P R S, and the Dovecot letters of its other keywords in
+that folder's ``dovecot-keywords``: maildir/keywords.py):
 
 1. In each folder of D keep one of its files (prefer the exact wanted name,
-   then the right flags); rename it if its standard flags differ from F
-   (other letters on disk, e.g. Dovecot keyword letters, are kept; ``T``
-   is dropped: the mirror holds what the server holds).
+   then the right flags); rename it if the letters jmapsync owns there
+   differ from F (other letters on disk, e.g. Dovecot letters of keywords
+   we do not map, are kept; ``T`` is dropped: the mirror holds what the
+   server holds).
    Further copies in the same folder are duplicates: removed.
 2. Folders of D without a file are "missing"; files of the Email in folders
    outside D are "extra".  Each missing folder takes an extra file by rename
@@ -34,8 +37,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from jmapsync.jmap.types import Email, EmailId, MailboxId
-from jmapsync.maildir.files import TRASHED, LocalFile, join, standard, wanted_name
-from jmapsync.maildir.flags import flags_from_keywords, merge_flags
+from jmapsync.maildir.files import TRASHED, LocalFile, join, wanted_name
+from jmapsync.maildir.flags import merge_flags
+from jmapsync.maildir.keywords import NO_LETTERS, Letters
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +111,12 @@ def plan_files(
     emails: Mapping[EmailId, Email],
     folder_of: Mapping[MailboxId, str],
     scan: Iterable[LocalFile],
+    letters: Mapping[str, Letters] | None = None,
 ) -> FilePlan:
-    """Actions that make the local files mirror `emails` (see module docstring)."""
+    """Actions that make the local files mirror `emails` (see module docstring).
+    `letters`: folder -> the Dovecot keyword letters jmapsync maps there."""
     plan = FilePlan()
+    letters = letters or {}
     by_email: dict[str, list[LocalFile]] = defaultdict(list)
     for f in scan:
         if f.email_id is None:
@@ -129,27 +136,26 @@ def plan_files(
             for f in files:  # cannot place it safely: leave it as it is
                 plan.final[f.relpath] = email_id
             continue
-        folders = {folder_of[m] for m in email.mailbox_ids}
+        folders = {folder_of[m]: letters.get(folder_of[m], NO_LETTERS) for m in email.mailbox_ids}
         if not _in_place(plan, email, folders, files):
             _plan_email(plan, email, folders, files)
     return plan
 
 
-def _in_place(plan: FilePlan, email: Email, folders: set[str], files: list[LocalFile]) -> bool:
+def _in_place(
+    plan: FilePlan, email: Email, folders: Mapping[str, Letters], files: list[LocalFile]
+) -> bool:
     """Fast path for the common case -- one file per folder, flags right -- so a
     pass over 100 000 unchanged Emails costs little.  False: plan it in full."""
     if len(files) != len(folders):
         return False
-    flags = flags_from_keywords(email.keywords)
     seen = set()
     for f in files:
-        if (
-            f.folder not in folders
-            or f.folder in seen
-            or standard(f.flags) != flags
-            or (f.subdir == "new" and "S" in flags)
-            or TRASHED in f.flags
-        ):
+        lt = folders.get(f.folder)
+        if lt is None or f.folder in seen or TRASHED in f.flags:
+            return False
+        flags = lt.wanted(email.keywords)
+        if lt.owned_part(f.flags) != flags or (f.subdir == "new" and "S" in flags):
             return False
         seen.add(f.folder)
     for f in files:
@@ -157,33 +163,35 @@ def _in_place(plan: FilePlan, email: Email, folders: set[str], files: list[Local
     return True
 
 
-def _plan_email(plan: FilePlan, email: Email, folders: set[str], files: list[LocalFile]) -> None:
-    flags = flags_from_keywords(email.keywords)
+def _plan_email(
+    plan: FilePlan, email: Email, folders: Mapping[str, Letters], files: list[LocalFile]
+) -> None:
     eid = email.id
     in_folder: dict[str, list[LocalFile]] = defaultdict(list)
     for f in files:
         in_folder[f.folder].append(f)
 
     kept: list[str] = []  # final relpaths of files that stay
-    missing: list[str] = []
+    missing: list[str] = []  # final relpaths wanted in folders without a file
 
-    exact_sub, exact_name = wanted_name(eid, flags)
     for folder in sorted(folders):
+        lt = folders[folder]
+        flags = lt.wanted(email.keywords)
+        exact = join(folder, *wanted_name(eid, flags))
         candidates = in_folder.pop(folder, [])
         if not candidates:
-            missing.append(folder)
+            missing.append(exact)
             continue
-        exact = join(folder, exact_sub, exact_name)
         candidates.sort(
             key=lambda f: (
                 TRASHED in f.flags,
                 f.relpath != exact,
-                standard(f.flags) != flags,
+                lt.owned_part(f.flags) != flags,
                 f.subdir,
                 f.name,
             )
         )
-        final = _keep(plan, candidates[0], flags, eid)
+        final = _keep(plan, candidates[0], flags, lt, eid)
         plan.final[final] = eid
         kept.append(final)
         for dupe in candidates[1:]:
@@ -191,8 +199,7 @@ def _plan_email(plan: FilePlan, email: Email, folders: set[str], files: list[Loc
 
     extras = sorted((f for fs in in_folder.values() for f in fs), key=lambda f: f.relpath)
     unfilled: list[str] = []
-    for folder in missing:
-        dst = join(folder, exact_sub, exact_name)
+    for dst in missing:
         if extras:
             plan.renames.append(Rename(extras.pop(0).relpath, dst, eid, "move"))
             plan.final[dst] = eid
@@ -211,23 +218,23 @@ def _plan_email(plan: FilePlan, email: Email, folders: set[str], files: list[Loc
         plan.removes.append(Remove(f.relpath, eid, "left-mailbox"))
 
 
-def _final_path(f: LocalFile, flags: str, email_id: str) -> str:
+def _final_path(f: LocalFile, flags: str, letters: Letters, email_id: str) -> str:
     if (
-        standard(f.flags) == flags
+        letters.owned_part(f.flags) == flags
         and not (f.subdir == "new" and "S" in flags)
         and TRASHED not in f.flags
     ):
         return f.relpath
     # T goes: in two-way mode a T file was sent as a delete before this plan,
     # so one still wanted here is a delete the server refused or overrode.
-    merged = merge_flags(f.flags.replace(TRASHED, ""), flags)
+    merged = merge_flags(f.flags.replace(TRASHED, ""), flags, letters.owned)
     sub = "cur" if (f.subdir == "cur" or "S" in flags) else "new"
     sub, name = wanted_name(email_id, merged, sub)
     return join(f.folder, sub, name)
 
 
-def _keep(plan: FilePlan, f: LocalFile, flags: str, email_id: str) -> str:
-    dst = _final_path(f, flags, email_id)
+def _keep(plan: FilePlan, f: LocalFile, flags: str, letters: Letters, email_id: str) -> str:
+    dst = _final_path(f, flags, letters, email_id)
     if dst != f.relpath:
         plan.renames.append(Rename(f.relpath, dst, email_id, "flags"))
     return dst

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from jmapsync.jmap.types import MailboxId
 from jmapsync.maildir.files import split_rel
 from jmapsync.state.db import FileRecord
+from jmapsync.sync import letters
 from jmapsync.sync import scope as local_scope
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.plan import FilePlan
@@ -67,6 +68,7 @@ def record(
         db.journal_clear(conn, None)  # every intent of this pass is done and recorded
         db.set_meta(conn, "line_endings", account.line_endings)
         db.set_meta(conn, "contents_complete", "1")
+        letters.record(ctx, conn, None if scope is None else scope.dirty)
         folders = sorted(set(folder_of.values()))
         stamp = local_scope.stamp_to_record(ctx, folders, pre_stamp, plan, scope, removed_foreign)
         db.set_meta(conn, "local_stamp", stamp)

@@ -257,6 +257,8 @@ def stamp_to_record(
         for f in moved:
             if f not in expected or _fingerprint(x.relpath for x in store.scan([f])) != expected[f]:
                 times[f] = None
+    for f in ctx.unsettled & set(times):
+        times[f] = None  # new letters reached only some of its files: plan it all next time
     if pre.get(ROOT_KEY) != times.get(ROOT_KEY):
         times[ROOT_KEY] = None  # folders came or went: the next pass lists them
     stamp = {"layout": ctx.account.layout, "root": str(ctx.account.maildir), "folders": times}

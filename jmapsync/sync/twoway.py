@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 from jmapsync.jmap.types import Email, EmailId, MailboxId
 from jmapsync.maildir.files import TRASHED, LocalFile
-from jmapsync.maildir.flags import flags_from_keywords, keywords_from_flags
+from jmapsync.maildir.keywords import Letters
 from jmapsync.sync import merge
 
 
@@ -112,18 +112,24 @@ def plan_push(
     local: Mapping[str, list[LocalFile]],
     folder_of: Mapping[MailboxId, str],
     trash: MailboxId | None,
+    letters: Mapping[str, Letters] | None = None,
 ) -> PushPlan:
     """The server writes that carry the local changes (see module docstring).
 
     `local` maps an Email id to its files now, including files matched to it
-    by content (a copy under an MUA's own name).
+    by content (a copy under an MUA's own name).  `letters`: folder -> the
+    Dovecot keyword letters jmapsync maps there (none: D F P R S only).
     """
     mailbox_of = {folder: m for m, folder in folder_of.items()}
     plan = PushPlan()
     flag_patches = {
         p.email_id: p
         for p in merge.merge_keywords(
-            base, remote, {e: present(fs) for e, fs in local.items() if present(fs)}
+            base,
+            remote,
+            {e: present(fs) for e, fs in local.items() if present(fs)},
+            letters,
+            folder_of,
         )
     }
     for eid in sorted(base):
@@ -138,17 +144,20 @@ def plan_push(
         r = remote.get(eid)
         patch = flag_patches.get(eid)
         if r is None:  # rule 2
-            base_flags = flags_from_keywords(b.keywords)
-            changes = merge.local_flag_changes(base_flags, here)
+            in_base = merge.base_folders(b, folder_of)
+            changes = merge.local_keyword_changes(b.keywords, here, letters, in_base)
             if here and (boxes_here != b.mailbox_ids or changes):
-                # Per flag, as in the merge: a file that differs from base
+                # Per keyword, as in the merge: a file that differs from base
                 # carries the user's change; the bytes come from one that does.
-                flags = {c for c in base_flags if changes.get(c, True)}
-                flags |= {c for c, on in changes.items() if on}
-                changed = {f.relpath for f in here if merge.local_flag_changes(base_flags, [f])}
+                wanted = {k for k in b.keywords if changes.get(k, True)}
+                wanted |= {k for k, on in changes.items() if on}
+                changed = {
+                    f.relpath
+                    for f in here
+                    if merge.local_keyword_changes(b.keywords, [f], letters, in_base)
+                }
                 first = min(here, key=lambda f: (f.relpath not in changed, f.relpath))
-                wanted = keywords_from_flags("".join(sorted(flags)))
-                plan.reimports.append(Reimport(eid, first, boxes_here, wanted))
+                plan.reimports.append(Reimport(eid, first, boxes_here, frozenset(wanted)))
             continue
         keywords = patch.changes if patch else ()
         if boxes_here == b.mailbox_ids:

@@ -19,7 +19,7 @@ from typing import Any
 from mailtools import Account
 
 from jmapsync.config import load
-from jmapsync.maildir.flags import flags_from_keywords, parse_name
+from jmapsync.maildir.flags import FLAG_OF_KEYWORD, flags_from_keywords, parse_name
 from jmapsync.sync.engine import Engine, SyncReport
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,13 +119,36 @@ def message_files(root: Path) -> dict[str, Path]:
     }
 
 
-def stray_files(root: Path) -> list[str]:
-    """Files that are neither messages in cur/new nor anything in tmp/."""
+def stray_files(root: Path, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Files that are neither messages in cur/new nor anything in tmp/ (nor a
+    folder's dovecot-keywords, nor names in `ignore`)."""
     return [
         str(p.relative_to(root))
         for p in root.rglob("*")
-        if p.is_file() and p.parent.name not in ("cur", "new", "tmp")
+        if p.is_file()
+        and p.parent.name not in ("cur", "new", "tmp")
+        and p.name != KEYWORDS_FILE
+        and p.name not in ignore
     ]
+
+
+KEYWORDS_FILE = "dovecot-keywords"
+# Keywords the server sets itself, which get no letter (jmapsync's default).
+SERVER_ONLY = frozenset({"$hasattachment", "$hasnoattachment"})
+
+
+def dovecot_letters(folder_dir: Path) -> dict[str, str]:
+    """keyword (lowercase) -> letter, read from the folder's dovecot-keywords
+    the simple way (restated here, not jmapsync's parser): "N name" lines."""
+    try:
+        text = (folder_dir / KEYWORDS_FILE).read_text()
+    except FileNotFoundError:
+        return {}
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        number, _, name = line.partition(" ")
+        out.setdefault(name.lower(), "abcdefghijklmnopqrstuvwxyz"[int(number)])
+    return out
 
 
 def folder_of_paths(account: Account, layout: str = "verbatim") -> dict[str, str]:
@@ -153,21 +176,47 @@ def expected_local_bytes(blob: bytes, line_endings: str) -> bytes:
 
 
 def assert_exact_mirror(
-    mirror: Mirror, folder_of: dict[str, str] | None = None, *, check_bytes: bool = True
+    mirror: Mirror,
+    folder_of: dict[str, str] | None = None,
+    *,
+    check_bytes: bool = True,
+    all_lettered: bool = True,
+    ignore_folders: list[str] | tuple[str, ...] = (),
+    ignore_strays: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Every Email is in the folder of each of its mailboxes, exactly once,
-    with the right flags and the server's bytes; nothing else is there."""
+    with the right flags and the server's bytes; nothing else is there.
+
+    Flags: D F P R S as the keywords say, and exactly the Dovecot letters of
+    its other keywords that the folder's dovecot-keywords names (every such
+    keyword has one, unless `all_lettered` is False: a folder of more than 26).
+    `ignore_folders`: folders of no mailbox left as they are (another tool's);
+    `ignore_strays`: file names another tool keeps in folders (.mbsyncstate)."""
     account = mirror.account
     j = account.jmap()
     folder_of = folder_of or folder_of_paths(account, mirror.layout)
     ids = j.email_ids()
     emails = j.get_emails(ids, ["id", "blobId", "mailboxIds", "keywords", "size"]) if ids else []
-    files = message_files(mirror.maildir)
+    files = {
+        rel: p
+        for rel, p in message_files(mirror.maildir).items()
+        if not any(rel.startswith(f + "/") for f in ignore_folders)
+    }
     expected: dict[str, tuple[str, str]] = {}  # "folder|id" -> (flags, blobId)
+    letters: dict[str, dict[str, str]] = {}
     for e in emails:
+        custom = {
+            k.lower() for k in e["keywords"] if k.lower() not in FLAG_OF_KEYWORD
+        } - SERVER_ONLY
         for mid in e["mailboxIds"]:
-            expected[f"{folder_of[mid]}|{e['id']}"] = (
-                flags_from_keywords(e["keywords"]),
+            folder = folder_of[mid]
+            if folder not in letters:
+                letters[folder] = dovecot_letters(mirror.maildir / folder)
+            if all_lettered:
+                assert custom <= set(letters[folder]), (folder, custom, letters[folder])
+            dovecot = "".join(sorted(letters[folder][k] for k in custom if k in letters[folder]))
+            expected[f"{folder}|{e['id']}"] = (
+                flags_from_keywords(e["keywords"]) + dovecot,
                 e["blobId"],
             )
     found: dict[str, tuple[str, Path]] = {}
@@ -188,13 +237,16 @@ def assert_exact_mirror(
     blobs: dict[str, bytes] = {}
     for key, (flags, path) in found.items():
         want_flags, blob_id = expected[key]
-        assert "".join(sorted(set(flags) & set("DFPRS"))) == want_flags, (key, flags, want_flags)
+        folder = key.split("|")[0]
+        mapped = set("DFPRS") | set(letters.get(folder, {}).values())
+        assert "".join(sorted(set(flags) & mapped)) == want_flags, (key, flags, want_flags)
         if check_bytes:
             if blob_id not in blobs:
                 blobs[blob_id] = j.download(blob_id)
             want = expected_local_bytes(blobs[blob_id], mirror.line_endings)
             assert path.read_bytes() == want, f"{path} differs from blob {blob_id}"
-    assert not stray_files(mirror.maildir), stray_files(mirror.maildir)
+    strays = stray_files(mirror.maildir, ignore_strays)
+    assert not strays, strays
     return {"emails": len(emails), "files": len(found)}
 
 

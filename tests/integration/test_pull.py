@@ -151,7 +151,11 @@ def test_bare_lf_message_is_refused_by_cyrus(account: Account) -> None:
         i.append("INBOX", b"From: a@example.test\nSubject: lf\n\nbody\n")
 
 
-def test_custom_keywords_are_recorded_but_not_flags(account: Account, tmp_path: Path) -> None:
+def test_custom_keywords_are_recorded_and_get_dovecot_letters(
+    account: Account, tmp_path: Path
+) -> None:
+    """project-x is kept in the state and written as Dovecot does: letter a,
+    named in the folder's dovecot-keywords."""
     ids = seed_basic(account)
     mirror = Mirror(account, tmp_path)
     mirror.sync()
@@ -160,7 +164,8 @@ def test_custom_keywords_are_recorded_but_not_flags(account: Account, tmp_path: 
     db.close()
     assert "project-x" in emails[ids["m5"]].keywords  # type: ignore[index]
     [path] = [p for p in message_files(mirror.maildir).values() if ids["m5"] in p.name]
-    assert path.name.endswith(":2,S")
+    assert path.name.endswith(":2,Sa")
+    assert (mirror.maildir / "Archive" / "dovecot-keywords").read_text() == "0 project-x\n"
 
 
 def test_every_kind_of_server_change_is_applied(account: Account, tmp_path: Path) -> None:

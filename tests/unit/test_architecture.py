@@ -24,6 +24,7 @@ PURE = {
     "jmapsync.jmap.types",
     "jmapsync.maildir.files",
     "jmapsync.maildir.flags",
+    "jmapsync.maildir.keywords",
     "jmapsync.maildir.lineendings",
     "jmapsync.maildir.message",
     "jmapsync.maildir.names",

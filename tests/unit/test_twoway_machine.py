@@ -278,14 +278,16 @@ class TwoWayMachine(RuleBasedStateMachine):
                 if here and (moved_here or local_value):
                     # Into every folder it has here, with every flag change made
                     # on any copy (per flag, as in the merge; a flag differing
-                    # from base can only differ one way).
+                    # from base can only differ one way).  Keywords without a
+                    # letter here ($junk) come along as they were.
                     flags = "".join(c for c in LETTERS if (c in base_flags) != (c in local_value))
+                    unlettered = b.keywords - keywords_from_flags(base_flags)
                     out[eid] = Expect(
                         "reimport",
                         boxes_here,
                         content=b.blob_id,
                         why="destroyed there, changed here: imported again",
-                        keyword_choices=frozenset({keywords_from_flags(flags)}),
+                        keyword_choices=frozenset({keywords_from_flags(flags) | unlettered}),
                     )
                 else:
                     out[eid] = Expect("gone", why="destroyed there, unchanged here")

@@ -57,10 +57,13 @@ class LocalToRemote:
         folder_of: Mapping[MailboxId, str],
         held: Mapping[str, int],
         vanished: list[str],
+        emails: Mapping[EmailId, Email],
     ) -> bool:
         """New local folders -> mailboxes, removed empty ones -> destroyed.
         True if the server's mailboxes changed (read them again)."""
-        return await sync_folders(self.ctx, self.client, old, mailboxes, folder_of, held, vanished)
+        return await sync_folders(
+            self.ctx, self.client, old, mailboxes, folder_of, held, vanished, emails
+        )
 
     async def run(
         self,
@@ -103,7 +106,7 @@ class LocalToRemote:
         for f in [*scan, *virtual]:
             if f.email_id is not None:
                 local[f.email_id].append(f)
-        plan = twoway.plan_push(ctx.base, emails, local, folder_of, trash)
+        plan = twoway.plan_push(ctx.base, emails, local, folder_of, trash, ctx.letters)
 
         reasons = guards.deletion_guard(plan, held, max_deletes=ctx.account.max_deletes)
         if reasons and not ctx.force_deletes:

@@ -11,10 +11,12 @@ from collections.abc import Mapping
 
 from jmapsync.jmap import mail
 from jmapsync.jmap.client import JmapClient
-from jmapsync.jmap.types import Mailbox, MailboxId
+from jmapsync.jmap.types import Email, EmailId, Mailbox, MailboxId
 from jmapsync.maildir.names import mailbox_path_components
 from jmapsync.state.db import JOURNAL_WRITE
 from jmapsync.sync.context import PassContext
+from jmapsync.sync.folders import imap_names
+from jmapsync.sync.local_to_remote.adoption import leftovers
 
 INBOX = "INBOX"
 
@@ -27,10 +29,11 @@ async def sync_folders(
     folder_of: Mapping[MailboxId, str],
     held: Mapping[str, int],
     vanished: list[str],
+    emails: Mapping[EmailId, Email],
 ) -> bool:
     """Create mailboxes for new local folders, destroy the mailboxes of
     folders removed while empty.  True if the server's mailboxes changed."""
-    changed = await _create_mailboxes(ctx, client, old, mailboxes, folder_of)
+    changed = await _create_mailboxes(ctx, client, old, mailboxes, folder_of, emails)
     for path in vanished:
         if held.get(path):
             continue  # removed with messages in it: the deletion guard decides
@@ -63,10 +66,13 @@ async def _create_mailboxes(
     old: Mapping[MailboxId, str],
     mailboxes: Mapping[MailboxId, Mailbox],
     folder_of: Mapping[MailboxId, str],
+    emails: Mapping[EmailId, Email],
 ) -> bool:
     layout = ctx.account.layout
     known = set(folder_of.values()) | set(old.values())
     new = [f for f in ctx.store.folders(layout) if f not in known]
+    # Another sync tool's folders, not the user's new ones (adoption.py).
+    new = [f for f in new if f not in await leftovers(ctx, client, new, emails)]
     if not new:
         return False
     by_names: dict[tuple[str, ...], str] = {}
@@ -85,6 +91,14 @@ async def _create_mailboxes(
         except ValueError as exc:
             msg = f"folder {folder!r} not created on the server: {exc}"
             ctx.warn("folder-not-created", msg, folder=folder, reason=str(exc))
+            continue
+        if imap_names(list(names)) is not None:
+            # An IMAP modified UTF-7 name of no mailbox here (folders.py moved
+            # those of existing ones): most likely another tool's folder of a
+            # mailbox since deleted -- never a name to create on the server.
+            why = "an IMAP modified UTF-7 name (mbsync, OfflineIMAP) of no mailbox"
+            msg = f"folder {folder!r} not created on the server: {why}"
+            ctx.warn("folder-not-created", msg, folder=folder, reason=why)
             continue
         # Every missing ancestor too (a verbatim "a/b" whose "a" has no cur/).
         wanted.update(names[:i] for i in range(1, len(names) + 1))

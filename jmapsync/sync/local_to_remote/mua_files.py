@@ -25,7 +25,7 @@ from jmapsync.jmap import mail
 from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import Email, EmailId
 from jmapsync.maildir import message
-from jmapsync.maildir.files import LocalFile, Subdir, join, standard, wanted_name
+from jmapsync.maildir.files import TRASHED, LocalFile, Subdir, join, wanted_name
 from jmapsync.maildir.lineendings import inspect, local_form, server_bytes, to_lf
 from jmapsync.state.db import JOURNAL_IMPORT, Content
 from jmapsync.sync.context import PassContext
@@ -40,7 +40,7 @@ def adopt(ctx: PassContext, f: LocalFile, sent: bytes, email: Email) -> None:
     seen = inspect(server)
     form = local_form(ctx.account.line_endings, seen)
     body = to_lf(server) if form == "lf" else server
-    sub, name = wanted_name(email.id, standard(f.flags))
+    sub, name = wanted_name(email.id, _kept(f.flags))
     dst = join(f.folder, sub, name)
     if store.read(f.relpath) == body:
         store.rename(f.relpath, dst)
@@ -48,6 +48,12 @@ def adopt(ctx: PassContext, f: LocalFile, sent: bytes, email: Email) -> None:
         store.deliver(f.folder, email.id, body, dst)
         store.remove(f.relpath)
     ctx.new_contents[email.id] = Content(seen.sha256, seen.size, seen.crlf_only, form)
+
+
+def _kept(flags: str) -> str:
+    """The flags of a mail program's file under our name: all its letters
+    (Dovecot keyword letters too: they were imported, or are the user's)."""
+    return "".join(sorted(set(flags) - {TRASHED}))
 
 
 async def recover_imports(
@@ -119,16 +125,16 @@ async def match_foreign(
         if eid is not None:
             # The same bytes as our file of that Email: a copy (cp, mv under
             # another name).  Take it over under our name.
-            sub, name = wanted_name(eid, standard(f.flags))
+            sub, name = wanted_name(eid, _kept(f.flags))
             if store.rename(f.relpath, join(f.folder, sub, name)):
                 here = cast(Subdir, sub)
-                virtual.append(LocalFile(f.folder, here, name, eid, standard(f.flags)))
+                virtual.append(LocalFile(f.folder, here, name, eid, _kept(f.flags)))
                 ctx.report.adopted += 1
                 out.rescan = True
             continue
         rest.append((f, raw, message.message_id(raw)))
 
-    candidates = await _by_message_id(client, {mid for _, _, mid in rest if mid})
+    candidates = await by_message_id(client, {mid for _, _, mid in rest if mid})
     blobs: dict[str, bytes] = {}
     imports: list[Import] = []
     for f, raw, mid in rest:
@@ -138,7 +144,7 @@ async def match_foreign(
             if e is None:
                 continue
             if cand not in blobs:
-                blobs[cand] = await client.fetch_blob(e.blob_id, e.size)
+                blobs[cand] = await ctx.fetch_blob(client, e.blob_id, e.size)
             if message.same_body(raw, blobs[cand]):
                 match = cand
                 break
@@ -156,7 +162,14 @@ async def match_foreign(
     return virtual, imports
 
 
-async def _by_message_id(client: JmapClient, mids: set[str]) -> dict[str, list[str]]:
+# RFC 8621 4.4.1: the header filter matches when the header CONTAINS the
+# value, so "1.x@y" also finds "11.x@y", "101.x@y", ...: with a small limit the
+# Email that really has the Message-ID can fall outside it (an mbsync Maildir
+# of 300 such messages had 10 imported twice).  Exact matches are kept below.
+_MID_LIMIT = 256
+
+
+async def by_message_id(client: JmapClient, mids: set[str]) -> dict[str, list[str]]:
     """Message-ID -> ids of the Emails on the server that carry it."""
     if not mids:
         return {}
@@ -165,7 +178,7 @@ async def _by_message_id(client: JmapClient, mids: set[str]) -> dict[str, list[s
     calls = [
         (
             "Email/query",
-            {"accountId": aid, "filter": {"header": ["Message-ID", mid]}, "limit": 20},
+            {"accountId": aid, "filter": {"header": ["Message-ID", mid]}, "limit": _MID_LIMIT},
             f"q{i}",
         )
         for i, mid in enumerate(ordered)

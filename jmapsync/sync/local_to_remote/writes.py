@@ -21,8 +21,8 @@ from jmapsync.jmap import mail
 from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import Email, EmailId, MailboxId
 from jmapsync.maildir import message
-from jmapsync.maildir.files import LocalFile, standard
-from jmapsync.maildir.flags import keywords_from_flags
+from jmapsync.maildir.files import LocalFile
+from jmapsync.maildir.keywords import NO_LETTERS
 from jmapsync.state.db import JOURNAL_IMPORT, JOURNAL_WRITE
 from jmapsync.sync import twoway
 from jmapsync.sync.context import PassContext
@@ -125,7 +125,7 @@ async def import_files(
             cid: mail.ImportItem(
                 blob_id=str(intent["blob_id"]),
                 mailbox_ids=boxes[cid],
-                keywords=keywords_from_flags(standard(f.flags)),
+                keywords=ctx.letters.get(f.folder, NO_LETTERS).keywords_in(f.flags),
                 received_at=received_at(store.path(f.relpath)),
             )
             for cid, (f, _data, _seq, intent) in pending.items()
