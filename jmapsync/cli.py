@@ -1,5 +1,10 @@
 """Command line: argparse, and the ONE place where errors become messages and exit codes.
 
+Everything printed goes through jmapsync/scrub.py: stdout is wrapped (check,
+status and verify print what servers named), error lines are scrubbed, and
+an unexpected traceback is printed scrubbed -- no terminal controls from a
+server, no password, token or Basic header in any output.
+
 Exit codes: 0 everything succeeded; 1 at least one account failed (one line
 per account on stderr); 2 the command line or the config is wrong.
 """
@@ -11,10 +16,12 @@ import asyncio
 import datetime as dt
 import json
 import sys
+import traceback
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, TextIO
 
-from jmapsync import __version__, check, hooks, init, log
+from jmapsync import __version__, check, hooks, init, log, scrub
 from jmapsync.config import Config, load
 from jmapsync.errors import ConfigError, JmapsyncError
 from jmapsync.state.db import StateDB
@@ -101,7 +108,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _ScrubbedOut:
+    """A text stream that scrubs what is written to it (see the module docstring)."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self.inner = inner
+
+    def write(self, text: str) -> int:
+        self.inner.write(scrub.text(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    """A bug's traceback, scrubbed: its frames may hold a server's text or a secret."""
+    sys.stderr.write(scrub.text("".join(traceback.format_exception(kind, value, tb))))
+
+
 def main(argv: list[str] | None = None) -> int:
+    sys.excepthook = _excepthook
+    stdout = sys.stdout
+    sys.stdout = _ScrubbedOut(stdout)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout = stdout
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "send":  # its own config errors and exit codes (sendmail's)
         from jmapsync.send import command as send
@@ -140,10 +179,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return cmd_restore(config, args.account, args.source, args.layout, dry_run=args.dry_run)
     except ConfigError as exc:
-        print(f"jmapsync: {exc}", file=sys.stderr)
+        print(f"jmapsync: {scrub.line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except JmapsyncError as exc:
-        print(f"jmapsync: {exc}", file=sys.stderr)
+        print(f"jmapsync: {scrub.line(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("jmapsync: interrupted", file=sys.stderr)
@@ -156,7 +195,7 @@ def _report_results(results: dict[str, SyncReport | JmapsyncError]) -> int:
     for name, result in results.items():
         if isinstance(result, JmapsyncError):
             failed += 1
-            print(f"jmapsync: account {name}: {result}", file=sys.stderr)
+            print(f"jmapsync: account {name}: {scrub.line(str(result))}", file=sys.stderr)
         elif sys.stdout.isatty():
             print(sentence(result))
     return EXIT_FAILED if failed else EXIT_OK

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from jmapsync import config_values as values
-from jmapsync import log
+from jmapsync import log, scrub
 from jmapsync.config_values import HOOK_KEYS
 from jmapsync.errors import ConfigError, SecretError
 from jmapsync.maildir.keywords import DEFAULT_SERVER_ONLY
@@ -78,6 +78,7 @@ class Credentials:
         password manager may print the secret there on failure.
         """
         if self.password is not None:
+            self._register(self.password)
             return self.password
         command = self.token_command or self.password_command
         if command is None:  # pragma: no cover - excluded by validation
@@ -98,7 +99,16 @@ class Credentials:
         value = done.stdout.decode("utf-8", "replace").split("\n", 1)[0].rstrip("\r")
         if not value:
             raise SecretError(f"{key} printed nothing")
-        return Secret(value)
+        secret = Secret(value)
+        self._register(secret)
+        return secret
+
+    def _register(self, secret: Secret) -> None:
+        """From now on this process never shows the secret (scrub.py)."""
+        if self.token_command:
+            scrub.add_secret(secret.reveal())
+        else:
+            scrub.add_basic_auth(self.username or "", secret.reveal())
 
 
 @dataclass(frozen=True)
@@ -218,6 +228,8 @@ def _parse_account(
     if sources[0] != "token_command" and username is None:
         raise ConfigError(f"[{section.name}] username is required for Basic auth")
     password = section.get("password")
+    if password:  # redacted from every output of this process, before anything runs
+        scrub.add_basic_auth(username or "", password)
     credentials = Credentials(
         username=username,
         password=Secret(password) if password else None,

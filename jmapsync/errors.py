@@ -18,6 +18,8 @@ daemon later) what to do without looking at the concrete type::
         ├── TransportError        temporary  connection refused / reset / timed out
         ├── AuthError             fatal    HTTP 401 / 403: wrong credentials
         ├── HTTPStatusError       backoff  any other unexpected HTTP status
+        ├── DownloadsFailed       backoff  some downloads of a pass failed (the others
+        │                                  are in place; the next pass fetches the rest)
         ├── ProtocolError         fatal    the server broke the protocol (bad JSON, missing
         │                                  capability, unsafe mailbox name, absurd size)
         ├── PushUnavailable       fatal    this push transport is not offered (the daemon
@@ -28,14 +30,22 @@ daemon later) what to do without looking at the concrete type::
             └── CannotCalculateChanges   (plan: full reconcile, never retried as is)
 
 The retry classes mirror isync's FAIL_TEMP / FAIL_WAIT / FAIL_FINAL.  Messages
-never contain credentials: the Secret type in config.py has no readable repr,
-and nothing here formats request headers.
+never contain credentials or terminal controls: every message goes through
+scrub.line() when the error is made (a server may echo the password or send
+escape sequences in its error text), so str(error) is safe wherever it goes --
+terminal, log, state database, status file.
+
+TransportError carries two fields that decide about retries (jmap/http.py):
+`sent` (False: the request provably never left, e.g. connection refused) and
+`stalled` (True: dropped by the progress timeout).
 """
 
 from __future__ import annotations
 
 import enum
 from typing import Any
+
+from jmapsync import scrub
 
 
 class Retry(enum.Enum):
@@ -52,6 +62,7 @@ class JmapsyncError(Exception):
     retry: Retry = Retry.FATAL
 
     def __init__(self, message: str, **fields: Any) -> None:
+        message = scrub.line(message)
         super().__init__(message)
         self.message = message
         self.fields = fields
@@ -133,6 +144,19 @@ class HTTPStatusError(RemoteError):
         self.status = status
 
 
+class DownloadsFailed(RemoteError):
+    """Downloads of a pass failed after their retries; the others were committed.
+
+    The pass records nothing (its states do not advance): the next pass reads
+    the same changes, finds the committed files in place, and downloads only
+    what is missing."""
+
+    def __init__(self, message: str, *, failed: int, total: int) -> None:
+        super().__init__(message, failed=failed, total=total)
+        self.failed = failed
+        self.total = total
+
+
 class ProtocolError(RemoteError):
     """The server sent something that breaks RFC 8620/8621 or our safety rules."""
 
@@ -172,7 +196,7 @@ class MethodError(RemoteError):
         super().__init__(text, method=method, type=error_type)
         self.method = method
         self.type = error_type
-        self.description = description
+        self.description = scrub.line(description) if description is not None else None
 
 
 class CannotCalculateChanges(MethodError):

@@ -215,10 +215,11 @@ async def submit(
     """EmailSubmission/set create; with `on_success`, the Email is patched by
     the server right after (onSuccessUpdateEmail).
 
-    `if_in_state` makes the request unrepeatable: the HTTP layer sends a
-    request again when a kept-alive connection turns out closed (jmap/blobs.py),
-    and a submission the server did receive would then go out twice; with the
-    state in the request, the repeat is a stateMismatch (tested on Cyrus).
+    `if_in_state` makes the request safe to repeat: the HTTP layer
+    (jmap/http.py) sends a `*/set` with ifInState again after a broken
+    connection, and a submission the server did receive would otherwise go
+    out twice; with the state in the request, the repeat is a stateMismatch
+    (tested on Cyrus).
 
     Raises SubmissionRefused for a SetError (the server will not send this
     message), MethodError for a method-level error (nothing was done)."""

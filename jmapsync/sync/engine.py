@@ -35,7 +35,7 @@ from pathlib import Path
 from jmapsync import hooks, log
 from jmapsync.config import AccountConfig, Config
 from jmapsync.errors import JmapsyncError, MethodError, disk_error
-from jmapsync.jmap import mail
+from jmapsync.jmap import changes
 from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import Mailbox, MailboxId
 from jmapsync.maildir.store import MaildirStore
@@ -147,36 +147,44 @@ class Engine:
         )
         archive.refuse_switch(ctx)  # archive -> pull / two-way: what it kept would go
         async with self.client_factory(self.account) as client:
-            full = self.full or arrival.needs_full(db)  # mtimes of an older mirror
-            delta = await remote.read_changes(ctx, client, full=full)
-            assert client.session is not None  # noqa: S101
-            if (
-                delta is not None
-                and delta.empty
-                and not ctx.rewrite_files  # archive released: every folder is looked at
-                and scope.local_unchanged(db, self.account, self.store)
-            ):
-                # Nothing new on either side: no need to read 100 000 records
-                # and scan as many files to find that out.
-                with db.transaction() as conn:
-                    db.set_meta(conn, "email_state", delta.email_state)
-                    db.set_meta(conn, "mailbox_state", delta.mailbox_state)
-                report.mode = "unchanged"
-                report.email_state = delta.email_state
-            else:
-                await self._pass(ctx, client, client.session.account_id, delta, started)
+            try:
+                await self._in_session(ctx, client, started)
+            finally:
+                remote.store_session(ctx, client)  # one the client fetched mid-pass
         report.seconds = round(time.monotonic() - started, 3)
         if ctx.dry is not None:
             report.would = [w.as_dict() for w in ctx.dry.actions]
         self.log.info("dry-run-done" if self.dry_run else "sync-done", **report.as_dict())
         return report
 
+    async def _in_session(self, ctx: PassContext, client: JmapClient, started: float) -> None:
+        """The pass proper, with the client open."""
+        db, report = ctx.db, ctx.report
+        full = self.full or arrival.needs_full(db)  # mtimes of an older mirror
+        delta = await remote.read_changes(ctx, client, full=full)
+        assert client.session is not None  # noqa: S101
+        if (
+            delta is not None
+            and delta.empty
+            and not ctx.rewrite_files  # archive released: every folder is looked at
+            and scope.local_unchanged(db, self.account, self.store)
+        ):
+            # Nothing new on either side: no need to read 100 000 records
+            # and scan as many files to find that out.
+            with db.transaction() as conn:
+                db.set_meta(conn, "email_state", delta.email_state)
+                db.set_meta(conn, "mailbox_state", delta.mailbox_state)
+            report.mode = "unchanged"
+            report.email_state = delta.email_state
+        else:
+            await self._pass(ctx, client, client.session.account_id, delta, started)
+
     async def _pass(
         self,
         ctx: PassContext,
         client: JmapClient,
         account_id: str,
-        delta: mail.Delta | None,
+        delta: changes.Delta | None,
         started: float,
     ) -> None:
         """Everything but the unchanged fast path: steps 3-8 of the module docstring."""

@@ -2,7 +2,11 @@
 
 Renames, links, downloads (up to `download_connections` at once, each into
 tmp/ first), removes -- each action complete or not begun, so a pass
-interrupted anywhere leaves a Maildir the next plan finishes.  Then the
+interrupted anywhere leaves a Maildir the next plan finishes.  A download
+that fails after its retries (jmap/http.py) does not stop the others: they
+finish and are committed, then the pass fails with DownloadsFailed before
+the removes and before anything is recorded -- the next pass reads the same
+changes and downloads only what is missing.  Then the
 line-ending rewrites (`line_endings` switched), from the files themselves.
 """
 
@@ -14,7 +18,13 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from jmapsync.errors import LocalError, disk_error
+from jmapsync.errors import (
+    DownloadsFailed,
+    HTTPStatusError,
+    LocalError,
+    TransportError,
+    disk_error,
+)
 from jmapsync.jmap.client import JmapClient
 from jmapsync.maildir.files import split_rel
 from jmapsync.maildir.lineendings import (
@@ -112,6 +122,7 @@ class Executor:
         queue: asyncio.Queue[Download] = asyncio.Queue()
         for d in downloads:
             queue.put_nowait(d)
+        failed: list[str] = []
 
         async def worker() -> None:
             while True:
@@ -119,7 +130,17 @@ class Executor:
                     d = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                n = await self._download_one(d)
+                try:
+                    n = await self._download_one(d)
+                except (TransportError, HTTPStatusError) as exc:
+                    # The link, or the server's trouble with this blob.  Anything
+                    # else (credentials, the disk, a server breaking the
+                    # protocol) stops the pass at once, as before.
+                    failed.append(str(exc))
+                    self.ctx.log.warning(
+                        "download-failed", email_id=d.email_id, blob_id=d.blob_id, error=str(exc)
+                    )
+                    continue
                 report.downloaded += 1
                 report.bytes += n
                 report.linked += len(d.links)
@@ -129,7 +150,7 @@ class Executor:
             workers = [asyncio.create_task(worker()) for _ in range(max(1, width))]
             try:
                 await asyncio.gather(*workers)
-                await self.commits.flush()
+                await self.commits.flush()  # what did arrive is kept
             except BaseException:
                 for w in workers:
                     w.cancel()
@@ -137,6 +158,18 @@ class Executor:
                 raise
         finally:
             progress.close()
+        if failed:
+            # The files that arrived stay; their content hashes (in which
+            # form each was written) must be known when the next pass finds
+            # them, or a later line-ending switch would misread them.
+            with self.ctx.db.transaction() as conn:
+                self.ctx.db.put_contents(conn, self.ctx.new_contents)
+            raise DownloadsFailed(
+                f"{len(failed)} of {len(downloads)} downloads failed (first: {failed[0]});"
+                " the others are in place, the next pass fetches the rest",
+                failed=len(failed),
+                total=len(downloads),
+            )
 
     async def _download_one(self, d: Download) -> int:
         if d.size <= IN_MEMORY_BYTES:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import cast
 
 from jmapsync.config import AccountConfig
-from jmapsync.jmap.mail import Delta
+from jmapsync.jmap.changes import Delta
 from jmapsync.jmap.types import Email, EmailId, MailboxId
 from jmapsync.maildir.files import TRASHED, LocalFile, Subdir, split_rel
 from jmapsync.maildir.flags import parse_name

@@ -35,6 +35,7 @@ PURE = {
     "jmapsync.send.args",
     "jmapsync.send.identity",
     # (jmapsync.send.message is pure too, but the stdlib's email.utils loads socket)
+    "jmapsync.scrub",
     "jmapsync.sync.guards",
     "jmapsync.sync.merge",
     "jmapsync.sync.plan",
