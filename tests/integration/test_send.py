@@ -393,7 +393,7 @@ def test_the_daemon_sends_what_was_queued_once_the_server_is_back(
             assert done.returncode == 0 and b"queued" in done.stderr, done.stderr
             proxy.down = False  # the server is back: the retry pass sends it first
             wait_for(
-                "the queued message sent", lambda: sink(account.server, "daemon1@example.com"), 30
+                "the queued message sent", lambda: sink(account.server, "daemon1@example.com"), 90
             )
             d.wait_event("send-sent", timeout=10)
             d.wait_event("pass", timeout=10)
