@@ -338,6 +338,8 @@ def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int
         print(f"  pending:        {counts['journal']} journaled intent(s)")
         if s.get("post_sync"):
             print(f"  post_sync:      {hooks.describe(s['post_sync'])}")
+        for item in s.get("skipped") or []:
+            print(f"  skipped:        {item}")
         if counts.get("archived"):
             print(f"  archived:       {counts['archived']} file(s) the server no longer has there")
     return EXIT_OK

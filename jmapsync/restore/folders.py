@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from jmapsync.maildir.mutf7 import decode_if_encoded
 from jmapsync.maildir.names import INBOX, Layout, mailbox_path_components
-from jmapsync.restore.mutf7 import decode_if_encoded
 
 Kind = Literal["jmapsync", "foreign"]
 

@@ -446,6 +446,7 @@ class StateDB:
             "last_sync_at": self.get_meta("last_sync_at"),
             "last_result": self.get_meta("last_result"),
             "counts": self.counts(),
+            "skipped": json.loads(self.get_meta("skipped") or "[]"),
             "journal": [
                 json.loads(p) | {"kind": k}
                 for k, p in self.conn.execute("SELECT kind, payload FROM journal ORDER BY seq")

@@ -63,6 +63,8 @@ class PassContext:
     fetched_bytes: int = 0
     # The mailboxes `folders =` mirrors (sync/selection.py); None: all of them.
     selected: frozenset[MailboxId] | None = None
+    # Mailboxes whose name cannot become a folder -> why (left alone this pass).
+    unmapped: dict[MailboxId, str] = field(default_factory=dict)
     # A dry run (sync/dryrun.py): every write is listed there instead of done.
     dry: DryRun | None = None
 

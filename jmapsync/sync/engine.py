@@ -209,7 +209,7 @@ class Engine:
         boxes = delta.mailboxes if delta is not None else None  # None: unchanged
         known = boxes if boxes is not None else {m: b for m, (b, _) in recorded.items()}
         ctx.selected = folders.mirrored(known, self.account)
-        new_paths = folders.folder_map(boxes, layout) if boxes is not None else None
+        new_paths = folders.folder_map(boxes, layout)[0] if boxes is not None else None
         partial = None
         if root_existed and ctx.selected == was:  # a new selection looks at everything
             partial = scope.compute(ctx, delta, old_paths, new_paths)
@@ -217,8 +217,13 @@ class Engine:
         report.phases["remote"] = round(time.monotonic() - started, 3)
         paths, folder_of = self._folders(ctx, model.mailboxes)
         # Mirrored last time and not now: their files go (never a server write).
-        deselected = sorted(old_paths[m] for m in was - ctx.selected if m in model.mailboxes)
-        was_paths = {m: p for m, p in old_paths.items() if m in was}
+        # (A mailbox whose name cannot become a folder is neither: left alone.)
+        deselected = sorted(
+            old_paths[m]
+            for m in was - ctx.selected
+            if m in model.mailboxes and m not in ctx.unmapped
+        )
+        was_paths = {m: p for m, p in old_paths.items() if m in was and m not in ctx.unmapped}
 
         # 5. folders (two-way: new local folders become mailboxes first)
         folders.adopt_imap_names(ctx, folder_of)
@@ -240,7 +245,7 @@ class Engine:
         fplan = planner.plan_folders(was_paths, folder_of)
         folders.apply_before(ctx, fplan)
         letters.load(ctx, sorted(set(folder_of.values())), fplan.moves)
-        excluded = frozenset(model.mailboxes) - (ctx.selected or frozenset())
+        excluded = frozenset(model.mailboxes) - (ctx.selected or frozenset()) - ctx.unmapped.keys()
 
         # 6. scan; two-way: local changes to the server
         local_folders = set(store.folders(layout)) | set(folder_of.values())
@@ -257,8 +262,11 @@ class Engine:
                 scan = ctx.dry.after_folder_moves(scan)
         superseded: list[tuple[str, str]] = []
         if to_remote is not None:
-            # Not compared this pass: excluded, or selected only since the last one.
-            ignore = excluded | ((ctx.selected or frozenset()) & old_paths.keys()) - was
+            # Not compared this pass: excluded, or selected only since the last
+            # one (also a mailbox whose name had no folder until now: its
+            # Emails have no file here yet, which is no local delete).
+            since = old_paths.keys() | folders.was_unmapped(db)
+            ignore = excluded | ((ctx.selected or frozenset()) & since) - was
             out = await to_remote.run(
                 scan, model.emails, paths, model.mailboxes, model.email_state, held, ignore
             )
@@ -313,9 +321,17 @@ class Engine:
         self, ctx: PassContext, mailboxes: dict[MailboxId, Mailbox]
     ) -> tuple[dict[MailboxId, str], dict[MailboxId, str]]:
         """Every mailbox's folder path, and those of the mailboxes mirrored
-        (`folders =`); sets `ctx.selected` (and the dry run's names)."""
-        paths = folders.folder_map(mailboxes, self.account.layout)
-        ctx.selected = folders.mirrored(mailboxes, self.account)
+        (`folders =`); sets `ctx.selected`, `ctx.unmapped` (mailboxes whose
+        name cannot become a folder: skipped, said, retried every pass) and
+        the dry run's names."""
+        paths, ctx.unmapped = folders.folder_map(mailboxes, self.account.layout)
+        ctx.selected = folders.mirrored(mailboxes, self.account) - ctx.unmapped.keys()
+        for mid, why in sorted(ctx.unmapped.items()):
+            name = mailboxes[mid].name if mid in mailboxes else mid
+            msg = f"mailbox {name!r:.60} ({mid}) is not synced: {why}"
+            if msg not in ctx.report.skipped:
+                ctx.report.skipped.append(msg)
+                ctx.warn("mailbox-skipped", msg, mailbox=mid, reason=why)
         if ctx.dry is not None:
             ctx.dry.names = paths
         return paths, {m: p for m, p in paths.items() if m in ctx.selected}

@@ -44,10 +44,22 @@ def record(
             folder, sub, name = split_rel(rel)
             yield FileRecord(folder, f"{sub}/{name}", eid)
 
+    # A mailbox whose name cannot become a folder keeps the path it had (its
+    # files stay there; a later, safe name moves them); one that never had a
+    # folder is not recorded.
+    recorded = {m: p for m, (_, p) in db.mailboxes().items()} if ctx.unmapped else {}
+    kept = {m: recorded[m] for m in ctx.unmapped if m in recorded}
     with db.transaction() as conn:
         # Every mailbox with its path, mirrored or not: a rename is a folder
         # move, and a mailbox selected later keeps its history.
-        db.put_mailboxes(conn, ((m, paths[m.id]) for m in model.mailboxes.values()))
+        db.put_mailboxes(
+            conn,
+            (
+                (m, paths[m.id] if m.id in paths else kept[m.id])
+                for m in model.mailboxes.values()
+                if m.id in paths or m.id in kept
+            ),
+        )
         if touched is None:
             conn.execute("DELETE FROM emails")
             db.put_emails(conn, emails.values())
@@ -86,6 +98,8 @@ def record(
         db.set_meta(conn, "selected", json.dumps(sorted(selected)))
         db.set_meta(conn, "folders", " ".join(account.folders))
         db.set_meta(conn, "account_id", account_id)
+        db.set_meta(conn, "skipped", json.dumps(ctx.report.skipped) if ctx.report.skipped else None)
+        db.set_meta(conn, "unmapped", json.dumps(sorted(ctx.unmapped)) if ctx.unmapped else None)
         # Only now, with every file of this pass on disk and the
         # directories fsynced, do the states advance.
         db.set_meta(conn, "email_state", model.email_state)

@@ -30,7 +30,7 @@ PURE = {
     "jmapsync.maildir.names",
     "jmapsync.restore.arrival",
     "jmapsync.restore.folders",
-    "jmapsync.restore.mutf7",
+    "jmapsync.maildir.mutf7",
     "jmapsync.restore.plan",
     "jmapsync.send.args",
     "jmapsync.send.identity",

@@ -69,17 +69,29 @@ def test_hostile_mailbox_name_stays_inside_the_maildir(tmp_path: Path, name: str
     assert "INBOX" in top
 
 
-def test_empty_mailbox_name_is_a_clear_error_and_nothing_is_recorded(tmp_path: Path) -> None:
-    server = server_with("")
+def test_a_mailbox_name_that_cannot_be_a_folder_is_skipped_not_blocking(tmp_path: Path) -> None:
+    """One poison mailbox (an empty name) must not block the account: it is
+    skipped with a warning and shown by `status`, everything else syncs, and
+    once the server gives it a usable name the next pass takes it."""
+    server = server_with("", "Work")
     server.emails.append(FakeEmail("M1", MSG, ["mb0"]))
-    with pytest.raises(ProtocolError, match="empty"):
-        run(tmp_path, server)
+    server.emails.append(FakeEmail("M2", MSG + b"2", ["mb1"]))
+    with structlog.testing.capture_logs() as logs:
+        report = run(tmp_path, server)
+    assert report.downloaded == 1
+    assert [p.name for p in (tmp_path / "mail/Work/new").iterdir()] == ["M2.jmapsync"]
+    assert any(e["event"] == "mailbox-skipped" and e["mailbox"] == "mb0" for e in logs)
+    assert len(report.skipped) == 1 and "empty" in report.skipped[0]
     db = StateDB.for_account(tmp_path / "state", "fake")
-    assert db.email_state is None
-    assert db.get_meta(
-        "last_result",
-    ).startswith("error")  # type: ignore[union-attr]
+    assert db.email_state is not None
+    assert "empty" in str(db.summary()["skipped"])
     db.close()
+
+    server.mailboxes[1]["name"] = "Named now"
+    server.state += 1
+    report = run(tmp_path, server)
+    assert report.skipped == []
+    assert [p.name for p in (tmp_path / "mail/Named now/new").iterdir()] == ["M1.jmapsync"]
 
 
 def test_absurd_size_is_refused_before_download(tmp_path: Path) -> None:

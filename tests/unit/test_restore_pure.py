@@ -8,7 +8,8 @@ import datetime as dt
 import pytest
 
 from jmapsync.jmap.types import Mailbox, MailboxId
-from jmapsync.restore import mutf7, plan
+from jmapsync.maildir import mutf7
+from jmapsync.restore import plan
 from jmapsync.restore.arrival import (
     Stamp,
     mtimes_are_copy_times,

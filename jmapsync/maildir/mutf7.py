@@ -3,8 +3,9 @@
 mbsync (isync 1.4), OfflineIMAP (without ``utf8foldernames``) and Dovecot's
 Maildir++ layout keep folder names as the IMAP server spells them on the
 wire: ``Reisen &Jwg- &ANw-bersicht`` for "Reisen ✈ Übersicht".  A restore
-must create the mailbox under its real name, so such folder names are
-decoded here.
+must create the mailbox under its real name, and a sync that takes over
+such a Maildir must recognise the folder of an existing mailbox
+(sync/folders.py), so such folder names are decoded here.
 
 The decoder is strict on purpose: only a name that a conforming IMAP server
 could have sent (printable ASCII, every shift sequence minimal, no printable
@@ -72,3 +73,16 @@ def decode_if_encoded(name: str) -> str:
         return decode(name)
     except ValueError:
         return name
+
+
+def decode_or_none(name: str) -> str | None:
+    """The name an encoded folder name stands for; None when `name` is not
+    modified UTF-7 or encodes nothing (a plain name, e.g. ``R&D``): a name is
+    never "decoded" by a guess."""
+    if "&" not in name:
+        return None
+    try:
+        decoded = decode(name)
+    except ValueError:
+        return None
+    return decoded if decoded != name else None
