@@ -26,6 +26,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from jmapsync import log
@@ -43,7 +44,9 @@ from jmapsync.errors import (
 )
 from jmapsync.jmap import push
 from jmapsync.jmap.client import JmapClient
+from jmapsync.maildir.tree import make_dirs
 from jmapsync.send.command import flush_in_daemon
+from jmapsync.send.outbox import outbox_dir
 from jmapsync.state.db import StateDB
 from jmapsync.sync.engine import Engine
 from jmapsync.sync.report import SyncReport
@@ -260,6 +263,11 @@ class AccountRunner:
                 full=self._full_due,
             )
             report = await engine.sync()
+            # And after: a message queued during the pass (or while the server
+            # came back: the pass's requests are retried, the outbox's were
+            # not) goes now, not at the next pass -- poll_interval away when
+            # idle.  Costs one directory listing when nothing is queued.
+            await flush_in_daemon(self.config, self.account, lambda a: JmapClient(a, secret=secret))
         except JmapsyncError as exc:
             self._pass_failed(exc, reasons)
             return
@@ -342,7 +350,13 @@ class AccountRunner:
             debouncer.hint()
             self._changed()
 
-        self._watcher = MaildirWatcher(self.account.maildir, hint)
+        queued = outbox_dir(self.config.state_dir, self.account.name) / "new"
+        also: tuple[Path, ...] = (queued,)
+        try:
+            make_dirs(queued)  # `send` finds it there; 0700 like the rest
+        except OSError:
+            also = ()  # no outbox watch: the next pass sends the queue
+        self._watcher = MaildirWatcher(self.account.maildir, hint, also)
         try:
             self._watcher.start()
         except OSError as exc:  # e.g. inotify watch limit reached

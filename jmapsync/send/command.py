@@ -267,7 +267,7 @@ def flush_before_sync(config: Config, names: list[str] | None) -> None:
 
 
 async def flush_in_daemon(config: Config, account: AccountConfig, factory: ClientFactory) -> None:
-    """At the start of each daemon pass (a reconnect runs one too).  Never
+    """Before and after each daemon pass (a reconnect runs one too).  Never
     raises: a bug here must not stop the account's sync."""
     try:
         await flush_account(config, account, client_factory=factory)

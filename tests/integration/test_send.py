@@ -403,3 +403,31 @@ def test_the_daemon_sends_what_was_queued_once_the_server_is_back(
     assert len(sink(account.server, "daemon1@example.com")) == 1
     assert_sent_copy(account, "daemon1@example.com")
     assert Outbox.for_account(tmp_path / "state", "a").entries() == []
+
+
+def test_the_idle_daemon_sends_a_message_queued_meanwhile_at_once(
+    account: Account, tmp_path: Path
+) -> None:
+    """The daemon watches the outbox: a message `send` could only queue (its
+    own connection failed) goes as soon as it lands there, not at the next
+    pass, which poll_interval puts 300 s away."""
+    from daemonproc import Acct, DaemonProc, wait_for, write_config
+
+    config = write_config(tmp_path, [Acct("a", account)], push="poll", poll_interval="300")
+    offline = tmp_path / "offline.ini"  # same state_dir and account, a dead server
+    offline.write_text(config.read_text().replace(account.session_url, "http://127.0.0.1:9/jmap/"))
+    with DaemonProc(config) as d:
+        d.wait_event("daemon-ready", timeout=60)
+        d.wait_event("pass", timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "jmapsync", "-c", str(offline), "send", "-t"],
+            input=message("idle1"),
+            capture_output=True,
+            cwd=ROOT,
+            check=False,
+        )
+        assert done.returncode == 0 and b"queued" in done.stderr, done.stderr
+        wait_for("the queued message sent", lambda: sink(account.server, "idle1@example.com"), 60)
+        assert d.stop()[0] == 0
+    assert len(sink(account.server, "idle1@example.com")) == 1
+    assert Outbox.for_account(tmp_path / "state", "a").entries() == []
