@@ -167,6 +167,7 @@ class Engine:
             delta is not None
             and delta.empty
             and not ctx.rewrite_files  # archive released: every folder is looked at
+            and not scope.retry_downloads(db)  # failed downloads wait for a pass
             and scope.local_unchanged(db, self.account, self.store)
         ):
             # Nothing new on either side: no need to read 100 000 records
@@ -314,8 +315,13 @@ class Engine:
             return  # nothing to record: nothing was done
 
         # 8. record, the states last
-        record(ctx, account_id, model, paths, plan, partial, pre_stamp, removed_foreign)
+        retry = sorted({d.email_id for d in executor.failed})
+        record(ctx, account_id, model, paths, plan, partial, pre_stamp, removed_foreign, retry)
         report.email_state = model.email_state
+        if executor.error is not None:
+            # Recorded, everything else done: the pass still says it failed
+            # (exit 1, `status`), and the next one fetches the rest.
+            raise executor.error
 
     def _folders(
         self, ctx: PassContext, mailboxes: dict[MailboxId, Mailbox]

@@ -22,6 +22,7 @@ from jmapsync.errors import (
     DownloadsFailed,
     HTTPStatusError,
     LocalError,
+    ProtocolError,
     TransportError,
     disk_error,
 )
@@ -91,6 +92,10 @@ class Executor:
         self.client = client
         self.progress = progress
         self.commits = Commits(ctx.store)
+        # Downloads that failed after their retries (the pass goes on without
+        # them: see run) and the error the pass ends with once recorded.
+        self.failed: list[Download] = []
+        self.error: DownloadsFailed | None = None
 
     async def run(self, plan: FilePlan) -> None:
         store, report = self.store, self.ctx.report
@@ -105,6 +110,14 @@ class Executor:
             report.linked += 1
         if plan.downloads:
             await self._download_all(plan.downloads)
+        if self.failed:
+            # The plan now says what is on disk: the record, the line-ending
+            # check and the folder stamps must not count files that never
+            # arrived.  Their Emails are retried by the next pass (record.py
+            # keeps their ids; remote.py leaves them out of the two-way base,
+            # so a missing file is never taken for a local delete).
+            gone = {id(d) for d in self.failed}
+            plan.downloads = [d for d in plan.downloads if id(d) not in gone]
         for rm in plan.removes:
             if store.remove(rm.path):
                 report.removed += 1
@@ -132,11 +145,13 @@ class Executor:
                     return
                 try:
                     n = await self._download_one(d)
-                except (TransportError, HTTPStatusError) as exc:
-                    # The link, or the server's trouble with this blob.  Anything
-                    # else (credentials, the disk, a server breaking the
-                    # protocol) stops the pass at once, as before.
+                except (TransportError, HTTPStatusError, ProtocolError) as exc:
+                    # The link, or the server's trouble with this one blob (a
+                    # 404, a size it lied about, a redirect loop): a poison
+                    # item must not block the account.  Anything else
+                    # (credentials, the disk) stops the pass at once.
                     failed.append(str(exc))
+                    self.failed.append(d)
                     self.ctx.log.warning(
                         "download-failed", email_id=d.email_id, blob_id=d.blob_id, error=str(exc)
                     )
@@ -159,12 +174,7 @@ class Executor:
         finally:
             progress.close()
         if failed:
-            # The files that arrived stay; their content hashes (in which
-            # form each was written) must be known when the next pass finds
-            # them, or a later line-ending switch would misread them.
-            with self.ctx.db.transaction() as conn:
-                self.ctx.db.put_contents(conn, self.ctx.new_contents)
-            raise DownloadsFailed(
+            self.error = DownloadsFailed(
                 f"{len(failed)} of {len(downloads)} downloads failed (first: {failed[0]});"
                 " the others are in place, the next pass fetches the rest",
                 failed=len(failed),

@@ -33,7 +33,10 @@ def record(
     scope: local_scope.Scope | None,
     pre_stamp: local_scope.Times,
     removed_foreign: set[str],
+    retry: list[str] | None = None,
 ) -> None:
+    """`retry`: Emails whose download failed this pass (their files are not in
+    the plan any more): the next passes plan them again until they arrive."""
     db, account = ctx.db, ctx.account
     emails, touched = model.emails, model.touched
     selected = frozenset(model.mailboxes) if ctx.selected is None else ctx.selected
@@ -100,6 +103,7 @@ def record(
         db.set_meta(conn, "account_id", account_id)
         db.set_meta(conn, "skipped", json.dumps(ctx.report.skipped) if ctx.report.skipped else None)
         db.set_meta(conn, "unmapped", json.dumps(sorted(ctx.unmapped)) if ctx.unmapped else None)
+        db.set_meta(conn, "retry_downloads", json.dumps(retry) if retry else None)
         # Only now, with every file of this pass on disk and the
         # directories fsynced, do the states advance.
         db.set_meta(conn, "email_state", model.email_state)

@@ -18,7 +18,7 @@ from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import Email, EmailId, Mailbox, MailboxId, State
 from jmapsync.sync import guards
 from jmapsync.sync.context import PassContext
-from jmapsync.sync.scope import Scope
+from jmapsync.sync.scope import Scope, retry_downloads
 
 
 @dataclass
@@ -125,7 +125,7 @@ async def _model(
             emails = db.emails()
         # The base of the three-way merge: Emails as last synced.  A second
         # dict over the same Email objects; pull mode does not need it.
-        ctx.base = dict(emails) if ctx.two_way else {}
+        ctx.base = _base(ctx, emails) if ctx.two_way else {}
         left = guards.left_by_mailbox(emails, delta.changed, delta.destroyed, ctx.selected)
         for eid in delta.destroyed:
             emails.pop(eid, None)
@@ -152,7 +152,7 @@ async def _model(
         touched = set(delta.changed) | delta.destroyed
         return RemoteModel(emails, mailboxes, delta.mailbox_state, delta.email_state, touched)
     report.mode = "full"
-    ctx.base = db.emails() if ctx.two_way else {}
+    ctx.base = _base(ctx, db.emails()) if ctx.two_way else {}
     model = await _full(client)
     ctx.log.info("remote-read", emails=len(model.emails), mailboxes=len(model.mailboxes))
     return model
@@ -161,3 +161,10 @@ async def _model(
 async def _full(client: JmapClient) -> RemoteModel:
     snap = await mail.fetch_all(client)
     return RemoteModel(snap.emails, snap.mailboxes, snap.mailbox_state, snap.email_state, None)
+
+
+def _base(ctx: PassContext, records: dict[EmailId, Email]) -> dict[EmailId, Email]:
+    """The base of the three-way merge: Emails as last synced -- except those
+    whose download failed: they have no file here, which is no local delete."""
+    waiting = retry_downloads(ctx.db)  # sync/scope.py
+    return {e: r for e, r in records.items() if e not in waiting} if waiting else dict(records)

@@ -14,7 +14,7 @@ import structlog
 from fakeserver import FakeEmail, FakeServer, account_config, client_factory
 
 from jmapsync.config import Config, Credentials
-from jmapsync.errors import AuthError, ProtocolError
+from jmapsync.errors import AuthError, DownloadsFailed, ProtocolError
 from jmapsync.state.db import StateDB
 from jmapsync.sync.engine import Engine, SyncReport
 
@@ -104,13 +104,16 @@ def test_absurd_size_is_refused_before_download(tmp_path: Path) -> None:
 
 
 def test_blob_longer_than_declared_size_is_refused_and_leaves_no_file(tmp_path: Path) -> None:
+    """Refused as it streams in, nothing written; the pass fails (exit 1) and
+    the Email waits in the retry list -- never recorded as mirrored."""
     server = server_with()
     server.emails.append(FakeEmail("M1", MSG * 100, ["inbox"], size=len(MSG)))
-    with pytest.raises(ProtocolError, match="larger than"):
+    with pytest.raises(DownloadsFailed, match="larger than"):
         run(tmp_path, server)
     assert not [p for p in (tmp_path / "mail").rglob("*") if p.is_file()]
     db = StateDB.for_account(tmp_path / "state", "fake")
-    assert db.email_state is None
+    assert db.get_meta("retry_downloads") == '["M1"]'
+    assert db.conn.execute("SELECT count(*) FROM files").fetchone() == (0,)
     db.close()
 
 
