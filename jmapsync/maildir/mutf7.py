@@ -61,6 +61,28 @@ def decode(name: str) -> str:
             # minimal with zero fill bits: this is not its spelling.
             raise ValueError(f"{name!r:.80} is not canonical modified UTF-7")
         out.append(text)
+    decoded = "".join(out)
+    if encode(decoded) != name:
+        # e.g. two shifts in a row ("&Jwg-&ANw-"): a server writes one.
+        raise ValueError(f"{name!r:.80} is not canonical modified UTF-7")
+    return decoded
+
+
+def encode(text: str) -> str:
+    """How an IMAP server writes `text`: printable ASCII as is ("&" as
+    "&-"), every run of other characters as one shift sequence."""
+    out: list[str] = []
+    run: list[str] = []
+    for c in text:
+        if 0x20 <= ord(c) <= 0x7E:
+            if run:
+                out.append("&" + _encode_run("".join(run)) + "-")
+                run.clear()
+            out.append("&-" if c == "&" else c)
+        else:
+            run.append(c)
+    if run:
+        out.append("&" + _encode_run("".join(run)) + "-")
     return "".join(out)
 
 
