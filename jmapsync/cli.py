@@ -1,5 +1,10 @@
 """Command line: argparse, and the ONE place where errors become messages and exit codes.
 
+Everything printed goes through jmapsync/scrub.py: stdout is wrapped (check,
+status and verify print what servers named), error lines are scrubbed, and
+an unexpected traceback is printed scrubbed -- no terminal controls from a
+server, no password, token or Basic header in any output.
+
 Exit codes: 0 everything succeeded; 1 at least one account failed (one line
 per account on stderr); 2 the command line or the config is wrong.
 """
@@ -11,10 +16,12 @@ import asyncio
 import datetime as dt
 import json
 import sys
+import traceback
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, TextIO
 
-from jmapsync import __version__, check, hooks, init, log
+from jmapsync import __version__, check, hooks, init, log, scrub
 from jmapsync.config import Config, load
 from jmapsync.errors import ConfigError, JmapsyncError
 from jmapsync.state.db import StateDB
@@ -73,11 +80,73 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--account", action="append", metavar="NAME")
     init.add_parser(sub)
+    r = sub.add_parser("restore", help="upload every message of a Maildir tree into an account")
+    r.add_argument("--account", required=True, metavar="NAME", help="the account to restore into")
+    r.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        metavar="MAILDIR",
+        help="the Maildir tree to read (default: the account's maildir)",
+    )
+    r.add_argument(
+        "--layout",
+        choices=("verbatim", "maildir++"),
+        help="folder layout of MAILDIR (default: the account's layout)",
+    )
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be created and imported; send no write",
+    )
+    # sendmail's command line (-t -i -oi -f ADDR -oem ... -- RCPT): parsed by
+    # send/args.py, so "+" is this parser's only (unused) option prefix.
+    se = sub.add_parser(
+        "send", help="a sendmail: send (or queue) stdin via JMAP", add_help=False, prefix_chars="+"
+    )
+    se.add_argument("sendmail_args", nargs=argparse.REMAINDER)
     return p
 
 
+class _ScrubbedOut:
+    """A text stream that scrubs what is written to it (see the module docstring)."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self.inner = inner
+
+    def write(self, text: str) -> int:
+        self.inner.write(scrub.text(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    """A bug's traceback, scrubbed: its frames may hold a server's text or a secret."""
+    sys.stderr.write(scrub.text("".join(traceback.format_exception(kind, value, tb))))
+
+
 def main(argv: list[str] | None = None) -> int:
+    sys.excepthook = _excepthook
+    stdout = sys.stdout
+    sys.stdout = _ScrubbedOut(stdout)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout = stdout
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "send":  # its own config errors and exit codes (sendmail's)
+        from jmapsync.send import command as send
+
+        log.setup(args.log_format or "auto", args.verbose or -1)
+        return send.run(args.config, args.sendmail_args)
     # On a terminal `sync` ends with a sentence per account (_report_results)
     # instead of the sync-done event, which -v and JSON logs keep.
     hide = ("sync-done",) if args.command == "sync" and sys.stdout.isatty() else ()
@@ -105,11 +174,15 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_verify(config, args.account, download=args.download)
         if args.command == "daemon":
             return cmd_daemon(config, args.account)
+        if args.command == "restore":
+            from jmapsync.restore.command import cmd_restore
+
+            return cmd_restore(config, args.account, args.source, args.layout, dry_run=args.dry_run)
     except ConfigError as exc:
-        print(f"jmapsync: {exc}", file=sys.stderr)
+        print(f"jmapsync: {scrub.line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except JmapsyncError as exc:
-        print(f"jmapsync: {exc}", file=sys.stderr)
+        print(f"jmapsync: {scrub.line(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("jmapsync: interrupted", file=sys.stderr)
@@ -122,13 +195,16 @@ def _report_results(results: dict[str, SyncReport | JmapsyncError]) -> int:
     for name, result in results.items():
         if isinstance(result, JmapsyncError):
             failed += 1
-            print(f"jmapsync: account {name}: {result}", file=sys.stderr)
+            print(f"jmapsync: account {name}: {scrub.line(str(result))}", file=sys.stderr)
         elif sys.stdout.isatty():
             print(sentence(result))
     return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_sync(config: Config, names: list[str] | None, *, force_deletes: bool = False) -> int:
+    from jmapsync.send.command import flush_before_sync
+
+    flush_before_sync(config, names)  # the pass then brings the Sent copies
     results = asyncio.run(
         sync_accounts(config, names, progress_bar_factory(), force_deletes=force_deletes)
     )
@@ -193,7 +269,8 @@ def cmd_verify(config: Config, names: list[str] | None, *, download: bool) -> in
         finally:
             db.close()
         verdict = "OK" if found.ok else "PROBLEMS"
-        print(f"account {account.name}: {found.checked} files checked: {verdict}")
+        kept = f" ({found.archived} kept by direction = archive)" if found.archived else ""
+        print(f"account {account.name}: {found.checked} files checked{kept}: {verdict}")
         for line in found.lines():
             print(f"  {line}")
         all_ok = all_ok and found.ok
@@ -208,14 +285,16 @@ def _when(value: str | None) -> str:
 
 def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int:
     from jmapsync.daemon.status import read_status, status_path
+    from jmapsync.send.command import outbox_status, print_outbox
 
     out: dict[str, Any] = {}
     daemon = read_status(status_path(config.state_dir))
     live: dict[str, Any] = daemon.get("accounts", {}) if daemon else {}
     for account in config.select(names):
         db_path = config.state_dir / f"{account.name}.sqlite3"
+        outbox = outbox_status(config, account.name)
         if not db_path.exists():
-            out[account.name] = {"synced": False}
+            out[account.name] = {"synced": False} | ({"outbox": outbox} if outbox else {})
             if account.name in live:
                 out[account.name]["daemon"] = live[account.name]
             continue
@@ -229,6 +308,8 @@ def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int
         summary["local_files"] = _count_files(account.maildir)
         if account.name in live:
             summary["daemon"] = live[account.name]
+        if outbox:
+            summary["outbox"] = outbox
         out[account.name] = summary
     if as_json:
         print(json.dumps(out, indent=2, default=str))
@@ -241,6 +322,8 @@ def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int
         print(f"account {name}:")
         if "daemon" in s:
             _print_daemon_status(s["daemon"])
+        if "outbox" in s:
+            print_outbox(s["outbox"])
         if not s.get("synced", True):
             print("  never synced")
             continue
@@ -255,6 +338,10 @@ def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int
         print(f"  pending:        {counts['journal']} journaled intent(s)")
         if s.get("post_sync"):
             print(f"  post_sync:      {hooks.describe(s['post_sync'])}")
+        for item in s.get("skipped") or []:
+            print(f"  skipped:        {item}")
+        if counts.get("archived"):
+            print(f"  archived:       {counts['archived']} file(s) the server no longer has there")
     return EXIT_OK
 
 

@@ -15,15 +15,16 @@ import shlex
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
-from jmapsync import log
+from jmapsync import config_values as values
+from jmapsync import log, scrub
+from jmapsync.config_values import HOOK_KEYS
 from jmapsync.errors import ConfigError, SecretError
-from jmapsync.maildir.keywords import DEFAULT_SERVER_ONLY, is_keyword
-from jmapsync.sync.selection import Selection
+from jmapsync.maildir.keywords import DEFAULT_SERVER_ONLY
 
 Layout = Literal["verbatim", "maildir++"]
-Direction = Literal["two-way", "pull"]
+Direction = Literal["two-way", "pull", "archive"]
 LineEndings = Literal["lf", "exact"]
 Push = Literal["auto", "websocket", "eventsource", "poll"]
 LogFormat = Literal["auto", "console", "json"]
@@ -77,6 +78,7 @@ class Credentials:
         password manager may print the secret there on failure.
         """
         if self.password is not None:
+            self._register(self.password)
             return self.password
         command = self.token_command or self.password_command
         if command is None:  # pragma: no cover - excluded by validation
@@ -97,7 +99,16 @@ class Credentials:
         value = done.stdout.decode("utf-8", "replace").split("\n", 1)[0].rstrip("\r")
         if not value:
             raise SecretError(f"{key} printed nothing")
-        return Secret(value)
+        secret = Secret(value)
+        self._register(secret)
+        return secret
+
+    def _register(self, secret: Secret) -> None:
+        """From now on this process never shows the secret (scrub.py)."""
+        if self.token_command:
+            scrub.add_secret(secret.reveal())
+        else:
+            scrub.add_basic_auth(self.username or "", secret.reveal())
 
 
 @dataclass(frozen=True)
@@ -125,10 +136,9 @@ class AccountConfig:
     server_only_keywords: frozenset[str] = DEFAULT_SERVER_ONLY
     # `folders =`: mbsync-style patterns of the mailboxes mirrored (sync/selection.py)
     folders: tuple[str, ...] = ("*",)
-
-
-# Keys an account may set and [jmapsync] may default for every account.
-HOOK_KEYS = ("post_sync_command", "post_sync_timeout", "post_sync_delay")
+    # `jmapsync send`: the account's own addresses (`*@domain` allowed), for
+    # choosing the account and for a server Identity that names no address.
+    addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,43 +179,6 @@ def _expand(value: str) -> Path:
     return Path(os.path.expandvars(os.path.expanduser(value)))
 
 
-def _choice(
-    section: configparser.SectionProxy, key: str, default: str, allowed: tuple[str, ...]
-) -> str:
-    value = section.get(key, default).strip()
-    if value not in allowed:
-        raise ConfigError(
-            f"[{section.name}] {key} = {value!r}: expected one of {', '.join(allowed)}"
-        )
-    return value
-
-
-def _positive_float(section: configparser.SectionProxy, key: str, default: float) -> float:
-    raw = section.get(key)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"[{section.name}] {key} = {raw!r}: expected a number") from None
-    if value <= 0:
-        raise ConfigError(f"[{section.name}] {key} must be positive")
-    return value
-
-
-def _folders(section: configparser.SectionProxy, default: tuple[str, ...]) -> tuple[str, ...]:
-    """`folders =`: patterns split like a shell would ("Old Mail/*" quoted), checked now."""
-    raw = section.get("folders")
-    if raw is None:
-        return default
-    try:
-        items = tuple(shlex.split(raw))
-        Selection.parse(items)
-    except ValueError as exc:
-        raise ConfigError(f"[{section.name}] folders = {raw.strip()!r}: {exc}") from None
-    return items
-
-
 def _parse_account(
     name: str,
     section: configparser.SectionProxy,
@@ -235,6 +208,7 @@ def _parse_account(
         *HOOK_KEYS,
         "server_only_keywords",
         "folders",
+        "addresses",
     }
     unknown = sorted(set(section.keys()) - known - set(section.parser.defaults()))
     if unknown:
@@ -254,6 +228,8 @@ def _parse_account(
     if sources[0] != "token_command" and username is None:
         raise ConfigError(f"[{section.name}] username is required for Basic auth")
     password = section.get("password")
+    if password:  # redacted from every output of this process, before anything runs
+        scrub.add_basic_auth(username or "", password)
     credentials = Credentials(
         username=username,
         password=Secret(password) if password else None,
@@ -266,74 +242,32 @@ def _parse_account(
     maildir = _expand(maildir_raw)
     if not maildir.is_absolute():
         maildir = config_dir / maildir
-    connections = _count(section, "download_connections", 0)
-    max_deletes = _count(section, "max_deletes", 100)
+    connections = values.count(section, "download_connections", 0)
+    max_deletes = values.count(section, "max_deletes", 100)
     return AccountConfig(
         name=name,
         session_url=session_url,
         credentials=credentials,
         maildir=maildir,
-        layout=cast(Layout, _choice(section, "layout", "verbatim", ("verbatim", "maildir++"))),
-        direction=cast(Direction, _choice(section, "direction", "two-way", ("two-way", "pull"))),
-        line_endings=cast(LineEndings, _choice(section, "line_endings", "lf", ("lf", "exact"))),
+        layout=cast(
+            Layout, values.choice(section, "layout", "verbatim", ("verbatim", "maildir++"))
+        ),
+        direction=cast(
+            Direction,
+            values.choice(section, "direction", "two-way", ("two-way", "pull", "archive")),
+        ),
+        line_endings=cast(
+            LineEndings, values.choice(section, "line_endings", "lf", ("lf", "exact"))
+        ),
         download_connections=connections,
-        timeout_s=_positive_float(section, "timeout", 60.0),
+        timeout_s=values.positive_float(section, "timeout", 60.0),
         max_deletes=max_deletes,
-        push=cast(Push, _choice(section, "push", push_default, PUSH_CHOICES)),
-        server_only_keywords=_keywords(section, "server_only_keywords", DEFAULT_SERVER_ONLY),
-        folders=_folders(section, folders_default),
-        **_hook(section, hook_defaults),
+        push=cast(Push, values.choice(section, "push", push_default, PUSH_CHOICES)),
+        server_only_keywords=values.keywords(section, "server_only_keywords", DEFAULT_SERVER_ONLY),
+        folders=values.folders(section, folders_default),
+        addresses=values.addresses(section),
+        **values.hook(section, hook_defaults),
     )
-
-
-def _hook(
-    section: configparser.SectionProxy, defaults: configparser.SectionProxy | None
-) -> dict[str, Any]:
-    """post_sync_* of an account, each falling back to [jmapsync]'s.  An
-    account's empty `post_sync_command =` turns off a global one."""
-    chosen = {k: section if k in section else defaults for k in HOOK_KEYS}
-    out: dict[str, Any] = {}
-    src = chosen["post_sync_command"]
-    command = (src.get("post_sync_command") or "").strip() if src is not None else ""
-    if src is not None and command:
-        try:
-            shlex.split(command)  # run without a shell, split as password_command is
-        except ValueError as exc:
-            raise ConfigError(f"[{src.name}] post_sync_command: {exc}") from None
-    out["post_sync_command"] = command or None
-    for key, attr, default in (
-        ("post_sync_timeout", "post_sync_timeout_s", 300.0),
-        ("post_sync_delay", "post_sync_delay_s", 5.0),
-    ):
-        src = chosen[key]
-        out[attr] = _positive_float(src, key, default) if src is not None else default
-    return out
-
-
-def _keywords(
-    section: configparser.SectionProxy, key: str, default: frozenset[str]
-) -> frozenset[str]:
-    """A space-separated list of JMAP keywords, lowercased (keywords are
-    case-insensitive, RFC 8621 4.1.1); empty means none."""
-    raw = section.get(key)
-    if raw is None:
-        return default
-    words = raw.split()
-    bad = [w for w in words if not is_keyword(w)]
-    if bad:
-        raise ConfigError(f"[{section.name}] {key}: not a keyword: {bad[0]!r}")
-    return frozenset(w.lower() for w in words)
-
-
-def _count(section: configparser.SectionProxy, key: str, default: int) -> int:
-    """An integer >= 0."""
-    try:
-        value = int(section.get(key, str(default)))
-    except ValueError:
-        raise ConfigError(f"[{section.name}] {key} must be an integer") from None
-    if value < 0:
-        raise ConfigError(f"[{section.name}] {key} must be >= 0")
-    return value
 
 
 def parse(text: str, path: Path | None = None) -> Config:
@@ -357,8 +291,8 @@ def parse(text: str, path: Path | None = None) -> Config:
     accounts: list[AccountConfig] = []
     if parser.has_section("jmapsync"):
         # read first: an account's push and folders default to this section's
-        push_default = _choice(parser["jmapsync"], "push", "auto", PUSH_CHOICES)
-        folders_default = _folders(parser["jmapsync"], folders_default)
+        push_default = values.choice(parser["jmapsync"], "push", "auto", PUSH_CHOICES)
+        folders_default = values.folders(parser["jmapsync"], folders_default)
     for section_name in parser.sections():
         section = parser[section_name]
         if section_name == "jmapsync":
@@ -378,9 +312,9 @@ def parse(text: str, path: Path | None = None) -> Config:
                 state_dir = _expand(section["state_dir"].strip())
                 if not state_dir.is_absolute():
                     state_dir = config_dir / state_dir
-            poll = _positive_float(section, "poll_interval", poll)
-            full = _positive_float(section, "full_sync_interval", full)
-            log_format = _choice(section, "log_format", "auto", ("auto", "console", "json"))
+            poll = values.positive_float(section, "poll_interval", poll)
+            full = values.positive_float(section, "full_sync_interval", full)
+            log_format = values.choice(section, "log_format", "auto", ("auto", "console", "json"))
             continue
         kind, _, name = section_name.partition(" ")
         if kind != "account" or not name.strip():

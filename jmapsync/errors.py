@@ -12,28 +12,42 @@ daemon later) what to do without looking at the concrete type::
     │   ├── DiskError             backoff  a file-system call failed: ENOSPC, EDQUOT, EROFS, EIO,
     │   │                                  EACCES (space may be freed, a disk remounted)
     │   └── DeletionRefused       fatal    a pass would delete too much (--force-deletes)
+    ├── MessageError              fatal    `jmapsync send` got a message it cannot send as it is
+    │                                      (no header block, no From, no recipient)
     └── RemoteError               see subclass
         ├── TransportError        temporary  connection refused / reset / timed out
         ├── AuthError             fatal    HTTP 401 / 403: wrong credentials
         ├── HTTPStatusError       backoff  any other unexpected HTTP status
         ├── RateLimited           backoff  HTTP 429 or `rateLimit` SetErrors that outlasted
         │                                  a few tries (retry_after: the server's wish)
+        ├── DownloadsFailed       backoff  some downloads of a pass failed (the others
+        │                                  are in place; the next pass fetches the rest)
         ├── ProtocolError         fatal    the server broke the protocol (bad JSON, missing
         │                                  capability, unsafe mailbox name, absurd size)
         ├── PushUnavailable       fatal    this push transport is not offered (the daemon
         │                                  falls back to the next one)
+        ├── SubmissionRefused     fatal    the server will not send this message (forbiddenFrom,
+        │                                  tooManyRecipients...): it stays in the outbox, held
         └── MethodError           backoff  a JMAP method answered ["error", {...}]
             └── CannotCalculateChanges   (plan: full reconcile, never retried as is)
 
 The retry classes mirror isync's FAIL_TEMP / FAIL_WAIT / FAIL_FINAL.  Messages
-never contain credentials: the Secret type in config.py has no readable repr,
-and nothing here formats request headers.
+never contain credentials or terminal controls: every message goes through
+scrub.line() when the error is made (a server may echo the password or send
+escape sequences in its error text), so str(error) is safe wherever it goes --
+terminal, log, state database, status file.
+
+TransportError carries two fields that decide about retries (jmap/http.py):
+`sent` (False: the request provably never left, e.g. connection refused) and
+`stalled` (True: dropped by the progress timeout).
 """
 
 from __future__ import annotations
 
 import enum
 from typing import Any
+
+from jmapsync import scrub
 
 
 class Retry(enum.Enum):
@@ -50,6 +64,7 @@ class JmapsyncError(Exception):
     retry: Retry = Retry.FATAL
 
     def __init__(self, message: str, **fields: Any) -> None:
+        message = scrub.line(message)
         super().__init__(message)
         self.message = message
         self.fields = fields
@@ -101,6 +116,10 @@ class DeletionRefused(LocalError):
     """A pass would delete more than looks intended (see sync/twoway.py guards)."""
 
 
+class MessageError(JmapsyncError):
+    """The message handed to `jmapsync send` cannot be sent as it is."""
+
+
 class RemoteError(JmapsyncError):
     """Anything that went wrong talking to the server."""
 
@@ -139,6 +158,19 @@ class RateLimited(RemoteError):
         self.retry_after = retry_after
 
 
+class DownloadsFailed(RemoteError):
+    """Downloads of a pass failed after their retries; the others were committed.
+
+    The pass records nothing (its states do not advance): the next pass reads
+    the same changes, finds the committed files in place, and downloads only
+    what is missing."""
+
+    def __init__(self, message: str, *, failed: int, total: int) -> None:
+        super().__init__(message, failed=failed, total=total)
+        self.failed = failed
+        self.total = total
+
+
 class ProtocolError(RemoteError):
     """The server sent something that breaks RFC 8620/8621 or our safety rules."""
 
@@ -154,6 +186,20 @@ class PushUnavailable(RemoteError):
     retry = Retry.FATAL
 
 
+class SubmissionRefused(RemoteError):
+    """The server refused this message for good (a SetError of Email/import or
+    EmailSubmission/set, no matching Identity, no submission capability).
+
+    Retrying as is changes nothing; the outbox holds the message with
+    `reason` until the user acts (`jmapsync send --flush` tries again)."""
+
+    retry = Retry.FATAL
+
+    def __init__(self, reason: str, *, kind: str) -> None:
+        super().__init__(reason, kind=kind)
+        self.kind = kind
+
+
 class MethodError(RemoteError):
     """A JMAP method call answered with an error invocation."""
 
@@ -164,7 +210,7 @@ class MethodError(RemoteError):
         super().__init__(text, method=method, type=error_type)
         self.method = method
         self.type = error_type
-        self.description = description
+        self.description = scrub.line(description) if description is not None else None
 
 
 class CannotCalculateChanges(MethodError):

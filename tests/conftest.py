@@ -45,7 +45,7 @@ if str(HERE) not in sys.path:  # "import mailtools" from tests at any depth
 
 from mailtools import Account  # noqa: E402
 
-CYRUS_FIXTURES = frozenset({"cyrus", "account", "cyrus_ws", "cyrus_stock"})
+CYRUS_FIXTURES = frozenset({"cyrus", "account", "cyrus_ws", "cyrus_stock", "cyrus_deleteonsend"})
 
 
 def _load_cyrus_module() -> ModuleType:
@@ -84,13 +84,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
 
 
-def _server(websocket: bool | None) -> Iterator[Any]:
+def _server(websocket: bool | None, extra_config: dict[str, str] | None = None) -> Iterator[Any]:
     mod = _load_cyrus_module()
     parent = os.environ.get("JMAPSYNC_TEST_CYRUS_PARENT", "/tmp")
     d = tempfile.mkdtemp(prefix="jmsc-", dir=parent)
     os.chmod(d, 0o755)  # noqa: S103 - Cyrus runs as user cyrus
     keep = os.environ.get("JMAPSYNC_TEST_KEEP_CYRUS") == "1"
-    srv = mod.CyrusServer(d, websocket=websocket)
+    srv = mod.CyrusServer(d, websocket=websocket, extra_config=extra_config)
     try:
         try:
             srv.start()
@@ -132,6 +132,14 @@ def cyrus_stock() -> Iterator[Any]:
     """A server with Debian's own httpd: no WebSocket, eventSourceUrl answers 204
     (``cyrus`` is one too unless $JMAPSYNC_CYRUS_HTTPD names another httpd)."""
     yield from _server(False)
+
+
+@pytest.fixture(scope="session")
+def cyrus_deleteonsend() -> Iterator[Any]:
+    """A server with Cyrus's DEFAULT `jmapsubmission_deleteonsend: yes` (the
+    session server keeps them): every EmailSubmission is destroyed right after
+    sending, so EmailSubmission/query finds nothing (tests of `jmapsync send`)."""
+    yield from _server(None, {"jmapsubmission_deleteonsend": "yes"})
 
 
 def new_account(server: Any, password: str = "secret") -> Account:  # noqa: S107

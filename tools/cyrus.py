@@ -110,7 +110,12 @@ _USER_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 # SMTP-on-stdio stand-in for sendmail (imapd.conf "sendmail:").  Cyrus runs
 # "sendmail -bs" for the JMAP submission capabilities and EmailSubmission/set.
 # Every message is stored as DIR/outbox/<ns>-<pid>-<n>.eml plus a .json
-# envelope; nothing leaves the machine.
+# envelope {"from": "<addr> PARAMS", "to": ["<addr> PARAMS", ...]}; nothing
+# leaves the machine.  To let tests see real server refusals, the sink
+# refuses on purpose: a RCPT TO address starting with "refuse-" gets 550
+# (Cyrus 3.6 answers EmailSubmission/set with invalidRecipients), one starting
+# with "tempfail-" gets 451 (Cyrus: forbiddenToSend), a MAIL FROM address
+# starting with "refuse-" gets 553 (Cyrus: smtpProtocolError).
 _SENDMAIL_SINK = r'''
 """sendmail stand-in of a jmapsync Cyrus test instance (tools/cyrus.py)."""
 import json, os, sys, time
@@ -140,11 +145,19 @@ while True:
     elif up.startswith("HELO"):
         say("250 localhost")
     elif up.startswith("MAIL FROM:"):
-        mail_from, rcpts = cmd[10:].strip(), []
-        say("250 2.1.0 Ok")
+        if up[10:].strip().startswith("<REFUSE-"):
+            say("553 5.7.1 Sender address rejected: refused by the test sink")
+        else:
+            mail_from, rcpts = cmd[10:].strip(), []
+            say("250 2.1.0 Ok")
     elif up.startswith("RCPT TO:"):
-        rcpts.append(cmd[8:].strip())
-        say("250 2.1.5 Ok")
+        if up[8:].strip().startswith("<REFUSE-"):
+            say("550 5.1.1 Recipient address rejected: refused by the test sink")
+        elif up[8:].strip().startswith("<TEMPFAIL-"):
+            say("451 4.3.0 test sink: try again later")
+        else:
+            rcpts.append(cmd[8:].strip())
+            say("250 2.1.5 Ok")
     elif up == "DATA":
         say("354 End data with <CR><LF>.<CR><LF>")
         data = []

@@ -30,8 +30,11 @@ from mailtools import Account, make_message  # noqa: E402
 
 from tools.cyrus import CyrusServer  # noqa: E402
 
-OUT = ROOT / "demo-mail"
-WORK = ROOT / ".demo"
+# $JMAPSYNC_DEMO_DIR: where the mirror and the demo's state go (the test of
+# the demo uses a temporary one); default: the checkout, as the README says.
+_BASE = Path(os.environ.get("JMAPSYNC_DEMO_DIR") or ROOT)
+OUT = _BASE / "demo-mail"
+WORK = _BASE / ".demo"
 
 SAMPLES = [
     # (folder, subject, keywords)
@@ -57,7 +60,7 @@ def run(*args: str) -> None:
 
 
 def tree() -> None:
-    print(f"\n{OUT.relative_to(ROOT)}/  (folder: files in new/ + cur/)")
+    print(f"\n{OUT.name}/  (folder: files in new/ + cur/)")
     for cur in sorted(OUT.rglob("cur")):
         folder = cur.parent
         files = [f"new/{p.name}" for p in sorted((folder / "new").iterdir())]
@@ -123,6 +126,7 @@ def main() -> int:
             "layout = verbatim\n"
             "direction = two-way\n"
         )
+        (WORK / "config.ini").chmod(0o600)  # it holds the demo password
         run("check")
         run("sync")
         tree()
@@ -155,7 +159,7 @@ def main() -> int:
     finally:
         server.stop()
         shutil.rmtree(server_dir, ignore_errors=True)
-    print(f"\nThe mirror stays in {OUT}: try `mutt -f {OUT.relative_to(ROOT)}/INBOX`.")
+    print(f"\nThe mirror stays in {OUT}: try `mutt -f {OUT}/INBOX`.")
     return 0
 
 

@@ -26,12 +26,14 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from jmapsync import log
 from jmapsync.config import AccountConfig, Config, Secret
 from jmapsync.daemon.backoff import Backoff, rate_limit_delay
 from jmapsync.daemon.debounce import Debouncer
+from jmapsync.daemon.decide import change_counts, is_echo, transport_order
 from jmapsync.daemon.posthook import PostSyncHook
 from jmapsync.daemon.watch import MaildirWatcher
 from jmapsync.errors import (
@@ -44,9 +46,11 @@ from jmapsync.errors import (
 )
 from jmapsync.jmap import push
 from jmapsync.jmap.client import JmapClient
+from jmapsync.maildir.tree import make_dirs
+from jmapsync.send.command import flush_in_daemon
+from jmapsync.send.outbox import outbox_dir
 from jmapsync.state.db import StateDB
 from jmapsync.sync.engine import Engine
-from jmapsync.sync.report import SyncReport
 
 # Local events: a pass this long after the last event of a burst...
 DEBOUNCE_QUIET_S = 0.15
@@ -59,37 +63,6 @@ PUSH_STABLE_S = 30.0
 # Passes the server refused with "slow down" (HTTP 429, rateLimit) that are
 # retried quietly -- as long as it asked -- before the account shows as failed.
 RATE_LIMIT_GRACE = 3
-
-
-def transport_order(push_key: str) -> list[push.Transport]:
-    """The `push` config key -> the transports to try, best first; [] = poll only."""
-    if push_key == "auto":
-        return ["websocket", "eventsource"]
-    if push_key == "websocket":
-        return ["websocket"]
-    if push_key == "eventsource":
-        return ["eventsource"]
-    return []
-
-
-def is_echo(pushed: dict[str, str], known: dict[str, str]) -> bool:
-    """True when every pushed state is one we already hold, e.g. the Email
-    state our own Email/set produced: nothing to fetch.  A type we hold no
-    state for is never an echo."""
-    return bool(pushed) and all(known.get(t) == s for t, s in pushed.items())
-
-
-# SyncReport counters that are not changes (sizes, what was looked at or left
-# alone); every other non-zero counter is one.
-_NOT_CHANGES = frozenset({"bytes", "foreign", "planned", "warnings"})
-
-
-def change_counts(report: SyncReport) -> dict[str, int]:
-    """The pass's non-zero change counters (downloaded, renamed, pushed,
-    imported, ...), whatever counters the engine grows."""
-    return {
-        k: v for k, v in report.as_dict().items() if type(v) is int and v and k not in _NOT_CHANGES
-    }
 
 
 @dataclass
@@ -251,6 +224,9 @@ class AccountRunner:
         covered = dict(self._pushed)
         try:
             secret = await self._get_secret()
+            # The outbox first (`jmapsync send` queued while offline): this pass
+            # then brings the Sent copies.  A reconnect runs a pass, so this too.
+            await flush_in_daemon(self.config, self.account, lambda a: JmapClient(a, secret=secret))
             if self._full_due:
                 self.log.info("full-reconcile")
             engine = Engine(
@@ -262,6 +238,11 @@ class AccountRunner:
                 full=self._full_due,
             )
             report = await engine.sync()
+            # And after: a message queued during the pass (or while the server
+            # came back: the pass's requests are retried, the outbox's were
+            # not) goes now, not at the next pass -- poll_interval away when
+            # idle.  Costs one directory listing when nothing is queued.
+            await flush_in_daemon(self.config, self.account, lambda a: JmapClient(a, secret=secret))
         except JmapsyncError as exc:
             self._pass_failed(exc, reasons)
             return
@@ -355,7 +336,13 @@ class AccountRunner:
             debouncer.hint()
             self._changed()
 
-        self._watcher = MaildirWatcher(self.account.maildir, hint)
+        queued = outbox_dir(self.config.state_dir, self.account.name) / "new"
+        also: tuple[Path, ...] = (queued,)
+        try:
+            make_dirs(queued)  # `send` finds it there; 0700 like the rest
+        except OSError:
+            also = ()  # no outbox watch: the next pass sends the queue
+        self._watcher = MaildirWatcher(self.account.maildir, hint, also)
         try:
             self._watcher.start()
         except OSError as exc:  # e.g. inotify watch limit reached

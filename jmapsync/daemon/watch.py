@@ -53,11 +53,15 @@ class _Handler(FileSystemEventHandler):
 
 
 class MaildirWatcher:
-    """Watches one Maildir tree recursively; calls `hint` on the event loop."""
+    """Watches one Maildir tree recursively; calls `hint` on the event loop.
+    `also`: more directories (existing) whose new entries are hints too --
+    the account's outbox, so that a message `jmapsync send` queued while the
+    daemon runs is sent at once, not at the next pass."""
 
-    def __init__(self, root: Path, hint: Callable[[], None]) -> None:
+    def __init__(self, root: Path, hint: Callable[[], None], also: tuple[Path, ...] = ()) -> None:
         self.root = root
         self._hint = hint
+        self._also = also
         self._observer: BaseObserver | None = None
 
     def start(self) -> None:
@@ -67,6 +71,8 @@ class MaildirWatcher:
         observer = Observer()
         observer.daemon = True  # never keeps the process alive at exit
         observer.schedule(_Handler(loop, self._hint), str(self.root), recursive=True)
+        for extra in self._also:
+            observer.schedule(_Handler(loop, self._hint), str(extra), recursive=False)
         observer.start()
         self._observer = observer
 

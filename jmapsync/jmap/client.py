@@ -1,18 +1,23 @@
-"""The only code that speaks HTTP: session discovery, API calls, blob download.
+"""One account's JMAP connection: session, API calls, blob download and upload.
 
-`JmapClient` is one account's connection.  It knows the session limits and
-obeys them: requests never carry more than maxCallsInRequest calls (longer
-chains are split, back-references resolved here), gets never ask for more
-than maxObjectsInGet ids, no more than maxConcurrentRequests requests are in
-flight at once.
+`JmapClient` knows the session limits and obeys them: requests never carry
+more than maxCallsInRequest calls (longer chains are split, back-references
+resolved here), gets never ask for more than maxObjectsInGet ids, no more
+than maxConcurrentRequests requests are in flight at once.
 
-API calls and blob downloads go through jmap/blobs.py's small keep-alive
-client, which ACKs at once (Cyrus answers a reused connection ~44 ms late
-otherwise) and costs a fraction of httpx's CPU per request.  httpx, imported
-on first use, fetches the session (redirects, /.well-known/jmap) and repeats
-any request whose answer is not a plain 200, so that errors are read by a
-complete HTTP implementation.  Tests hand in an httpx transport to reach a
-fake server; everything then goes through httpx.
+Every request goes through jmap/http.py (progress timeout, redirects,
+retries of idempotent requests, the lean client or httpx).  What is
+idempotent is decided here, from the method names: reads (`*/get`,
+`*/changes`, `*/query`, `*/queryChanges`) and `*/set` with `ifInState` (sent
+twice, the second answers stateMismatch) may be sent again after a broken
+connection; anything else (`Email/import`, `Mailbox/set`, `Email/set`
+without ifInState, uploads) never once it may have reached the server.
+
+A session taken from the cache (`use_cached`) may be outdated: when a URL
+from it (apiUrl, downloadUrl, uploadUrl) answers 401, 403 or 404, the
+session is fetched again ONCE and the request repeated once -- such an
+answer means the server did not act on it, so this is safe for every
+request.  The new session is then in `session_json` for the caller to store.
 """
 
 from __future__ import annotations
@@ -21,47 +26,129 @@ import asyncio
 import base64
 import json
 import os
-import ssl
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
 
 if TYPE_CHECKING:  # httpx is imported on first use: a pass with nothing new never needs it
     import httpx
 
-from jmapsync import log
+from jmapsync import log, scrub
 from jmapsync.config import AccountConfig, Secret
-from jmapsync.errors import (
-    AuthError,
-    HTTPStatusError,
-    ProtocolError,
-    RateLimited,
-    TransportError,
-)
-from jmapsync.jmap import ratelimit
-from jmapsync.jmap.blobs import BlobFetcher
-from jmapsync.jmap.calls import Invocation, Responses, expand_template, resolve_refs, well_known_url
+from jmapsync.errors import AuthError, HTTPStatusError, ProtocolError, method_error
+from jmapsync.jmap.http import Http, map_transport_errors
 from jmapsync.jmap.types import MAX_MESSAGE_BYTES, USING, Session, parse_id
 
+__all__ = ["JmapClient", "Responses", "expand_template", "map_transport_errors", "parse_json"]
+
+Invocation = tuple[str, dict[str, Any], str]
+T = TypeVar("T")
+
 _MAX_SESSION_BYTES = 4 * 1024 * 1024
-_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
-_CHUNK = 256 * 1024
-_READS = frozenset({"get", "changes", "query", "queryChanges", "echo"})
+# Real answers are far smaller: maxObjectsInGet (4096 at Cyrus and Fastmail)
+# Emails of sync properties are ~1.2 MB; Fastmail caps requests at 10 MB.
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+_MAX_UPLOAD_ANSWER = 1024 * 1024
+_READS = ("/get", "/changes", "/query", "/queryChanges")
 
 
-@contextmanager
-def map_transport_errors(what: str) -> Iterator[None]:
-    """Turn httpx's exceptions into ours, in ONE place (httpx does the same for httpcore)."""
-    import httpx
+def parse_json(data: bytes, what: str) -> Any:
+    """json.loads with a cheap guard against answers built to exhaust memory.
 
+    Each JSON array or object costs Python 56-200 bytes however small it is
+    on the wire ("[]," is 3 bytes): 72 MB of nested empty arrays parse into
+    more than 1 GiB.  Real JMAP answers hold one container per 80 bytes or
+    more (an Email of sync properties is ~250 bytes with three); one per 32
+    is refused before parsing, which keeps a parse under ~40 bytes of memory
+    per byte of answer.  Deep nesting ends in RecursionError: also refused."""
+    containers = data.count(b"[") + data.count(b"{")
+    if containers > 4096 + len(data) // 32:
+        raise ProtocolError(
+            f"{what}: the answer holds {containers} arrays and objects in {len(data)} bytes;"
+            " refused as absurd"
+        )
     try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise TransportError(f"{what}: timed out ({type(exc).__name__})") from None
-    except httpx.TransportError as exc:
-        raise TransportError(f"{what}: {type(exc).__name__}: {exc}") from None
-    except httpx.InvalidURL as exc:
-        raise ProtocolError(f"{what}: invalid URL ({exc})") from None
+        return json.loads(data)
+    except RecursionError:
+        raise ProtocolError(f"{what}: the answer is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError(f"{what}: the server's answer is not valid JSON") from None
+
+
+def idempotent(calls: Sequence[Invocation]) -> bool:
+    """May this request be sent twice without harm (see the module docstring)?"""
+    return all(
+        name.endswith(_READS) or (name.endswith("/set") and "ifInState" in args)
+        for name, args, _ in calls
+    )
+
+
+def _rejected(exc: Exception) -> bool:
+    """An answer that says "not here / not you", which an outdated session explains."""
+    return isinstance(exc, AuthError) or (
+        isinstance(exc, HTTPStatusError) and exc.status in (401, 403, 404)
+    )
+
+
+def expand_template(template: str, **values: str) -> str:
+    """RFC 6570 level-1 expansion: every value is percent-encoded (no reserved chars)."""
+    out = template
+    for key, value in values.items():
+        out = out.replace("{" + key + "}", quote(value, safe=""))
+    return out
+
+
+def _resolve_refs(args: dict[str, Any], earlier: Responses) -> dict[str, Any]:
+    """Replace "#name": {resultOf, path} by the value from an earlier response.
+
+    Only the simple JSON pointers jmapsync itself uses ("/ids", "/created")
+    are supported; a reference to a call of the same chunk is left for the
+    server.  An earlier method error propagates as its typed error."""
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        source = value.get("resultOf") if isinstance(value, dict) else None
+        if key.startswith("#") and source in earlier.methods:
+            result: Any = earlier.result(str(source))
+            for part in str(value.get("path", "")).strip("/").split("/"):
+                if not isinstance(result, dict) or part not in result:
+                    raise ProtocolError(f"cannot resolve back-reference {value!r}")
+                result = result[part]
+            out[key[1:]] = result
+        else:
+            out[key] = value
+    return out
+
+
+def well_known_url(session_url: str) -> str:
+    """`https://host` (no path) means RFC 8620 2.2 discovery at /.well-known/jmap."""
+    parts = urlsplit(session_url)
+    if parts.path in ("", "/"):
+        return urlunsplit((parts.scheme, parts.netloc, "/.well-known/jmap", "", ""))
+    return session_url
+
+
+@dataclass
+class Responses:
+    """The method responses of one request, addressable by call id."""
+
+    items: list[tuple[str, dict[str, Any], str]]
+    methods: dict[str, str]  # call id -> method name of the request
+
+    def result(self, call_id: str) -> dict[str, Any]:
+        """The arguments of the response to `call_id`; a method error raises typed.
+
+        A call id answered twice (a method with implicit calls) yields the last
+        answer, which per RFC 8620 3.4 is the one for the call itself."""
+        found = None
+        for name, args, cid in self.items:
+            if cid == call_id:
+                if name == "error":
+                    raise method_error(self.methods.get(call_id, "?"), args)
+                found = args
+        if found is None:
+            raise ProtocolError(f"no response for method call {call_id}")
+        return found
 
 
 class JmapClient:
@@ -76,16 +163,18 @@ class JmapClient:
     ) -> None:
         """`secret`: the password or token, already resolved (the daemon keeps
         one per account so that password_command does not run every pass);
-        None runs the configured command on first use."""
+        None runs the configured command on first use.  `transport`: an httpx
+        transport (tests with a fake server); every request then goes through
+        httpx."""
         self.account = account
         self._secret: Secret | None = secret
-        self._transport = transport
-        self._http: httpx.AsyncClient | None = None
+        self._web = Http(account.timeout_s, transport)
         self.session: Session | None = None
         self.session_json: tuple[str, object] | None = None  # (url, JSON) just fetched
         self.session_stale = False
+        self._from_cache = False  # the session came from use_cached
+        self._refetch: asyncio.Future[Session] | None = None
         self._api_sem = asyncio.Semaphore(1)
-        self._fetcher = BlobFetcher(account.timeout_s)  # its SSL context: on first https use
         self._log = log.get().bind(account=account.name)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -93,44 +182,25 @@ class JmapClient:
     async def __aenter__(self) -> JmapClient:
         return self
 
-    def _make_http(self) -> httpx.AsyncClient:
-        import httpx
-
-        # Certificates are loaded only for https: building httpx's default SSL
-        # context (the certifi bundle) costs ~100 ms, a third of a no-change pass.
-        # The system trust store is what a user's other mail tools trust too.
-        secure = self.account.session_url.startswith("https:")
-        context = ssl.create_default_context() if secure else False
-        return httpx.AsyncClient(
-            transport=self._transport,
-            verify=context,
-            timeout=httpx.Timeout(self.account.timeout_s, connect=min(self.account.timeout_s, 15)),
-            follow_redirects=True,
-            headers={"User-Agent": "jmapsync/0.1"},
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-        )
-
     async def __aexit__(self, *exc: object) -> None:
-        await self._fetcher.aclose()
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._web.aclose()
 
     @property
     def http(self) -> httpx.AsyncClient:
-        """The httpx client, made on first use (session fetch, redirects, errors)."""
-        if self._http is None:
-            self._http = self._make_http()
-        return self._http
+        """The httpx client, made on first use (the EventSource push channel)."""
+        return self._web.httpx_client
 
     def _auth_header(self) -> dict[str, str]:
         if self._secret is None:
             # Runs password_command / token_command once per client.
             self._secret = self.account.credentials.resolve()
         creds = self.account.credentials
+        value = self._secret.reveal()
         if creds.scheme == "bearer":
-            return {"Authorization": "Bearer " + self._secret.reveal()}
-        raw = f"{creds.username}:{self._secret.reveal()}".encode()
+            scrub.add_secret(value)
+            return {"Authorization": "Bearer " + value}
+        scrub.add_basic_auth(creds.username or "", value)
+        raw = f"{creds.username}:{value}".encode()
         return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
 
     def auth_headers(self) -> dict[str, str]:
@@ -138,37 +208,35 @@ class JmapClient:
         connection (jmap/push.py).  Never log the result."""
         return self._auth_header()
 
-    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        return self._auth_header() | (extra or {})
-
     # -- session -------------------------------------------------------------------
 
     async def connect(self) -> Session:
         """Fetch and validate the session resource (RFC 8620 2)."""
         url = well_known_url(self.account.session_url)
-
-        async def get() -> httpx.Response:
-            with map_transport_errors(f"session {url}"):
-                response = await self.http.get(url, headers=self._headers())
-            self._check_status(response, "session")
-            return response
-
-        response = await ratelimit.paced("session", get)
-        if len(response.content) > _MAX_SESSION_BYTES:
-            raise ProtocolError("session resource is larger than 4 MiB")
-        data = self._json(response, "session")
-        self.session_json = (str(response.url), data)
+        answer = await self._web.request(
+            "GET",
+            url,
+            self._auth_header() | {"Accept": "application/json"},
+            what="session",
+            idempotent=True,
+            limit=_MAX_SESSION_BYTES,
+        )
+        data = parse_json(answer.body, "session")
+        self.session_json = (answer.url, data)
         self.session_stale = False
-        return self._use(Session.parse(data, str(response.url)))
+        self._from_cache = False
+        return self._use(Session.parse(data, answer.url))
 
     def use_cached(self, url: str, data: object) -> Session:
         """Take a session fetched on an earlier run, saving a round trip.
 
         The server names its session state in every API response: when that
         differs from the cached one, `session_stale` turns True and the
-        caller fetches the session again (RFC 8620 3.4, sessionState)."""
+        caller fetches the session again (RFC 8620 3.4, sessionState).  A URL
+        of it that answers 401/403/404 makes the client fetch it at once."""
         self.session_json = None
         self.session_stale = False
+        self._from_cache = True
         return self._use(Session.parse(data, url))
 
     def _use(self, session: Session) -> Session:
@@ -181,6 +249,25 @@ class JmapClient:
         if self.session is None:
             raise RuntimeError("call connect() first")
         return self.session
+
+    async def _fresh_session_on_reject(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """attempt(); if a cached session's URL rejected it, fetch the session
+        (once per client, shared by concurrent requests) and attempt() once
+        more -- it reads its URL from the new session."""
+        used = self.session
+        try:
+            return await attempt()
+        except (AuthError, HTTPStatusError) as exc:
+            if not _rejected(exc):
+                raise
+            if self.session is used:  # else another request fetched a new one meanwhile
+                if self._refetch is None:
+                    if not self._from_cache:
+                        raise
+                    self._log.info("session-refetch", reason=str(exc))
+                    self._refetch = asyncio.ensure_future(self.connect())
+                await asyncio.shield(self._refetch)
+        return await attempt()
 
     # -- API calls -----------------------------------------------------------------
 
@@ -197,22 +284,39 @@ class JmapClient:
             return await self._request(calls, using)
         done = Responses([], {})
         for start in range(0, len(calls), limit):
-            chunk = [(n, resolve_refs(a, done), c) for n, a, c in calls[start : start + limit]]
+            chunk = [(n, _resolve_refs(a, done), c) for n, a, c in calls[start : start + limit]]
             part = await self._request(chunk, using)
             done.items.extend(part.items)
             done.methods.update(part.methods)
         return done
 
     async def _request(self, calls: Sequence[Invocation], using: Sequence[str]) -> Responses:
-        session = self._require_session()
         body = json.dumps(
             {"using": list(using), "methodCalls": [list(c) for c in calls]},
             separators=(",", ":"),
         ).encode()
-        if len(body) > session.limits.max_size_request:
+        if len(body) > self._require_session().limits.max_size_request:
             raise ValueError(f"request of {len(body)} bytes exceeds maxSizeRequest")
         names = ",".join(c[0] for c in calls)
-        data = await self._post_api(session.api_url, body, names)
+        what = f"API request {names}"
+        safe = idempotent(calls)
+
+        async def post() -> Any:
+            session = self._require_session()
+            async with self._api_sem:
+                answer = await self._web.request(
+                    "POST",
+                    session.api_url,
+                    self._auth_header() | {"Content-Type": "application/json"},
+                    what=what,
+                    idempotent=safe,
+                    body=body,
+                    limit=MAX_RESPONSE_BYTES,
+                )
+            return parse_json(answer.body, what)
+
+        data = await self._fresh_session_on_reject(post)
+        session = self._require_session()
         items = data.get("methodResponses") if isinstance(data, dict) else None
         state = data.get("sessionState") if isinstance(data, dict) else None
         if isinstance(state, str) and state != session.state:
@@ -232,46 +336,6 @@ class JmapClient:
             parsed.append((item[0], item[1], item[2]))
         return Responses(parsed, {c[2]: c[0] for c in calls})
 
-    async def _post_api(self, url: str, body: bytes, names: str) -> Any:
-        """POST to the API, again after a pause while the server answers 429."""
-        return await ratelimit.paced(
-            f"API request {names}", lambda: self._post_api_once(url, body, names)
-        )
-
-    async def _post_api_once(self, url: str, body: bytes, names: str) -> Any:
-        """POST to the API: the lean client first (keep-alive without the 44 ms
-        stall, and no httpx import on a pass with nothing new), httpx for any
-        answer but a plain 200."""
-        headers = {"Content-Type": "application/json"}
-        # Only a request that reads may be sent again on a fresh connection
-        # when a kept-alive one turns out dead after sending: the server may
-        # have carried out an Email/import whose answer was lost.
-        reads = all(n.rsplit("/", 1)[-1] in _READS for n in names.split(","))
-        async with self._api_sem:
-            if self._transport is None:
-                received = bytearray()
-
-                def sink(chunk: bytes) -> None:
-                    received.extend(chunk)
-                    if len(received) > _MAX_RESPONSE_BYTES:
-                        raise ProtocolError("API response larger than 256 MiB")
-
-                if await self._fetcher.request(
-                    "POST", url, self._headers(headers), sink, body, resend=reads
-                ):
-                    try:
-                        return json.loads(received)
-                    except ValueError:
-                        raise ProtocolError(
-                            f"API request {names}: the server's answer is not valid JSON"
-                        ) from None
-            with map_transport_errors(f"API request {names}"):
-                response = await self.http.post(url, content=body, headers=self._headers(headers))
-        self._check_status(response, f"API request {names}")
-        if len(response.content) > _MAX_RESPONSE_BYTES:
-            raise ProtocolError("API response larger than 256 MiB")
-        return self._json(response, f"API request {names}")
-
     # -- blobs ---------------------------------------------------------------------
 
     def download_url(self, blob_id: str, name: str = "message.eml") -> str:
@@ -284,21 +348,15 @@ class JmapClient:
             type="message/rfc822",
         )
 
-    @asynccontextmanager
-    async def open_blob(self, blob_id: str) -> AsyncIterator[httpx.Response]:
-        url = self.download_url(blob_id)
-        with map_transport_errors(f"download {blob_id}"):
-            async with self.http.stream("GET", url, headers=self._headers()) as response:
-                self._check_status(response, f"download {blob_id}")
-                yield response
-
     async def stream_blob(
         self, blob_id: str, expected_size: int | None, sink: Callable[[bytes], None]
     ) -> int:
         """Stream a blob into `sink`; return the byte count.
 
         Refuses (ProtocolError) a blob larger than the Email's declared size or
-        than MAX_MESSAGE_BYTES, so a lying server cannot fill the disk.
+        than MAX_MESSAGE_BYTES, so a lying server cannot fill the disk.  A
+        broken connection is retried and resumed (jmap/http.py); every byte
+        reaches `sink` exactly once.
         """
         limit = MAX_MESSAGE_BYTES if expected_size is None else expected_size
         received = 0
@@ -312,21 +370,17 @@ class JmapClient:
                 )
             sink(chunk)
 
-        url = self.download_url(blob_id)
-
         async def get() -> None:
-            # The token goes to the download host too, whatever host that is
-            # (Fastmail: www.fastmailusercontent.com, not api.fastmail.com).
-            done = False
-            if self._transport is None:  # tests with a fake transport go through httpx
-                done = await self._fetcher.get(url, self._auth_header(), checked)
-            if not done:
-                async with self.open_blob(blob_id) as response:
-                    with map_transport_errors(f"download {blob_id}"):
-                        async for chunk in response.aiter_bytes(_CHUNK):
-                            checked(chunk)
+            await self._web.request(
+                "GET",
+                self.download_url(blob_id),
+                self._auth_header(),
+                what=f"download {blob_id}",
+                idempotent=True,
+                sink=checked,
+            )
 
-        await ratelimit.paced(f"download {blob_id}", get)  # a 429 comes before any byte
+        await self._fresh_session_on_reject(get)
         if expected_size is not None and received != expected_size:
             raise ProtocolError(
                 f"blob {blob_id}: got {received} bytes, the server declared {expected_size}"
@@ -358,56 +412,33 @@ class JmapClient:
         return bytes(data)
 
     async def upload(self, data: bytes, content_type: str = "message/rfc822") -> str:
-        """POST bytes to the uploadUrl (RFC 8620 6.1); the new blob id."""
-        session = self._require_session()
-        if len(data) > session.limits.max_size_upload:
-            raise ValueError(
-                f"{len(data)} bytes exceed the server's maxSizeUpload"
-                f" ({session.limits.max_size_upload})"
-            )
-        url = expand_template(session.upload_url, accountId=session.account_id)
+        """POST bytes to the uploadUrl (RFC 8620 6.1); the new blob id.
 
-        async def post() -> httpx.Response:
-            with map_transport_errors("upload"):
-                response = await self.http.post(
-                    url, content=data, headers=self._headers({"Content-Type": content_type})
+        Never sent twice once it may have reached the server: the caller's
+        journal decides what happens after a lost answer."""
+
+        async def post() -> Any:
+            session = self._require_session()
+            if len(data) > session.limits.max_size_upload:
+                raise ValueError(
+                    f"{len(data)} bytes exceed the server's maxSizeUpload"
+                    f" ({session.limits.max_size_upload})"
                 )
-            self._check_status(response, "upload")
-            return response
+            answer = await self._web.request(
+                "POST",
+                expand_template(session.upload_url, accountId=session.account_id),
+                self._auth_header() | {"Content-Type": content_type},
+                what="upload",
+                idempotent=False,
+                body=data,
+                limit=_MAX_UPLOAD_ANSWER,
+            )
+            return parse_json(answer.body, "upload")
 
-        response = await ratelimit.paced("upload", post)
-        answer = self._json(response, "upload")
+        answer = await self._fresh_session_on_reject(post)
         if not isinstance(answer, dict):
             raise ProtocolError("upload: the answer is not a JSON object")
         size = answer.get("size")
         if size is not None and size != len(data):
             raise ProtocolError(f"upload: the server stored {size} bytes of {len(data)}")
         return parse_id(answer.get("blobId"), "blob")
-
-    # -- helpers -------------------------------------------------------------------
-
-    def _check_status(self, response: httpx.Response, what: str) -> None:
-        status = response.status_code
-        if status in (401, 403):
-            raise AuthError(f"{what}: the server refused the credentials (HTTP {status})")
-        if status == 429:
-            wait = ratelimit.retry_after(response.headers.get("retry-after"))
-            raise RateLimited(f"{what}: HTTP 429, the server asks to slow down", retry_after=wait)
-        if status >= 400 or status < 200:
-            detail = ""
-            ctype = response.headers.get("content-type", "")
-            if "json" in ctype and not response.is_stream_consumed and response.is_closed:
-                try:
-                    problem = response.json()
-                    if isinstance(problem, dict) and "type" in problem:
-                        detail = f" ({problem['type']})"
-                except ValueError:
-                    pass
-            raise HTTPStatusError(f"{what}: HTTP {status}{detail}", status=status)
-
-    @staticmethod
-    def _json(response: httpx.Response, what: str) -> Any:
-        try:
-            return response.json()
-        except (ValueError, UnicodeDecodeError):
-            raise ProtocolError(f"{what}: the server's answer is not valid JSON") from None

@@ -1,24 +1,21 @@
-"""RFC 8621 reads: the whole account (full reconcile) or what changed since a state.
+"""RFC 8621 reads of the whole account (full reconcile); the writes (jmap/writes.py).
 
-Both functions pack as many calls into one request as back-references allow,
-so a sync with nothing new is ONE round trip (Mailbox/changes + Email/changes
-+ the gets that would fetch their results).
+What changed since a state is read by jmap/changes.py (re-exported here).
+Reads pack as many calls into one request as back-references allow.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from jmapsync import log
-from jmapsync.errors import CannotCalculateChanges, MethodError, ProtocolError
-from jmapsync.jmap.calls import Invocation, Responses
-from jmapsync.jmap.client import JmapClient
+from jmapsync.errors import MethodError, ProtocolError
+from jmapsync.jmap.client import Invocation, JmapClient
 from jmapsync.jmap.types import (
     EMAIL_PROPERTIES,
     MAILBOX_PROPERTIES,
-    Changes,
     Email,
     EmailId,
     Mailbox,
@@ -36,26 +33,25 @@ from jmapsync.jmap.writes import (
     set_emails,
 )
 
-# The writes live in jmap/writes.py; callers know them as mail.set_emails etc.
+# The writes live in jmap/writes.py (with their rateLimit retries); callers
+# know them as mail.set_emails and so on.
 __all__ = [
-    "Delta",
     "ImportItem",
     "Snapshot",
     "WriteResult",
+    "account_id",
     "create_mailboxes",
     "destroy_mailbox",
+    "emails_in",
     "fetch_all",
-    "fetch_changes",
     "fetch_mailboxes",
     "import_emails",
     "message_ids",
     "query_ended",
+    "result_ref",
     "set_emails",
 ]
 
-# Errors from */changes that mean "your state is no good here": full reconcile.
-# Cyrus answers a bogus state with invalidArguments, not cannotCalculateChanges.
-RESYNC_ERRORS = {"cannotCalculateChanges", "invalidArguments"}
 _MAX_PAGES = 100_000
 
 
@@ -69,29 +65,14 @@ class Snapshot:
     emails: dict[EmailId, Email]
 
 
-@dataclass
-class Delta:
-    """What changed since the stored states."""
-
-    mailbox_state: State
-    email_state: State
-    mailboxes: dict[MailboxId, Mailbox] | None  # None: unchanged; else the FULL new set
-    changed: dict[EmailId, Email] = field(default_factory=dict)
-    destroyed: set[EmailId] = field(default_factory=set)
-
-    @property
-    def empty(self) -> bool:
-        return self.mailboxes is None and not self.changed and not self.destroyed
-
-
-def _ref(call_id: str, name: str, path: str) -> dict[str, str]:
+def result_ref(call_id: str, name: str, path: str) -> dict[str, str]:
     return {"resultOf": call_id, "name": name, "path": path}
 
 
 _warned_keywords: set[str] = set()
 
 
-def _emails(result: dict[str, Any]) -> list[Email]:
+def emails_in(result: dict[str, Any]) -> list[Email]:
     items = result.get("list")
     if not isinstance(items, list):
         raise ProtocolError("Email/get: list is not an array")
@@ -120,7 +101,7 @@ def _mailboxes(result: dict[str, Any]) -> dict[MailboxId, Mailbox]:
 
 
 async def fetch_mailboxes(client: JmapClient) -> tuple[State, dict[MailboxId, Mailbox]]:
-    aid = _aid(client)
+    aid = account_id(client)
     r = await client.call(
         [("Mailbox/get", {"accountId": aid, "ids": None, "properties": MAILBOX_PROPERTIES}, "m")]
     )
@@ -128,7 +109,7 @@ async def fetch_mailboxes(client: JmapClient) -> tuple[State, dict[MailboxId, Ma
     return parse_state(result.get("state"), "Mailbox"), _mailboxes(result)
 
 
-def _aid(client: JmapClient) -> str:
+def account_id(client: JmapClient) -> str:
     if client.session is None:
         raise RuntimeError("connect first")
     return client.session.account_id
@@ -143,7 +124,7 @@ async def fetch_all(
     delivered between the query and the next Email/changes would otherwise
     slip through; with the state taken first it shows up as a change.
     """
-    aid = _aid(client)
+    aid = account_id(client)
     assert client.session is not None  # noqa: S101 - _aid checked it
     r = await client.call(
         [
@@ -181,7 +162,7 @@ async def fetch_all(
                 "Email/get",
                 {
                     "accountId": aid,
-                    "#ids": _ref("q", "Email/query", "/ids"),
+                    "#ids": result_ref("q", "Email/query", "/ids"),
                     "properties": EMAIL_PROPERTIES,
                 },
                 "g",
@@ -203,7 +184,7 @@ async def fetch_all(
             raise ProtocolError("Email/query: ids is not an array")
         if isinstance(qres.get("total"), int):
             total = qres["total"]
-        got = _emails(r.result("g"))
+        got = emails_in(r.result("g"))
         for e in got:
             emails[e.id] = e
         if progress:
@@ -237,95 +218,9 @@ def query_ended(result: dict[str, Any], ids: list[Any], asked: int, total: int |
     return len(ids) < limit
 
 
-async def fetch_changes(client: JmapClient, mailbox_state: State, email_state: State) -> Delta:
-    """Everything changed since the two states; raises CannotCalculateChanges
-    (also for invalidArguments) when a full reconcile is needed."""
-    aid = _aid(client)
-    assert client.session is not None  # noqa: S101
-    max_changes = min(client.session.limits.max_objects_in_get, 4096)
-    delta = Delta(mailbox_state=mailbox_state, email_state=email_state, mailboxes=None)
-    first = True
-    mailbox_more = True
-    email_more = True
-    for _ in range(_MAX_PAGES):
-        calls: list[Invocation] = []
-        if mailbox_more:
-            calls += [
-                (
-                    "Mailbox/changes",
-                    {"accountId": aid, "sinceState": delta.mailbox_state},
-                    "mc",
-                ),
-            ]
-        if email_more:
-            calls += [
-                (
-                    "Email/changes",
-                    {"accountId": aid, "sinceState": delta.email_state, "maxChanges": max_changes},
-                    "ec",
-                ),
-                _get_ref("ec", "/created", "e1", aid),
-                _get_ref("ec", "/updated", "e2", aid),
-            ]
-        r = await client.call(calls)
-        if mailbox_more:
-            mchanges = _changes(r, "mc", "Mailbox")
-            if not first and mchanges.old_state != delta.mailbox_state:
-                raise ProtocolError("Mailbox/changes: oldState does not match sinceState")
-            if mchanges.created or mchanges.updated or mchanges.destroyed:
-                delta.mailboxes = {}  # marks "changed"; filled below with the full set
-            delta.mailbox_state = mchanges.new_state
-            mailbox_more = mchanges.has_more
-        if email_more:
-            echanges = _changes(r, "ec", "Email")
-            for e in _emails(r.result("e1")) + _emails(r.result("e2")):
-                delta.changed[e.id] = e
-                delta.destroyed.discard(e.id)
-            for eid in echanges.destroyed:
-                delta.changed.pop(EmailId(eid), None)
-                delta.destroyed.add(EmailId(eid))
-            # An id in created/updated that Email/get did not return was
-            # destroyed in between; the next changes call reports it.
-            delta.email_state = echanges.new_state
-            email_more = echanges.has_more
-        first = False
-        if not mailbox_more and not email_more:
-            break
-    else:  # pragma: no cover
-        raise ProtocolError("*/changes paging did not end")
-    if delta.mailboxes is not None:
-        # Mailboxes are few: take the whole tree rather than patching it.
-        state, boxes = await fetch_mailboxes(client)
-        delta.mailboxes = boxes
-        delta.mailbox_state = state
-    return delta
-
-
-def _get_ref(source: str, path: str, call_id: str, aid: str) -> Invocation:
-    return (
-        "Email/get",
-        {
-            "accountId": aid,
-            "#ids": _ref(source, "Email/changes", path),
-            "properties": EMAIL_PROPERTIES,
-        },
-        call_id,
-    )
-
-
-def _changes(r: Responses, call_id: str, what: str) -> Changes:
-    try:
-        result = r.result(call_id)
-    except MethodError as exc:
-        if exc.type in RESYNC_ERRORS:
-            raise CannotCalculateChanges(exc.method, exc.type, exc.description) from None
-        raise
-    return Changes.parse(result, what)
-
-
 async def message_ids(client: JmapClient, ids: list[str]) -> dict[str, list[str]]:
     """Email id -> its Message-IDs (for matching a local copy to its Email)."""
-    aid = _aid(client)
+    aid = account_id(client)
     assert client.session is not None  # noqa: S101
     out: dict[str, list[str]] = {}
     page = client.session.limits.max_objects_in_get

@@ -31,8 +31,8 @@ from jmapsync.errors import (
     PushUnavailable,
     TransportError,
 )
-from jmapsync.jmap.calls import expand_template
-from jmapsync.jmap.client import JmapClient, map_transport_errors
+from jmapsync.jmap.client import JmapClient, expand_template
+from jmapsync.jmap.http import map_transport_errors
 from jmapsync.jmap.types import WEBSOCKET, Session
 
 Transport = Literal["websocket", "eventsource"]

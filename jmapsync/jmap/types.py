@@ -7,6 +7,7 @@ the border with a ProtocolError instead of reaching a file name.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,11 @@ State = NewType("State", str)
 CORE = "urn:ietf:params:jmap:core"
 MAIL = "urn:ietf:params:jmap:mail"
 WEBSOCKET = "urn:ietf:params:jmap:websocket"
+SUBMISSION = "urn:ietf:params:jmap:submission"
 USING = (CORE, MAIL)
+# Only calls that need it name the submission capability: a server (or a
+# token without the "Email submission" scope) that lacks it must still sync.
+USING_SUBMISSION = (CORE, MAIL, SUBMISSION)
 
 # RFC 8620 1.2: an Id is 1-255 octets of the URL-safe base64 alphabet.  We rely
 # on this: Email ids become part of file names.
@@ -230,7 +235,30 @@ class Mailbox:
         )
 
 
-EMAIL_PROPERTIES = ["id", "blobId", "mailboxIds", "keywords", "size"]
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An Identity (RFC 8621 6): who the user may send as.
+
+    `email` may be `*@domain` (any address of that domain) or, as Cyrus 3.6
+    sends it, empty: the server names no address at all."""
+
+    id: str
+    name: str
+    email: str
+
+    @classmethod
+    def parse(cls, data: object) -> Identity:
+        if not isinstance(data, dict):
+            raise ProtocolError("Identity/get: an identity is not an object")
+        iid = parse_id(data.get("id"), "identity")
+        name = data.get("name") or ""
+        email = data.get("email") or ""
+        if not isinstance(name, str) or not isinstance(email, str) or len(email) > 998:
+            raise ProtocolError(f"Identity {iid}: name / email are not strings")
+        return cls(id=iid, name=name, email=email.strip())
+
+
+EMAIL_PROPERTIES = ["id", "blobId", "mailboxIds", "keywords", "size", "receivedAt"]
 MAILBOX_PROPERTIES = ["id", "name", "parentId", "role", "totalEmails"]
 
 
@@ -243,6 +271,9 @@ class Email:
     mailbox_ids: frozenset[MailboxId]
     keywords: frozenset[str]
     size: int
+    # receivedAt as a POSIX time (whole seconds); None when unknown (a record
+    # from before jmapsync kept it).  Every file of the Email gets it as mtime.
+    received_at: float | None = None
 
     @classmethod
     def parse(cls, data: object, skipped: list[str] | None = None) -> Email:
@@ -272,6 +303,7 @@ class Email:
             ),
             keywords=intern_set(frozenset(_keywords(kws, skipped))),
             size=size,
+            received_at=parse_utc_date(data.get("receivedAt")),
         )
 
 
@@ -285,6 +317,23 @@ def _keywords(raw: dict[Any, Any], skipped: list[str] | None) -> Iterator[str]:
             if skipped is None:
                 raise
             skipped.append(str(k))
+
+
+def parse_utc_date(value: object) -> float | None:
+    """An RFC 3339 date (JMAP UTCDate, "2024-01-01T10:00:00Z") as a POSIX time
+    in whole seconds; None when absent or not a date (it only sets mtimes)."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    try:
+        return float(int(when.timestamp()))
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 _SETS: dict[frozenset[Any], frozenset[Any]] = {}

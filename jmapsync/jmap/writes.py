@@ -203,6 +203,7 @@ async def _import_once(
                 "mailboxIds": dict.fromkeys(it.mailbox_ids, True),
                 "keywords": dict.fromkeys(it.keywords, True),
                 "size": value.get("size"),
+                "receivedAt": it.received_at,
             }
         )
     new = result.get("newState")

@@ -67,8 +67,6 @@ Known limits, not handled here:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -196,6 +194,68 @@ def folder_paths(mailboxes: Iterable[MailboxNode], layout: Layout) -> dict[str, 
     return paths
 
 
+def map_folders(
+    mailboxes: Iterable[MailboxNode], layout: Layout
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Like folder_paths, but a mailbox that cannot become a folder does not
+    block the others: (mailbox id -> folder path, mailbox id -> why not).
+
+    A mailbox is left out when its name cannot be stored (empty, not valid
+    Unicode, too long once escaped), when an ancestor's cannot (its path
+    goes through it), when its parent is unknown or the parents form a cycle,
+    or when it would share its folder with another (both are left out: which
+    one owns the folder cannot be told).  The sync treats a left-out mailbox
+    as unmapped: its Emails' files are left exactly as they are, and its
+    folder is neither created, moved nor removed -- so a partial mapping is
+    never taken for deletions.
+    """
+    _check_layout(layout)
+    nodes: dict[str, MailboxNode] = {}
+    unsafe: dict[str, str] = {}
+    for node in mailboxes:
+        if node.id in nodes:
+            unsafe[node.id] = "the server sent this mailbox twice"
+        nodes[node.id] = node
+    for nid in nodes:
+        why = _ancestry_problem(nid, nodes)
+        if why is not None:
+            unsafe.setdefault(nid, why)
+    owners: dict[str, list[str]] = {}
+    for node in nodes.values():
+        if node.id in unsafe:
+            continue
+        try:
+            path = _path_of(node, nodes, layout)
+        except UnsafeName as exc:
+            unsafe[node.id] = exc.message
+            continue
+        owners.setdefault(path, []).append(node.id)
+    paths: dict[str, str] = {}
+    for path, ids in owners.items():
+        if len(ids) == 1:
+            paths[ids[0]] = path
+            continue
+        for nid in ids:  # two inbox roles, or siblings whose names escape alike
+            unsafe[nid] = f"shares the folder {path!r} with mailbox(es) {sorted(set(ids) - {nid})}"
+    return paths, unsafe
+
+
+def _ancestry_problem(start: str, nodes: dict[str, MailboxNode]) -> str | None:
+    """Why `start`'s chain of parents cannot be followed to the top, or None."""
+    seen: set[str] = set()
+    current: str | None = start
+    child = start
+    while current is not None:
+        if current in seen:
+            return f"its parents form a cycle through mailbox {current!r}"
+        node = nodes.get(current)
+        if node is None:
+            return f"mailbox {child!r} has an unknown parent {current!r}"
+        seen.add(current)
+        child, current = current, node.parent_id
+    return None
+
+
 def mailbox_path_components(path: str, layout: Layout) -> list[str]:
     """The mailbox names, from the top, that :func:`folder_paths` maps to ``path``.
 
@@ -244,65 +304,6 @@ def mailbox_path_components(path: str, layout: Layout) -> list[str]:
     if layout == "maildir++" and len(path.encode("utf-8")) > NAME_MAX:
         raise ValueError(f"maildir++ folder name is over {NAME_MAX} bytes: {path!r:.80}")
     return names
-
-
-def imap_utf7_decode(name: str) -> str | None:
-    """The name an IMAP modified UTF-7 folder name stands for (RFC 3501
-    5.1.3), or None when `name` is not exactly how that encoding writes
-    anything or encodes nothing (then it is a plain name, e.g. ``R&D``).
-
-    mbsync 1.4 and OfflineIMAP keep IMAP's names on disk: ``Reisen ✈
-    Übersicht`` is their folder ``Reisen &Jwg- &ANw-bersicht``.  Strict: the
-    result must encode back to `name` byte for byte, so a name is never
-    "decoded" by a guess."""
-    if "&" not in name or any(not 0x20 <= ord(c) <= 0x7E for c in name):
-        return None
-    out: list[str] = []
-    i = 0
-    while i < len(name):
-        c = name[i]
-        if c != "&":
-            out.append(c)
-            i += 1
-            continue
-        end = name.find("-", i + 1)
-        if end < 0:
-            return None
-        run = name[i + 1 : end]
-        if not run:
-            out.append("&")
-        else:
-            b64 = run.replace(",", "/")
-            try:
-                raw = base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True)
-                out.append(raw.decode("utf-16-be"))
-            except (binascii.Error, UnicodeDecodeError):
-                return None
-        i = end + 1
-    decoded = "".join(out)
-    if decoded == name or _imap_utf7_encode(decoded) != name:
-        return None
-    return decoded
-
-
-def _imap_utf7_encode(text: str) -> str:
-    out: list[str] = []
-    run: list[str] = []
-
-    def flush() -> None:
-        if run:
-            data = "".join(run).encode("utf-16-be")
-            out.append("&" + base64.b64encode(data).decode().rstrip("=").replace("/", ",") + "-")
-            run.clear()
-
-    for c in text:
-        if 0x20 <= ord(c) <= 0x7E:
-            flush()
-            out.append("&-" if c == "&" else c)
-        else:
-            run.append(c)
-    flush()
-    return "".join(out)
 
 
 def is_within(root: PurePath, candidate: PurePath) -> bool:

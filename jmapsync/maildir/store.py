@@ -13,196 +13,27 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from jmapsync.errors import LocalError
-from jmapsync.maildir.durable import SYNCFS, DirSync, copy_fd, name_errors
-from jmapsync.maildir.files import PART_SUFFIX, SUBDIRS, LocalFile, email_id_of, join
+from jmapsync.maildir.durable import SYNCFS, copy_fd, name_errors
+from jmapsync.maildir.files import PART_SUFFIX, LocalFile, email_id_of
 from jmapsync.maildir.flags import parse_name
-from jmapsync.maildir.keywords import FILE_NAME as KEYWORDS_FILE
+from jmapsync.maildir.tree import MaildirTree
 
 
-def _inside(root: Path, rel: str) -> Path:
-    """root/rel, refusing anything that could leave the root."""
-    if rel.startswith("/") or "\x00" in rel:
-        raise LocalError(f"refusing a path outside the Maildir root: {rel!r}")
-    parts = rel.split("/") if rel else []
-    if any(p in ("", ".", "..") for p in parts):
-        raise LocalError(f"refusing a path outside the Maildir root: {rel!r}")
-    return root.joinpath(*parts)
+def set_mtime(fd: int, mtime: float | None) -> None:
+    """Give an open file its message's arrival time (receivedAt) as mtime, as
+    mbsync's CopyArrivalDate does: mutt's date-received order, `ls -t` and a
+    later restore then agree with the server.  The atime is now (a tmp/ file
+    is cleaned by its atime and mtime both being old)."""
+    if mtime is not None:
+        os.utime(fd, ns=(time.time_ns(), int(mtime) * 1_000_000_000))
 
 
-def make_dirs(path: Path) -> None:
-    """mkdir -p, each directory it creates mode 0700 (mbsync's choice: mail is
-    private; Path.mkdir(parents=True) would give missing parents 0777 minus
-    the umask, 0755 with the usual one).  Directories that exist keep their
-    mode: the user may have opened them on purpose."""
-    missing = []
-    p = path
-    while not p.is_dir():
-        missing.append(p)
-        if p.parent == p:  # pragma: no cover - / exists
-            break
-        p = p.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir(0o700)
-        except FileExistsError:
-            if not d.is_dir():
-                raise
-
-
-class MaildirStore:
-    """One account's Maildir root."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.dirsync = DirSync()
-
-    def path(self, rel: str) -> Path:
-        return _inside(self.root, rel)
-
-    # -- folders -------------------------------------------------------------------
-
-    def ensure_root(self) -> None:
-        try:
-            make_dirs(self.root)
-        except OSError as exc:
-            raise LocalError(f"cannot create Maildir root {self.root}: {exc.strerror}") from None
-        if not self.root.is_dir():
-            raise LocalError(f"Maildir root {self.root} is not a directory")
-
-    def is_folder(self, folder: str) -> bool:
-        p = self.path(folder)
-        return all((p / s).is_dir() for s in ("cur", "new"))
-
-    def needs_folder(self, folder: str) -> bool:
-        """True if ensure_folder would create anything (a dry run asks this)."""
-        p = self.path(folder)
-        return not all((p / sub).is_dir() for sub in SUBDIRS)
-
-    def ensure_folder(self, folder: str) -> bool:
-        """Create cur/ new/ tmp/ of a folder; True if anything was created."""
-        p = self.path(folder)
-        created = False
-        for sub in SUBDIRS:
-            d = p / sub
-            if not d.is_dir():
-                try:
-                    make_dirs(d)
-                except OSError as exc:
-                    raise LocalError(
-                        f"cannot create folder {folder or '.'}: {exc.strerror}"
-                    ) from None
-                self.dirsync.add(p)
-                self.dirsync.add(p.parent)
-                created = True
-        return created
-
-    def move_folder(self, src: str, dst: str) -> bool:
-        """Move a folder's cur/ new/ tmp/ to another path, one rename each.
-
-        Child folders stay where they are (their own moves follow), so the
-        order of moves does not matter.  Returns False, having moved nothing,
-        when the destination already holds mail: the per-file plan then moves
-        the messages one by one instead.
-        """
-        if not self.can_move_folder(src, dst):
-            return False
-        s, d = self.path(src), self.path(dst)
-        make_dirs(d)
-        for sub in SUBDIRS:
-            if not (s / sub).exists():
-                continue
-            target = d / sub
-            if target.exists():
-                target.rmdir()  # empty, checked above
-            os.rename(s / sub, target)
-        self.dirsync.add(s)
-        self.dirsync.add(d)
-        self.dirsync.add(d.parent)
-        return True
-
-    def can_move_folder(self, src: str, dst: str) -> bool:
-        """Would move_folder move anything (src a folder, dst without mail)?"""
-        s, d = self.path(src), self.path(dst)
-        if s == d or not self.is_folder(src):
-            return False
-        return not any((d / sub).exists() and any((d / sub).iterdir()) for sub in SUBDIRS)
-
-    def leftovers(self, folder: str) -> list[str]:
-        """Relative paths of what remove_folder_if_empty would find in a
-        folder's cur/ new/ tmp/ (our unfinished downloads do not count)."""
-        p = self.path(folder)
-        out = []
-        for sub in SUBDIRS:
-            d = p / sub
-            if d.is_dir():
-                out += [join(folder, sub, e) for e in os.listdir(d) if not e.endswith(PART_SUFFIX)]
-        return out
-
-    def remove_folder_if_empty(self, folder: str) -> bool:
-        """Remove an emptied folder and its empty parents (never the root).
-
-        Refuses (returns False) when any message file or other entry remains,
-        so a removed mailbox never takes a user's file with it.
-        """
-        p = self.path(folder)
-        if p == self.root or self.leftovers(folder):
-            return False
-        for sub in SUBDIRS:
-            d = p / sub
-            if d.is_dir():
-                for e in os.listdir(d):
-                    (d / e).unlink()
-                d.rmdir()
-        # Names the letters of files that are gone (maildir/keywords.py).
-        (p / KEYWORDS_FILE).unlink(missing_ok=True)
-        try:
-            p.rmdir()
-        except OSError:
-            return True  # children folders remain; cur/new/tmp are gone
-        self.dirsync.add(p.parent)
-        parent = p.parent
-        while parent != self.root and self.root in parent.parents:
-            try:
-                parent.rmdir()  # only succeeds when empty (no cur/ of its own)
-            except OSError:
-                break
-            self.dirsync.add(parent.parent)
-            parent = parent.parent
-        return True
-
-    def folders(self, layout: str) -> list[str]:
-        """Every Maildir folder under the root, as relative paths."""
-        found: list[str] = []
-        if not self.root.is_dir():
-            return found
-        if layout == "maildir++":
-            if self.is_folder(""):
-                found.append("")
-            for entry in sorted(os.listdir(self.root)):
-                if entry.startswith(".") and entry not in (".", "..") and self.is_folder(entry):
-                    found.append(entry)
-            return found
-
-        def walk(rel: str) -> None:
-            p = self.path(rel)
-            try:
-                entries = sorted(os.listdir(p))
-            except OSError:
-                return
-            if rel and self.is_folder(rel):
-                found.append(rel)
-            for entry in entries:
-                if entry.startswith(".") or (rel and entry in SUBDIRS):
-                    continue
-                if (p / entry).is_dir() and not (p / entry).is_symlink():
-                    walk(join(rel, entry))
-
-        walk("")
-        return found
+class MaildirStore(MaildirTree):
+    """One account's Maildir: its folders (MaildirTree) and message files."""
 
     # -- messages ------------------------------------------------------------------
 
@@ -257,14 +88,18 @@ class MaildirStore:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         return fd, tmp
 
-    def write_unsynced(self, folder: str, email_id: str, data: bytes) -> Path:
-        """Write tmp/<id>.jmapsync-part WITHOUT fsync: for commit_batch."""
+    def write_unsynced(
+        self, folder: str, email_id: str, data: bytes, mtime: float | None = None
+    ) -> Path:
+        """Write tmp/<id>.jmapsync-part WITHOUT fsync: for commit_batch.
+        `mtime`: the Email's arrival time (set before the file has its name)."""
         fd, tmp = self.open_partial(folder, email_id)
         try:
             with name_errors(tmp):
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
+                set_mtime(fd, mtime)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -304,15 +139,18 @@ class MaildirStore:
             os.rename(tmp, dest)
             self.dirsync.add(dest.parent)
 
-    def deliver(self, folder: str, email_id: str, data: bytes, rel_dest: str) -> None:
+    def deliver(
+        self, folder: str, email_id: str, data: bytes, rel_dest: str, mtime: float | None = None
+    ) -> None:
         """Maildir delivery of bytes in memory: tmp/ -> write -> fsync -> rename."""
-        tmp = self.write_unsynced(folder, email_id, data)
+        tmp = self.write_unsynced(folder, email_id, data, mtime)
         self.commit_batch([(tmp, rel_dest)], batch_sync=False)
 
-    def commit_partial(self, fd: int, tmp: Path, rel_dest: str) -> None:
+    def commit_partial(self, fd: int, tmp: Path, rel_dest: str, mtime: float | None = None) -> None:
         """fsync the written file, close it, rename it into place."""
         try:
             with name_errors(tmp):
+                set_mtime(fd, mtime)
                 os.fsync(fd)
         finally:
             os.close(fd)
@@ -320,7 +158,9 @@ class MaildirStore:
         os.rename(tmp, dest)
         self.dirsync.add(dest.parent)
 
-    def commit_partial_lf(self, fd: int, tmp: Path, rel_dest: str) -> None:
+    def commit_partial_lf(
+        self, fd: int, tmp: Path, rel_dest: str, mtime: float | None = None
+    ) -> None:
         """Like commit_partial, but store the LF form of a CRLF-only blob.
 
         The raw download in `tmp` is copied with CRLF -> LF into a second temp
@@ -334,6 +174,7 @@ class MaildirStore:
             try:
                 with name_errors(lf_tmp):
                     copy_fd(fd, out, lambda chunk: chunk.replace(b"\r\n", b"\n"), carry=b"\r")
+                    set_mtime(out, mtime)
                     os.fsync(out)
             finally:
                 os.close(out)
@@ -349,16 +190,19 @@ class MaildirStore:
 
     def rewrite(self, rel_paths: list[str], transform: Callable[[bytes], bytes]) -> None:
         """Replace a message (all its hard links) by transform(content), atomically
-        per path: write + fsync a temp file once, then link + rename it onto each path."""
+        per path: write + fsync a temp file once, then link + rename it onto each path.
+        The new file keeps the old one's mtime (the message's arrival time)."""
         first = self.path(rel_paths[0])
         staging = first.parent.parent / "tmp" / (first.name.split(":", 1)[0] + PART_SUFFIX)
         data = transform(first.read_bytes())
+        mtime_ns = first.stat().st_mtime_ns
         fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             with name_errors(staging):
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
+                os.utime(fd, ns=(time.time_ns(), mtime_ns))
                 os.fsync(fd)
         except BaseException:
             staging.unlink(missing_ok=True)
@@ -396,12 +240,15 @@ class MaildirStore:
         self.dirsync.add(dst.parent)
 
     def _copy(self, src: Path, dst: Path) -> None:
+        """A copy where a hard link cannot be made; it keeps the mtime (the
+        message's arrival time), as the link would."""
         tmp = dst.parent.parent / "tmp" / (dst.name.split(":", 1)[0] + PART_SUFFIX)
         try:
             with open(src, "rb") as fin, open(tmp, "wb") as fout, name_errors(tmp):
                 while chunk := fin.read(1 << 20):
                     fout.write(chunk)
                 fout.flush()
+                os.utime(fout.fileno(), ns=(time.time_ns(), os.fstat(fin.fileno()).st_mtime_ns))
                 os.fsync(fout.fileno())
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -430,6 +277,21 @@ class MaildirStore:
         except FileNotFoundError:
             return False
         self.dirsync.add(p.parent)
+        return True
+
+    def set_arrival(self, rel: str, mtime: float | None) -> bool:
+        """Give a message file its arrival time as mtime unless it has it;
+        True if it was changed.  A file that vanished is left to the next pass."""
+        if mtime is None:
+            return False
+        want = int(mtime) * 1_000_000_000
+        path = self.path(rel)
+        try:
+            if path.lstat().st_mtime_ns == want:
+                return False
+            os.utime(path, ns=(time.time_ns(), want), follow_symlinks=False)
+        except FileNotFoundError:
+            return False
         return True
 
     def read(self, rel: str) -> bytes:

@@ -90,6 +90,14 @@ CREATE TABLE IF NOT EXISTS journal (
     payload TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+-- direction = archive: kept files the server no longer backs (state/archived.py)
+CREATE TABLE IF NOT EXISTS archived (
+    email_id TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    since REAL NOT NULL,
+    gone INTEGER NOT NULL,
+    PRIMARY KEY (email_id, folder)
+);
 """
 
 
@@ -118,17 +126,18 @@ def _join(values: Iterable[str]) -> str:
     return " ".join(sorted(values))
 
 
-_EMAIL_COLS = "id, blob_id, mailbox_ids, keywords, size"
+_EMAIL_COLS = "id, blob_id, mailbox_ids, keywords, size, received_at"
 
 
-def _email(row: tuple[str, str, str, str, int]) -> Email:
-    eid, blob, mids, kws, size = row
+def _email(row: tuple[str, str, str, str, int, str]) -> Email:
+    eid, blob, mids, kws, size, received = row
     return Email(
         EmailId(eid),
         BlobId(blob),
         intern_set(frozenset(MailboxId(m) for m in _split(mids))),
         intern_set(_split(kws)),
         size,
+        float(received) if received else None,  # "": recorded before receivedAt was kept
     )
 
 
@@ -325,7 +334,14 @@ class StateDB:
         conn.executemany(
             "INSERT OR REPLACE INTO emails VALUES (?, ?, ?, ?, ?, ?)",
             [
-                (e.id, e.blob_id, _join(e.mailbox_ids), _join(e.keywords), e.size, "")
+                (
+                    e.id,
+                    e.blob_id,
+                    _join(e.mailbox_ids),
+                    _join(e.keywords),
+                    e.size,
+                    "" if e.received_at is None else str(int(e.received_at)),
+                )
                 for e in emails
             ],
         )
@@ -411,7 +427,7 @@ class StateDB:
 
     def counts(self) -> dict[str, int]:
         out = {}
-        for table in ("mailboxes", "emails", "files", "journal"):
+        for table in ("mailboxes", "emails", "files", "journal", "archived"):
             out[table] = int(self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
         return out
 
@@ -430,6 +446,7 @@ class StateDB:
             "last_sync_at": self.get_meta("last_sync_at"),
             "last_result": self.get_meta("last_result"),
             "counts": self.counts(),
+            "skipped": json.loads(self.get_meta("skipped") or "[]"),
             "journal": [
                 json.loads(p) | {"kind": k}
                 for k, p in self.conn.execute("SELECT kind, payload FROM journal ORDER BY seq")

@@ -67,12 +67,19 @@ class PassContext:
     fetched_bytes: int = 0
     # The mailboxes `folders =` mirrors (sync/selection.py); None: all of them.
     selected: frozenset[MailboxId] | None = None
+    # Mailboxes whose name cannot become a folder -> why (left alone this pass).
+    unmapped: dict[MailboxId, str] = field(default_factory=dict)
     # A dry run (sync/dryrun.py): every write is listed there instead of done.
     dry: DryRun | None = None
 
     @property
     def two_way(self) -> bool:
         return self.account.direction == "two-way"
+
+    @property
+    def archive(self) -> bool:
+        """A pull that never removes a file (sync/archive.py)."""
+        return self.account.direction == "archive"
 
     def mark_files_pending(self, *, rewrite: bool = False) -> None:
         """Journal, before any file action: the files table may no longer match

@@ -28,7 +28,7 @@ import contextlib
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -205,8 +205,11 @@ class DryRun:
                 report.folders_created += 1
                 self.add(MAILDIR, "create folder", folder or ".")
 
-    def files(self, report: SyncReport, plan: FilePlan) -> None:
-        """The pull plan's file actions, listed and counted as the executor would."""
+    def files(
+        self, report: SyncReport, plan: FilePlan, fetched: Collection[str] = frozenset()
+    ) -> None:
+        """The pull plan's file actions, listed and counted as the executor would
+        (`fetched`: blobs this pass already read, which download no bytes)."""
         self.plan = plan
         for r in plan.renames:
             self.add(MAILDIR, "rename", f"{r.src} -> {r.dst}", r.reason)
@@ -221,7 +224,7 @@ class DryRun:
         report.renamed += len(plan.renames)
         report.linked += len(plan.links) + sum(len(d.links) for d in plan.downloads)
         report.downloaded += len(plan.downloads)
-        report.bytes += sum(d.size for d in plan.downloads)
+        report.bytes += sum(d.size for d in plan.downloads if d.blob_id not in fetched)
         report.removed += len(plan.removes)
 
     def folders_after(

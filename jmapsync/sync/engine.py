@@ -35,13 +35,13 @@ from pathlib import Path
 from jmapsync import hooks, log
 from jmapsync.config import AccountConfig, Config
 from jmapsync.errors import JmapsyncError, MethodError, disk_error
-from jmapsync.jmap import mail
+from jmapsync.jmap import changes
 from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import EmailId, Mailbox, MailboxId
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import StateDB, db_error
 from jmapsync.state.lock import account_lock
-from jmapsync.sync import dryrun, folders, letters, remote, scope
+from jmapsync.sync import archive, arrival, dryrun, folders, letters, remote, scope
 from jmapsync.sync import plan as planner
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.execute import Executor
@@ -145,40 +145,52 @@ class Engine:
             force_deletes=self.force_deletes,
             dry=dryrun.DryRun() if self.dry_run else None,
         )
+        archive.refuse_switch(ctx)  # archive -> pull / two-way: what it kept would go
         async with self.client_factory(self.account) as client:
-            delta = await remote.read_changes(ctx, client, full=self.full)
-            assert client.session is not None  # noqa: S101
-            if (
-                delta is not None
-                and delta.empty
-                and scope.local_unchanged(db, self.account, self.store)
-            ):
-                # Nothing new on either side: no need to read 100 000 records
-                # and scan as many files to find that out.
-                with db.transaction() as conn:
-                    db.set_meta(conn, "email_state", delta.email_state)
-                    db.set_meta(conn, "mailbox_state", delta.mailbox_state)
-                report.mode = "unchanged"
-                report.email_state = delta.email_state
-            else:
-                await self._pass(ctx, client, client.session.account_id, delta, started)
+            try:
+                await self._in_session(ctx, client, started)
+            finally:
+                remote.store_session(ctx, client)  # one the client fetched mid-pass
         report.seconds = round(time.monotonic() - started, 3)
         if ctx.dry is not None:
             report.would = [w.as_dict() for w in ctx.dry.actions]
         self.log.info("dry-run-done" if self.dry_run else "sync-done", **report.as_dict())
         return report
 
+    async def _in_session(self, ctx: PassContext, client: JmapClient, started: float) -> None:
+        """The pass proper, with the client open."""
+        db, report = ctx.db, ctx.report
+        full = self.full or arrival.needs_full(db)  # mtimes of an older mirror
+        delta = await remote.read_changes(ctx, client, full=full)
+        assert client.session is not None  # noqa: S101
+        if (
+            delta is not None
+            and delta.empty
+            and not ctx.rewrite_files  # archive released: every folder is looked at
+            and not scope.retry_downloads(db)  # failed downloads wait for a pass
+            and scope.local_unchanged(db, self.account, self.store)
+        ):
+            # Nothing new on either side: no need to read 100 000 records
+            # and scan as many files to find that out.
+            with db.transaction() as conn:
+                db.set_meta(conn, "email_state", delta.email_state)
+                db.set_meta(conn, "mailbox_state", delta.mailbox_state)
+            report.mode = "unchanged"
+            report.email_state = delta.email_state
+        else:
+            await self._pass(ctx, client, client.session.account_id, delta, started)
+
     async def _pass(
         self,
         ctx: PassContext,
         client: JmapClient,
         account_id: str,
-        delta: mail.Delta | None,
+        delta: changes.Delta | None,
         started: float,
     ) -> None:
         """Everything but the unchanged fast path: steps 3-8 of the module docstring."""
         db, store, report, layout = ctx.db, self.store, ctx.report, self.account.layout
-        ctx.rewrite_files = db.get_meta("files_pending") == "1"  # an earlier pass died
+        ctx.rewrite_files = ctx.rewrite_files or db.get_meta("files_pending") == "1"  # died
         root_existed = self.account.maildir.is_dir()
         root_missing = not root_existed and db.has_files()
         if root_missing and not ctx.two_way:
@@ -198,7 +210,7 @@ class Engine:
         boxes = delta.mailboxes if delta is not None else None  # None: unchanged
         known = boxes if boxes is not None else {m: b for m, (b, _) in recorded.items()}
         ctx.selected = folders.mirrored(known, self.account)
-        new_paths = folders.folder_map(boxes, layout) if boxes is not None else None
+        new_paths = folders.folder_map(boxes, layout)[0] if boxes is not None else None
         partial = None
         if root_existed and ctx.selected == was:  # a new selection looks at everything
             partial = scope.compute(ctx, delta, old_paths, new_paths)
@@ -206,8 +218,13 @@ class Engine:
         report.phases["remote"] = round(time.monotonic() - started, 3)
         paths, folder_of = self._folders(ctx, model.mailboxes)
         # Mirrored last time and not now: their files go (never a server write).
-        deselected = sorted(old_paths[m] for m in was - ctx.selected if m in model.mailboxes)
-        was_paths = {m: p for m, p in old_paths.items() if m in was}
+        # (A mailbox whose name cannot become a folder is neither: left alone.)
+        deselected = sorted(
+            old_paths[m]
+            for m in was - ctx.selected
+            if m in model.mailboxes and m not in ctx.unmapped
+        )
+        was_paths = {m: p for m, p in old_paths.items() if m in was and m not in ctx.unmapped}
 
         # 5. folders (two-way: new local folders become mailboxes first)
         folders.adopt_imap_names(ctx, folder_of)
@@ -229,7 +246,7 @@ class Engine:
         fplan = planner.plan_folders(was_paths, folder_of)
         folders.apply_before(ctx, fplan)
         letters.load(ctx, sorted(set(folder_of.values())), fplan.moves)
-        excluded = frozenset(model.mailboxes) - (ctx.selected or frozenset())
+        excluded = frozenset(model.mailboxes) - (ctx.selected or frozenset()) - ctx.unmapped.keys()
 
         # 6. scan; two-way: local changes to the server
         local_folders = set(store.folders(layout)) | set(folder_of.values())
@@ -246,8 +263,11 @@ class Engine:
                 scan = ctx.dry.after_folder_moves(scan)
         superseded: list[tuple[str, str]] = []
         if to_remote is not None:
-            # Not compared this pass: excluded, or selected only since the last one.
-            ignore = excluded | ((ctx.selected or frozenset()) & old_paths.keys()) - was
+            # Not compared this pass: excluded, or selected only since the last
+            # one (also a mailbox whose name had no folder until now: its
+            # Emails have no file here yet, which is no local delete).
+            since = old_paths.keys() | folders.was_unmapped(db)
+            ignore = excluded | ((ctx.selected or frozenset()) & since) - was
             out = await to_remote.run(
                 scan, model.emails, paths, model.mailboxes, model.email_state, held, ignore
             )
@@ -260,7 +280,9 @@ class Engine:
 
         # 7. plan the local side and execute it
         letters.allocate(ctx, model.emails, folder_of)
-        plan = planner.plan_files(model.emails, folder_of, scan, ctx.letters, excluded)
+        plan = planner.plan_files(
+            model.emails, folder_of, scan, ctx.letters, excluded, keep=ctx.archive
+        )
         report.planned = len(model.emails)
         del scan  # 100 000 entries; the plan holds what is still needed
         report.phases["scan_plan"] = round(time.monotonic() - t, 3)
@@ -276,10 +298,12 @@ class Engine:
         t = time.monotonic()
         executor = Executor(ctx, client, self.progress)
         if ctx.dry is not None:
-            ctx.dry.files(report, plan)
+            ctx.dry.files(report, plan, ctx.fetched)
         else:
             settled = partial_record(ctx, model) if ctx.two_way else None
             await executor.run(plan, settled=settled)
+            if model.touched is None:  # a full read: every file's arrival time
+                await asyncio.to_thread(arrival.stamp, ctx, plan, model.emails)
         report.phases["execute"] = round(time.monotonic() - t, 3)
         removed_foreign: set[str] = set()
         if to_remote is not None and superseded:
@@ -292,16 +316,29 @@ class Engine:
             return  # nothing to record: nothing was done
 
         # 8. record, the states last
-        record(ctx, account_id, model, paths, plan, partial, pre_stamp, removed_foreign)
+        retry = sorted({d.email_id for d in executor.failed})
+        record(ctx, account_id, model, paths, plan, partial, pre_stamp, removed_foreign, retry)
         report.email_state = model.email_state
+        if executor.error is not None:
+            # Recorded, everything else done: the pass still says it failed
+            # (exit 1, `status`), and the next one fetches the rest.
+            raise executor.error
 
     def _folders(
         self, ctx: PassContext, mailboxes: dict[MailboxId, Mailbox]
     ) -> tuple[dict[MailboxId, str], dict[MailboxId, str]]:
         """Every mailbox's folder path, and those of the mailboxes mirrored
-        (`folders =`); sets `ctx.selected` (and the dry run's names)."""
-        paths = folders.folder_map(mailboxes, self.account.layout)
-        ctx.selected = folders.mirrored(mailboxes, self.account)
+        (`folders =`); sets `ctx.selected`, `ctx.unmapped` (mailboxes whose
+        name cannot become a folder: skipped, said, retried every pass) and
+        the dry run's names."""
+        paths, ctx.unmapped = folders.folder_map(mailboxes, self.account.layout)
+        ctx.selected = folders.mirrored(mailboxes, self.account) - ctx.unmapped.keys()
+        for mid, why in sorted(ctx.unmapped.items()):
+            name = mailboxes[mid].name if mid in mailboxes else mid
+            msg = f"mailbox {name!r:.60} ({mid}) is not synced: {why}"
+            if msg not in ctx.report.skipped:
+                ctx.report.skipped.append(msg)
+                ctx.warn("mailbox-skipped", msg, mailbox=mid, reason=why)
         if ctx.dry is not None:
             ctx.dry.names = paths
         return paths, {m: p for m, p in paths.items() if m in ctx.selected}

@@ -2,7 +2,11 @@
 
 Renames, links, downloads (up to `download_connections` at once, each into
 tmp/ first), removes -- each action complete or not begun, so a pass
-interrupted anywhere leaves a Maildir the next plan finishes.  Then the
+interrupted anywhere leaves a Maildir the next plan finishes.  A download
+that fails after its retries (jmap/http.py) does not stop the others: they
+finish and are committed, then the pass fails with DownloadsFailed before
+the removes and before anything is recorded -- the next pass reads the same
+changes and downloads only what is missing.  Then the
 line-ending rewrites (`line_endings` switched), from the files themselves.
 """
 
@@ -15,7 +19,14 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from jmapsync.errors import LocalError, disk_error
+from jmapsync.errors import (
+    DownloadsFailed,
+    HTTPStatusError,
+    LocalError,
+    ProtocolError,
+    TransportError,
+    disk_error,
+)
 from jmapsync.jmap.client import JmapClient
 from jmapsync.maildir.files import split_rel
 from jmapsync.maildir.lineendings import (
@@ -82,6 +93,10 @@ class Executor:
         self.client = client
         self.progress = progress
         self.commits = Commits(ctx.store)
+        # Downloads that failed after their retries (the pass goes on without
+        # them: see run) and the error the pass ends with once recorded.
+        self.failed: list[Download] = []
+        self.error: DownloadsFailed | None = None
 
     async def run(self, plan: FilePlan, settled: Callable[[set[str]], None] | None = None) -> None:
         """Carry out the plan.  `settled(ids)` is told, right after the renames
@@ -108,6 +123,14 @@ class Executor:
                 settled(touched - pending)
         if plan.downloads:
             await self._download_all(plan.downloads)
+        if self.failed:
+            # The plan now says what is on disk: the record, the line-ending
+            # check and the folder stamps must not count files that never
+            # arrived.  Their Emails are retried by the next pass (record.py
+            # keeps their ids; remote.py leaves them out of the two-way base,
+            # so a missing file is never taken for a local delete).
+            gone = {id(d) for d in self.failed}
+            plan.downloads = [d for d in plan.downloads if id(d) not in gone]
         for rm in plan.removes:
             if store.remove(rm.path):
                 report.removed += 1
@@ -125,6 +148,7 @@ class Executor:
         queue: asyncio.Queue[Download] = asyncio.Queue()
         for d in downloads:
             queue.put_nowait(d)
+        failed: list[str] = []
 
         async def worker() -> None:
             while True:
@@ -132,7 +156,19 @@ class Executor:
                     d = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                n = await self._download_one(d)
+                try:
+                    n = await self._download_one(d)
+                except (TransportError, HTTPStatusError, ProtocolError) as exc:
+                    # The link, or the server's trouble with this one blob (a
+                    # 404, a size it lied about, a redirect loop): a poison
+                    # item must not block the account.  Anything else
+                    # (credentials, the disk) stops the pass at once.
+                    failed.append(str(exc))
+                    self.failed.append(d)
+                    self.ctx.log.warning(
+                        "download-failed", email_id=d.email_id, blob_id=d.blob_id, error=str(exc)
+                    )
+                    continue
                 report.downloaded += 1
                 report.bytes += n
                 report.linked += len(d.links)
@@ -142,7 +178,7 @@ class Executor:
             workers = [asyncio.create_task(worker()) for _ in range(max(1, width))]
             try:
                 await asyncio.gather(*workers)
-                await self.commits.flush()
+                await self.commits.flush()  # what did arrive is kept
             except BaseException:
                 for w in workers:
                     w.cancel()
@@ -150,6 +186,13 @@ class Executor:
                 raise
         finally:
             progress.close()
+        if failed:
+            self.error = DownloadsFailed(
+                f"{len(failed)} of {len(downloads)} downloads failed (first: {failed[0]});"
+                " the others are in place, the next pass fetches the rest",
+                failed=len(failed),
+                total=len(downloads),
+            )
 
     async def _download_one(self, d: Download) -> int:
         if d.size <= IN_MEMORY_BYTES:
@@ -183,7 +226,9 @@ class Executor:
         folder, _sub, _name = split_rel(d.dst)
         # open() and write() in a thread: they must not stall the other
         # downloads (an ext4 create waits for the journal while others sync).
-        tmp = await asyncio.to_thread(self.store.write_unsynced, folder, d.email_id, body)
+        tmp = await asyncio.to_thread(
+            self.store.write_unsynced, folder, d.email_id, body, d.received_at
+        )
         self.ctx.new_contents[d.email_id] = Content(seen.sha256, seen.size, seen.crlf_only, form)
         await self.commits.add(tmp, d)
         return n
@@ -215,7 +260,7 @@ class Executor:
         seen = inspector.finish()
         form = local_form(self.ctx.account.line_endings, seen)
         commit = self.store.commit_partial_lf if form == "lf" else self.store.commit_partial
-        await asyncio.to_thread(commit, fd, tmp, d.dst)
+        await asyncio.to_thread(commit, fd, tmp, d.dst, d.received_at)
         self.ctx.new_contents[d.email_id] = Content(seen.sha256, seen.size, seen.crlf_only, form)
         return n
 

@@ -15,14 +15,13 @@ from collections.abc import Iterable, Mapping
 from jmapsync.config import AccountConfig
 from jmapsync.errors import DeletionRefused
 from jmapsync.jmap.types import Mailbox, MailboxId
-from jmapsync.maildir import keyword_file
+from jmapsync.maildir import keyword_file, mutf7
 from jmapsync.maildir.files import join
 from jmapsync.maildir.names import (
     Layout,
     MailboxNode,
-    folder_paths,
-    imap_utf7_decode,
     mailbox_path_components,
+    map_folders,
 )
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import StateDB
@@ -32,18 +31,25 @@ from jmapsync.sync.plan import FolderPlan
 from jmapsync.sync.selection import Selection
 
 
-def folder_map(mailboxes: Mapping[MailboxId, Mailbox], layout: Layout) -> dict[MailboxId, str]:
-    """Mailbox id -> its folder path in this layout (maildir/names.py)."""
-    paths = folder_paths(
+def folder_map(
+    mailboxes: Mapping[MailboxId, Mailbox], layout: Layout
+) -> tuple[dict[MailboxId, str], dict[MailboxId, str]]:
+    """Mailbox id -> its folder path in this layout, and mailbox id -> why it
+    has none (maildir/names.py map_folders: one poison name must not block
+    the account; such a mailbox is left alone, never taken for deleted)."""
+    paths, unsafe = map_folders(
         (MailboxNode(m.id, m.name, m.parent_id, m.role) for m in mailboxes.values()), layout
     )
-    return {MailboxId(k): v for k, v in paths.items()}
+    return (
+        {MailboxId(k): v for k, v in paths.items()},
+        {MailboxId(k): v for k, v in unsafe.items()},
+    )
 
 
 def imap_names(names: list[str]) -> list[str] | None:
     """The mailbox names a folder written by mbsync or OfflineIMAP stands for,
-    when any of its names is IMAP modified UTF-7 (maildir/names.py); else None."""
-    decoded = [imap_utf7_decode(n) or n for n in names]
+    when any of its names is IMAP modified UTF-7 (maildir/mutf7.py); else None."""
+    decoded = [mutf7.decode_or_none(n) or n for n in names]
     return decoded if decoded != names else None
 
 
@@ -101,6 +107,13 @@ def mirrored(
 ) -> frozenset[MailboxId]:
     """The mailboxes the account's `folders =` selects."""
     return Selection.parse(account.folders).select(mailboxes)
+
+
+def was_unmapped(db: StateDB) -> frozenset[MailboxId]:
+    """The mailboxes the last pass could not give a folder (their names):
+    their Emails have no file here yet, which is no local delete."""
+    raw = db.get_meta("unmapped")
+    return frozenset(MailboxId(m) for m in json.loads(raw)) if raw else frozenset()
 
 
 def was_mirrored(db: StateDB, known: Iterable[MailboxId]) -> frozenset[MailboxId]:
@@ -201,6 +214,8 @@ def apply_after(ctx: PassContext, fplan: FolderPlan, removed_foreign: set[str]) 
             if was_folder:
                 ctx.report.folders_removed += 1
                 ctx.log.info("folder-removed", folder=folder)
+        elif ctx.archive:
+            ctx.log.info("folder-kept", folder=folder, reason="archive: holds mail it kept")
         else:
             ctx.kept_folders.add(folder)
             ctx.warn(

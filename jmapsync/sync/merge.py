@@ -125,5 +125,10 @@ def apply_patch(email: Email, patch: KeywordPatch) -> Email:
         else:
             keywords.discard(k)
     return Email(
-        email.id, email.blob_id, email.mailbox_ids, intern_set(frozenset(keywords)), email.size
+        email.id,
+        email.blob_id,
+        email.mailbox_ids,
+        intern_set(frozenset(keywords)),
+        email.size,
+        email.received_at,
     )

@@ -68,6 +68,7 @@ class Download:
     size: int
     dst: str  # the first file; the others are Links from it
     links: tuple[str, ...] = ()
+    received_at: float | None = None  # the file's mtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +118,18 @@ def plan_files(
     scan: Iterable[LocalFile],
     letters: Mapping[str, Letters] | None = None,
     excluded: Set[MailboxId] = frozenset(),
+    *,
+    keep: bool = False,
 ) -> FilePlan:
     """Actions that make the local files mirror `emails` (see module docstring);
     `folder_of` has the folders of the mirrored mailboxes, `excluded` names
     the mailboxes `folders =` leaves out; `letters`: folder -> the Dovecot
-    keyword letters jmapsync maps there."""
+    keyword letters jmapsync maps there.
+
+    `keep` (direction = archive): no file of an Email leaves its folder --
+    not when the Email is destroyed, not when it leaves the mailbox (step 4
+    keeps the file, with its flags kept up to date), and a move is a link
+    from a kept file, never a rename (step 2)."""
     plan = FilePlan()
     letters = letters or {}
     by_email: dict[str, list[LocalFile]] = defaultdict(list)
@@ -137,7 +145,10 @@ def plan_files(
         email = emails.get(eid)
         if email is None:
             for f in files:
-                plan.removes.append(Remove(f.relpath, email_id, "destroyed"))
+                if keep:
+                    plan.final[f.relpath] = email_id
+                else:
+                    plan.removes.append(Remove(f.relpath, email_id, "destroyed"))
             continue
         if not email.mailbox_ids or any(
             m not in folder_of and m not in excluded for m in email.mailbox_ids
@@ -151,7 +162,7 @@ def plan_files(
             if m in folder_of
         }
         if not _in_place(plan, email, folders, files):
-            _plan_email(plan, email, folders, files)
+            _plan_email(plan, email, folders, files, letters if keep else None)
     return plan
 
 
@@ -177,8 +188,14 @@ def _in_place(
 
 
 def _plan_email(
-    plan: FilePlan, email: Email, folders: Mapping[str, Letters], files: list[LocalFile]
+    plan: FilePlan,
+    email: Email,
+    folders: Mapping[str, Letters],
+    files: list[LocalFile],
+    keep_in: Mapping[str, Letters] | None = None,
 ) -> None:
+    """`keep_in` (archive: the letters of every folder): files in folders the
+    Email left stay there."""
     eid = email.id
     in_folder: dict[str, list[LocalFile]] = defaultdict(list)
     for f in files:
@@ -211,6 +228,10 @@ def _plan_email(
             plan.removes.append(Remove(dupe.relpath, eid, "duplicate"))
 
     extras = sorted((f for fs in in_folder.values() for f in fs), key=lambda f: f.relpath)
+    if keep_in is not None:  # archive: the copies in folders the Email left stay, flags current
+        for folder, fs in in_folder.items():
+            _keep_best(plan, fs, keep_in.get(folder, NO_LETTERS), email, kept)
+        extras = []
     unfilled: list[str] = []
     for dst in missing:
         if extras:
@@ -225,10 +246,28 @@ def _plan_email(
     elif unfilled:
         # One download per Email; its other folders are hard links to it.
         plan.downloads.append(
-            Download(eid, email.blob_id, email.size, unfilled[0], tuple(unfilled[1:]))
+            Download(
+                eid, email.blob_id, email.size, unfilled[0], tuple(unfilled[1:]), email.received_at
+            )
         )
     for f in extras:
         plan.removes.append(Remove(f.relpath, eid, "left-mailbox"))
+
+
+def _keep_best(
+    plan: FilePlan, files: list[LocalFile], lt: Letters, email: Email, kept: list[str]
+) -> None:
+    """Archive: keep one file of the Email in a folder it left (the others
+    there are duplicates), renamed if its flags changed."""
+    flags = lt.wanted(email.keywords)
+    files.sort(
+        key=lambda f: (TRASHED in f.flags, lt.owned_part(f.flags) != flags, f.subdir, f.name)
+    )
+    final = _keep(plan, files[0], flags, lt, email.id)
+    plan.final[final] = email.id
+    kept.append(final)
+    for dupe in files[1:]:
+        plan.removes.append(Remove(dupe.relpath, email.id, "duplicate"))
 
 
 def _final_path(f: LocalFile, flags: str, letters: Letters, email_id: str) -> str:

@@ -16,8 +16,8 @@ from collections.abc import Iterator, Mapping
 from jmapsync.jmap.types import MailboxId
 from jmapsync.maildir.files import split_rel
 from jmapsync.state.db import FileRecord
+from jmapsync.sync import archive, letters
 from jmapsync.sync import folders as local_folders
-from jmapsync.sync import letters
 from jmapsync.sync import scope as local_scope
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.plan import FilePlan
@@ -33,7 +33,10 @@ def record(
     scope: local_scope.Scope | None,
     pre_stamp: local_scope.Times,
     removed_foreign: set[str],
+    retry: list[str] | None = None,
 ) -> None:
+    """`retry`: Emails whose download failed this pass (their files are not in
+    the plan any more): the next passes plan them again until they arrive."""
     db, account = ctx.db, ctx.account
     emails, touched = model.emails, model.touched
     selected = frozenset(model.mailboxes) if ctx.selected is None else ctx.selected
@@ -44,10 +47,22 @@ def record(
             folder, sub, name = split_rel(rel)
             yield FileRecord(folder, f"{sub}/{name}", eid)
 
+    # A mailbox whose name cannot become a folder keeps the path it had (its
+    # files stay there; a later, safe name moves them); one that never had a
+    # folder is not recorded.
+    recorded = {m: p for m, (_, p) in db.mailboxes().items()} if ctx.unmapped else {}
+    kept = {m: recorded[m] for m in ctx.unmapped if m in recorded}
     with db.transaction() as conn:
         # Every mailbox with its path, mirrored or not: a rename is a folder
         # move, and a mailbox selected later keeps its history.
-        db.put_mailboxes(conn, ((m, paths[m.id]) for m in model.mailboxes.values()))
+        db.put_mailboxes(
+            conn,
+            (
+                (m, paths[m.id] if m.id in paths else kept[m.id])
+                for m in model.mailboxes.values()
+                if m.id in paths or m.id in kept
+            ),
+        )
         if touched is None:
             conn.execute("DELETE FROM emails")
             db.put_emails(conn, emails.values())
@@ -72,6 +87,11 @@ def record(
             db.update_files(conn, *_file_changes(plan))
             if plan.removes or plan.renames:
                 db.prune_contents(conn)
+        if ctx.archive:
+            looked = None if scope is None else scope.ids | {eid for _, eid in plan.owned()}
+            archive.record(conn, archive.kept_pairs(emails, folder_of, plan.owned()), looked)
+        else:
+            archive.clear(conn)  # a forced pull removed what archive had kept
         db.put_contents(conn, ctx.new_contents)
         db.set_meta(conn, "files_pending", None)
         db.journal_clear(conn, None)  # every intent of this pass is done and recorded
@@ -84,6 +104,9 @@ def record(
         db.set_meta(conn, "selected", json.dumps(sorted(selected)))
         db.set_meta(conn, "folders", " ".join(account.folders))
         db.set_meta(conn, "account_id", account_id)
+        db.set_meta(conn, "skipped", json.dumps(ctx.report.skipped) if ctx.report.skipped else None)
+        db.set_meta(conn, "unmapped", json.dumps(sorted(ctx.unmapped)) if ctx.unmapped else None)
+        db.set_meta(conn, "retry_downloads", json.dumps(retry) if retry else None)
         # Only now, with every file of this pass on disk and the
         # directories fsynced, do the states advance.
         db.set_meta(conn, "email_state", model.email_state)

@@ -1,7 +1,7 @@
 """Stage 1, remote read: the session, what changed on the server, the remote model.
 
 With stored Email and Mailbox states, one request asks what changed since
-them (`jmap/mail.py fetch_changes`); a state the server cannot compute from
+them (`jmap/changes.py fetch_changes`); a state the server cannot compute from
 means a full reconcile.  The remote model is then the Emails recorded in the
 database plus the changed ones minus the destroyed ones -- or, after a full
 read, the whole account.
@@ -13,12 +13,12 @@ import json
 from dataclasses import dataclass
 
 from jmapsync.errors import CannotCalculateChanges, HTTPStatusError, ProtocolError, TransportError
-from jmapsync.jmap import mail
+from jmapsync.jmap import changes, mail
 from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import Email, EmailId, Mailbox, MailboxId, State
 from jmapsync.sync import guards
 from jmapsync.sync.context import PassContext
-from jmapsync.sync.scope import Scope
+from jmapsync.sync.scope import Scope, retry_downloads
 
 
 @dataclass
@@ -46,7 +46,7 @@ class RemoteModel:
             self.touched |= destroyed | set(changed)
 
 
-async def read_changes(ctx: PassContext, client: JmapClient, *, full: bool) -> mail.Delta | None:
+async def read_changes(ctx: PassContext, client: JmapClient, *, full: bool) -> changes.Delta | None:
     """The session (cached from the last run when we have it, so that a pass
     with nothing new is ONE request) and the remote changes; None when a full
     reconcile is due."""
@@ -68,15 +68,24 @@ async def read_changes(ctx: PassContext, client: JmapClient, *, full: bool) -> m
                 if not client.session_stale:
                     return delta
     await client.connect()
-    if client.session_json is not None:
-        url, data = client.session_json
-        with db.transaction() as conn:
-            entry = key | {"url": url, "data": data}
-            db.set_meta(conn, "session", json.dumps(entry))
+    store_session(ctx, client)
     return await _changes(ctx, client, full=full)
 
 
-async def _changes(ctx: PassContext, client: JmapClient, *, full: bool) -> mail.Delta | None:
+def store_session(ctx: PassContext, client: JmapClient) -> None:
+    """Cache a session the client fetched (at the start, or mid-pass when a
+    cached session's URL answered 401/403/404), for the next runs."""
+    if client.session_json is None:
+        return
+    url, data = client.session_json
+    client.session_json = None  # stored: not again
+    account = ctx.account
+    entry = {"for": account.session_url, "user": account.credentials.username}
+    with ctx.db.transaction() as conn:
+        ctx.db.set_meta(conn, "session", json.dumps(entry | {"url": url, "data": data}))
+
+
+async def _changes(ctx: PassContext, client: JmapClient, *, full: bool) -> changes.Delta | None:
     """Remote changes since the stored states; None when a full reconcile is due."""
     es, ms = ctx.db.email_state, ctx.db.mailbox_state
     assert client.session is not None  # noqa: S101 - connected by the caller
@@ -86,14 +95,14 @@ async def _changes(ctx: PassContext, client: JmapClient, *, full: bool) -> mail.
     if not (es and ms and same_account) or full:
         return None
     try:
-        return await mail.fetch_changes(client, ms, es)
+        return await changes.fetch_changes(client, ms, es)
     except CannotCalculateChanges as exc:
         ctx.log.info("full-reconcile", reason=str(exc))
         return None
 
 
 async def read_model(
-    ctx: PassContext, client: JmapClient, delta: mail.Delta | None, scope: Scope | None
+    ctx: PassContext, client: JmapClient, delta: changes.Delta | None, scope: Scope | None
 ) -> RemoteModel:
     """The remote model (only the Emails in `scope`, if given).  Sets
     `ctx.base` (two-way: the Emails as last synced) on the way."""
@@ -105,7 +114,7 @@ async def read_model(
 
 
 async def _model(
-    ctx: PassContext, client: JmapClient, delta: mail.Delta | None, scope: Scope | None
+    ctx: PassContext, client: JmapClient, delta: changes.Delta | None, scope: Scope | None
 ) -> RemoteModel:
     db, report = ctx.db, ctx.report
     if delta is not None:
@@ -116,7 +125,7 @@ async def _model(
             emails = db.emails()
         # The base of the three-way merge: Emails as last synced.  A second
         # dict over the same Email objects; pull mode does not need it.
-        ctx.base = dict(emails) if ctx.two_way else {}
+        ctx.base = _base(ctx, emails) if ctx.two_way else {}
         left = guards.left_by_mailbox(emails, delta.changed, delta.destroyed, ctx.selected)
         for eid in delta.destroyed:
             emails.pop(eid, None)
@@ -143,7 +152,7 @@ async def _model(
         touched = set(delta.changed) | delta.destroyed
         return RemoteModel(emails, mailboxes, delta.mailbox_state, delta.email_state, touched)
     report.mode = "full"
-    ctx.base = db.emails() if ctx.two_way else {}
+    ctx.base = _base(ctx, db.emails()) if ctx.two_way else {}
     model = await _full(client)
     ctx.log.info("remote-read", emails=len(model.emails), mailboxes=len(model.mailboxes))
     return model
@@ -152,3 +161,10 @@ async def _model(
 async def _full(client: JmapClient) -> RemoteModel:
     snap = await mail.fetch_all(client)
     return RemoteModel(snap.emails, snap.mailboxes, snap.mailbox_state, snap.email_state, None)
+
+
+def _base(ctx: PassContext, records: dict[EmailId, Email]) -> dict[EmailId, Email]:
+    """The base of the three-way merge: Emails as last synced -- except those
+    whose download failed: they have no file here, which is no local delete."""
+    waiting = retry_downloads(ctx.db)  # sync/scope.py
+    return {e: r for e, r in records.items() if e not in waiting} if waiting else dict(records)

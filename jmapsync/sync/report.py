@@ -42,6 +42,9 @@ class SyncReport:
     seconds: float = 0.0
     email_state: str | None = None
     warnings: list[str] = field(default_factory=list)
+    # Items this pass could not take and left for a later one (a mailbox whose
+    # name cannot become a folder); `jmapsync status` shows them.
+    skipped: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step
     dry_run: bool = False  # counts and `would` say what the pass would have done
     would: list[dict[str, str]] = field(default_factory=list)  # dry run: each action

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import cast
 
 from jmapsync.config import AccountConfig
-from jmapsync.jmap.mail import Delta
+from jmapsync.jmap.changes import Delta
 from jmapsync.jmap.types import Email, EmailId, MailboxId
 from jmapsync.maildir.files import TRASHED, LocalFile, Subdir, split_rel
 from jmapsync.maildir.flags import parse_name
@@ -79,6 +79,13 @@ class Scope:
 
     def scan(self, store: MaildirStore) -> list[LocalFile]:
         return list(store.scan(self.dirty)) + self.clean_files
+
+
+def retry_downloads(db: StateDB) -> frozenset[EmailId]:
+    """Emails whose download failed in an earlier pass (record.py): planned
+    again by every pass until they arrive."""
+    raw = db.get_meta("retry_downloads")
+    return frozenset(EmailId(e) for e in json.loads(raw)) if raw else frozenset()
 
 
 def local_times(store: MaildirStore, folders: list[str]) -> Times:
@@ -220,6 +227,7 @@ def compute(
     if ctx.two_way and any(f.email_id is None and TRASHED not in f.flags for f in dirty_files):
         return None  # an MUA's file: matching it may need any record
     ids = set(delta.changed) | set(delta.destroyed) | db.emails_with_files_in(dirty)
+    ids |= retry_downloads(db)  # failed downloads: planned until they arrive
     ids.update(f.email_id for f in dirty_files if f.email_id is not None)
     records = db.emails_by_id(ids)
     left = guards.left_by_mailbox(records, delta.changed, delta.destroyed, ctx.selected)

@@ -84,6 +84,7 @@ class Update:
             frozenset(MailboxId(m) for m in boxes),
             patched.keywords,
             email.size,
+            email.received_at,
         )
 
 

@@ -14,6 +14,10 @@ Findings (each makes the exit status non-zero):
               an Email in one folder (a duplicate), or a stray non-mail file
 - altered:    the content differs from the server's bytes
 - misplaced:  an Email's file sits in a folder none of its mailboxes maps to
+
+Not findings: files `direction = archive` kept although the server no longer
+has them there (the state lists them); they are counted apart and their
+content is checked like any other.
 - server:     (--download) the server's blob differs from the recorded hash
 
 A later `sync` repairs what is missing, misplaced or duplicated; an altered
@@ -29,8 +33,10 @@ from pathlib import Path
 
 from jmapsync.config import AccountConfig
 from jmapsync.jmap.client import JmapClient
+from jmapsync.maildir.keywords import FILE_NAME as KEYWORDS_FILE
 from jmapsync.maildir.lineendings import Form, server_bytes
 from jmapsync.maildir.store import MaildirStore
+from jmapsync.state import archived
 from jmapsync.state.db import StateDB
 from jmapsync.sync.folders import was_mirrored
 
@@ -38,6 +44,7 @@ from jmapsync.sync.folders import was_mirrored
 @dataclass
 class Findings:
     checked: int = 0
+    archived: int = 0  # kept by direction = archive: fine, counted apart
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
     altered: list[str] = field(default_factory=list)
@@ -69,7 +76,11 @@ def _stray_files(store: MaildirStore, folders: list[str]) -> list[str]:
         except FileNotFoundError:
             continue  # a folder the state knows is gone: its files are reported missing
         for entry in entries:
-            if entry.is_file(follow_symlinks=False) and not entry.name.startswith("."):
+            if (
+                entry.is_file(follow_symlinks=False)
+                and not entry.name.startswith(".")
+                and entry.name != KEYWORDS_FILE  # the folder's Dovecot letters
+            ):
                 out.append(f"{folder}/{entry.name}" if folder else entry.name)
     return out
 
@@ -83,6 +94,7 @@ def check(account: AccountConfig, db: StateDB) -> Findings:
     folder_of = {mid: path for mid, (_, path) in boxes.items() if mid in mirrored}
     emails = db.emails()
     contents = db.contents()
+    kept = archived.load(db.conn)
     expected: dict[str, set[str]] = {
         eid: {folder_of[m] for m in e.mailbox_ids if m in folder_of} for eid, e in emails.items()
     }
@@ -92,7 +104,8 @@ def check(account: AccountConfig, db: StateDB) -> Findings:
     for f in store.scan(folders):
         findings.checked += 1
         rel = f.relpath
-        if f.email_id is None or f.email_id not in emails:
+        is_kept = f.email_id is not None and (f.email_id, f.folder) in kept
+        if f.email_id is None or (f.email_id not in emails and not is_kept):
             findings.extra.append(f"{rel} (not a message of this account)")
             continue
         key = (f.folder, f.email_id)
@@ -100,7 +113,9 @@ def check(account: AccountConfig, db: StateDB) -> Findings:
             findings.extra.append(f"{rel} (duplicate of {seen[key]})")
             continue
         seen[key] = rel
-        if f.folder not in expected[f.email_id]:
+        if is_kept:
+            findings.archived += 1
+        elif f.folder not in expected[f.email_id]:
             findings.misplaced.append(f"{rel} (Email {f.email_id} is not in this mailbox)")
         content = contents.get(f.email_id)
         if content is None:

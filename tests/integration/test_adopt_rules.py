@@ -15,7 +15,7 @@ from pathlib import Path
 from mailtools import Account, make_message
 from mirror import Mirror, assert_exact_mirror
 
-from jmapsync.maildir.names import imap_utf7_decode
+from jmapsync.maildir.mutf7 import decode_or_none as imap_utf7_decode
 
 
 def put(maildir: Path, folder: str, name: str, raw: bytes) -> None:

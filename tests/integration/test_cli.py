@@ -133,14 +133,17 @@ def test_well_known_discovery_from_a_bare_host_url(account: Account, tmp_path: P
 
 
 def test_password_changed_after_a_sync_is_a_clear_error(account: Account, tmp_path: Path) -> None:
-    """With the session cached from the last run, the API request itself meets the 401."""
+    """With the session cached from the last run, the API request itself meets the
+    401; the client then fetches the session once more (a moved apiUrl would
+    explain a 401 too), which names the real cause."""
     account.append("INBOX", make_message(1))
     mirror = Mirror(account, tmp_path)
     mirror.cli("sync")
     mirror.set("password", "not-the-password-xyzzy")
     done = mirror.cli("sync", check=False)
     assert done.returncode == 1
-    assert "jmapsync: account test: API request: the server refused the credentials (HTTP 401)" in (
-        done.stderr
-    )
+    errors = [line for line in done.stderr.splitlines() if line.startswith("jmapsync: ")]
+    assert errors == [
+        "jmapsync: account test: session: the server refused the credentials (HTTP 401)"
+    ]
     assert "not-the-password-xyzzy" not in done.stderr

@@ -102,7 +102,7 @@ def test_full_state_directory_is_one_line_and_the_database_stays_usable(
     assert mirror.cli("sync").returncode == 0
     # Fill the state file system to the last byte.
     filler = small_fs.path / "filler"
-    with open(filler, "wb") as f, pytest.raises(OSError):
+    with open(filler, "wb", buffering=0) as f, pytest.raises(OSError):
         while True:
             f.write(b"\0" * 65536)
             f.flush()

@@ -98,7 +98,7 @@ def test_interactive_from_an_address_to_a_first_sync(account: Account, tmp_path:
     child.expect_exact("Choose 1-2 or a name [verbatim]: ")
     child.sendline("")
     child.expect_exact("Direction:")
-    child.expect_exact("Choose 1-2 or a name [two-way]: ")
+    child.expect_exact("Choose 1-3 or a name [two-way]: ")  # two-way, pull, archive
     child.sendline("pull")
     child.expect_exact("  maildir:      ")
     config = tmp_path / "home" / ".config" / "jmapsync" / "config.ini"

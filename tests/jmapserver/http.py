@@ -4,7 +4,7 @@ transport faults a test asks for (an answer lost after the work was done, a
 body cut in the middle).
 
 Real sockets on loopback, so that jmapsync's two HTTP stacks (its lean
-keep-alive client in jmap/blobs.py and httpx) meet a real peer.
+keep-alive client in jmap/lean.py and httpx) meet a real peer.
 """
 
 from __future__ import annotations

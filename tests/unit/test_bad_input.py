@@ -14,7 +14,7 @@ import structlog
 from fakeserver import FakeEmail, FakeServer, account_config, client_factory
 
 from jmapsync.config import Config, Credentials
-from jmapsync.errors import AuthError, ProtocolError
+from jmapsync.errors import AuthError, DownloadsFailed, ProtocolError
 from jmapsync.state.db import StateDB
 from jmapsync.sync.engine import Engine, SyncReport
 
@@ -69,17 +69,29 @@ def test_hostile_mailbox_name_stays_inside_the_maildir(tmp_path: Path, name: str
     assert "INBOX" in top
 
 
-def test_empty_mailbox_name_is_a_clear_error_and_nothing_is_recorded(tmp_path: Path) -> None:
-    server = server_with("")
+def test_a_mailbox_name_that_cannot_be_a_folder_is_skipped_not_blocking(tmp_path: Path) -> None:
+    """One poison mailbox (an empty name) must not block the account: it is
+    skipped with a warning and shown by `status`, everything else syncs, and
+    once the server gives it a usable name the next pass takes it."""
+    server = server_with("", "Work")
     server.emails.append(FakeEmail("M1", MSG, ["mb0"]))
-    with pytest.raises(ProtocolError, match="empty"):
-        run(tmp_path, server)
+    server.emails.append(FakeEmail("M2", MSG + b"2", ["mb1"]))
+    with structlog.testing.capture_logs() as logs:
+        report = run(tmp_path, server)
+    assert report.downloaded == 1
+    assert [p.name for p in (tmp_path / "mail/Work/new").iterdir()] == ["M2.jmapsync"]
+    assert any(e["event"] == "mailbox-skipped" and e["mailbox"] == "mb0" for e in logs)
+    assert len(report.skipped) == 1 and "empty" in report.skipped[0]
     db = StateDB.for_account(tmp_path / "state", "fake")
-    assert db.email_state is None
-    assert db.get_meta(
-        "last_result",
-    ).startswith("error")  # type: ignore[union-attr]
+    assert db.email_state is not None
+    assert "empty" in str(db.summary()["skipped"])
     db.close()
+
+    server.mailboxes[1]["name"] = "Named now"
+    server.state += 1
+    report = run(tmp_path, server)
+    assert report.skipped == []
+    assert [p.name for p in (tmp_path / "mail/Named now/new").iterdir()] == ["M1.jmapsync"]
 
 
 def test_absurd_size_is_refused_before_download(tmp_path: Path) -> None:
@@ -92,13 +104,16 @@ def test_absurd_size_is_refused_before_download(tmp_path: Path) -> None:
 
 
 def test_blob_longer_than_declared_size_is_refused_and_leaves_no_file(tmp_path: Path) -> None:
+    """Refused as it streams in, nothing written; the pass fails (exit 1) and
+    the Email waits in the retry list -- never recorded as mirrored."""
     server = server_with()
     server.emails.append(FakeEmail("M1", MSG * 100, ["inbox"], size=len(MSG)))
-    with pytest.raises(ProtocolError, match="larger than"):
+    with pytest.raises(DownloadsFailed, match="larger than"):
         run(tmp_path, server)
     assert not [p for p in (tmp_path / "mail").rglob("*") if p.is_file()]
     db = StateDB.for_account(tmp_path / "state", "fake")
-    assert db.email_state is None
+    assert db.get_meta("retry_downloads") == '["M1"]'
+    assert db.conn.execute("SELECT count(*) FROM files").fetchone() == (0,)
     db.close()
 
 
@@ -224,7 +239,7 @@ def test_token_command_sends_a_bearer_token(tmp_path: Path) -> None:
 
 
 def test_download_url_template_is_percent_encoded() -> None:
-    from jmapsync.jmap.calls import expand_template
+    from jmapsync.jmap.client import expand_template
 
     url = expand_template(
         "/dl/{accountId}/{blobId}/{name}?accept={type}",

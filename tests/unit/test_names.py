@@ -20,6 +20,7 @@ from jmapsync.maildir.names import (
     folder_paths,
     is_within,
     mailbox_path_components,
+    map_folders,
     unescape_component,
 )
 
@@ -432,3 +433,28 @@ def _under_inbox(node: MailboxNode, by_id: dict[str, MailboxNode]) -> bool:
             return True
         current = None if current.parent_id is None else by_id[current.parent_id]
     return False
+
+
+@pytest.mark.parametrize(
+    ("tree", "unsafe", "why"),
+    [
+        # a name that cannot be stored, and its child (whose path runs through it)
+        ([box("ok", "Work"), box("bad", ""), box("kid", "Kid", "bad")], {"bad", "kid"}, "empty"),
+        # two mailboxes that would share a folder: neither owns it
+        ([box("ok", "Work"), box("a", "Same"), box("b", "Same")], {"a", "b"}, "shares"),
+        ([box("ok", "Work"), box("a", "A", "gone")], {"a"}, "unknown parent"),
+        ([box("ok", "Work"), box("a", "A", "b"), box("b", "B", "a")], {"a", "b"}, "cycle"),
+        ([box("ok", "Work"), box("long", "é" * 130)], {"long"}, "longer than"),
+    ],
+)
+def test_map_folders_leaves_out_only_what_cannot_be_a_folder(
+    tree: list[MailboxNode], unsafe: set[str], why: str
+) -> None:
+    """One poison mailbox must not block the account: the rest is mapped as
+    folder_paths maps it, each left-out mailbox says why."""
+    paths, left_out = map_folders(tree, "verbatim")
+    assert set(left_out) == unsafe
+    assert all(why in reason for m, reason in left_out.items() if m != "kid")
+    assert paths == {"ok": "Work"}
+    good = [n for n in tree if n.id not in unsafe]
+    assert paths == folder_paths(good, "verbatim")

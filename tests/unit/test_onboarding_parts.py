@@ -350,7 +350,13 @@ def test_pip_install_puts_the_man_pages_where_man_finds_them(tmp_path: Path) -> 
     and man5; man, with <prefix>/bin on $PATH and no MANPATH, finds both."""
     prefix = tmp_path / "prefix"
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--prefix", str(prefix), "."],
+        # --ignore-installed: without it pip UNINSTALLS the jmapsync of the
+        # running environment before installing into the prefix, and every
+        # later test that runs the console script finds it gone.
+        [
+            *[sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed"],
+            *["--prefix", str(prefix), "."],
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -49,8 +49,9 @@ def adopt(ctx: PassContext, f: LocalFile, sent: bytes, email: Email) -> None:
         return
     if store.read(f.relpath) == body:
         store.rename(f.relpath, dst)
+        store.set_arrival(dst, email.received_at)
     else:
-        store.deliver(f.folder, email.id, body, dst)
+        store.deliver(f.folder, email.id, body, dst, email.received_at)
         store.remove(f.relpath)
     ctx.new_contents[email.id] = Content(seen.sha256, seen.size, seen.crlf_only, form)
 

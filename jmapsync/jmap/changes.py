@@ -1,0 +1,143 @@
+"""RFC 8621 */changes: what changed since the stored states.
+
+One request carries Mailbox/changes, Email/changes and the two Email/get
+calls that back-reference its `/created` and `/updated`, so a sync with
+nothing new is ONE round trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from jmapsync import log
+from jmapsync.errors import CannotCalculateChanges, MethodError, ProtocolError
+from jmapsync.jmap.client import Invocation, JmapClient, Responses
+from jmapsync.jmap.mail import account_id, emails_in, fetch_mailboxes, result_ref
+from jmapsync.jmap.types import EMAIL_PROPERTIES, Changes, Email, EmailId, Mailbox, MailboxId, State
+
+# Errors from */changes that mean "your state is no good here": full reconcile.
+# Cyrus answers a bogus state with invalidArguments, not cannotCalculateChanges.
+RESYNC_ERRORS = {"cannotCalculateChanges", "invalidArguments"}
+# */changes rounds in one read.  At maxChanges 4096 that is a million
+# changes; past it a full reconcile is cheaper, and a server that says
+# hasMoreChanges forever cannot keep a pass going.
+MAX_CHANGE_ROUNDS = 256
+
+
+@dataclass
+class Delta:
+    """What changed since the stored states."""
+
+    mailbox_state: State
+    email_state: State
+    mailboxes: dict[MailboxId, Mailbox] | None  # None: unchanged; else the FULL new set
+    changed: dict[EmailId, Email] = field(default_factory=dict)
+    destroyed: set[EmailId] = field(default_factory=set)
+
+    @property
+    def empty(self) -> bool:
+        return self.mailboxes is None and not self.changed and not self.destroyed
+
+
+async def fetch_changes(client: JmapClient, mailbox_state: State, email_state: State) -> Delta:
+    """Everything changed since the two states; raises CannotCalculateChanges
+    (also for invalidArguments) when a full reconcile is needed.
+
+    `hasMoreChanges` is followed for at most MAX_CHANGE_ROUNDS requests, and
+    only while it makes progress: a round that says "more" but answers with
+    the state it was asked from (a broken server, or one looping) would
+    never end.  Either way the pass falls back to a full reconcile, which
+    needs no */changes at all."""
+    aid = account_id(client)
+    assert client.session is not None  # noqa: S101
+    max_changes = min(client.session.limits.max_objects_in_get, 4096)
+    delta = Delta(mailbox_state=mailbox_state, email_state=email_state, mailboxes=None)
+    first = True
+    mailbox_more = True
+    email_more = True
+    for _ in range(MAX_CHANGE_ROUNDS):
+        calls: list[Invocation] = []
+        if mailbox_more:
+            calls += [
+                (
+                    "Mailbox/changes",
+                    {"accountId": aid, "sinceState": delta.mailbox_state},
+                    "mc",
+                ),
+            ]
+        if email_more:
+            calls += [
+                (
+                    "Email/changes",
+                    {"accountId": aid, "sinceState": delta.email_state, "maxChanges": max_changes},
+                    "ec",
+                ),
+                _get_ref("ec", "/created", "e1", aid),
+                _get_ref("ec", "/updated", "e2", aid),
+            ]
+        r = await client.call(calls)
+        if mailbox_more:
+            mchanges = _changes(r, "mc", "Mailbox")
+            if not first and mchanges.old_state != delta.mailbox_state:
+                raise ProtocolError("Mailbox/changes: oldState does not match sinceState")
+            if mchanges.created or mchanges.updated or mchanges.destroyed:
+                delta.mailboxes = {}  # marks "changed"; filled below with the full set
+            _check_progress("Mailbox/changes", mchanges, delta.mailbox_state)
+            delta.mailbox_state = mchanges.new_state
+            mailbox_more = mchanges.has_more
+        if email_more:
+            echanges = _changes(r, "ec", "Email")
+            _check_progress("Email/changes", echanges, delta.email_state)
+            for e in emails_in(r.result("e1")) + emails_in(r.result("e2")):
+                delta.changed[e.id] = e
+                delta.destroyed.discard(e.id)
+            for eid in echanges.destroyed:
+                delta.changed.pop(EmailId(eid), None)
+                delta.destroyed.add(EmailId(eid))
+            # An id in created/updated that Email/get did not return was
+            # destroyed in between; the next changes call reports it.
+            delta.email_state = echanges.new_state
+            email_more = echanges.has_more
+        first = False
+        if not mailbox_more and not email_more:
+            break
+    else:
+        log.get().warning("changes-rounds-exhausted", rounds=MAX_CHANGE_ROUNDS)
+        raise CannotCalculateChanges(
+            "Email/changes", "tooManyRounds", f"hasMoreChanges after {MAX_CHANGE_ROUNDS} rounds"
+        )
+    if delta.mailboxes is not None:
+        # Mailboxes are few: take the whole tree rather than patching it.
+        state, boxes = await fetch_mailboxes(client)
+        delta.mailboxes = boxes
+        delta.mailbox_state = state
+    return delta
+
+
+def _check_progress(method: str, changes: Changes, since: State) -> None:
+    """More to come, yet no step forward: a loop.  Full reconcile instead."""
+    if changes.has_more and changes.new_state == since:
+        log.get().warning("changes-no-progress", method=method, state=since)
+        raise CannotCalculateChanges(method, "noProgress", "hasMoreChanges without a new state")
+
+
+def _get_ref(source: str, path: str, call_id: str, aid: str) -> Invocation:
+    return (
+        "Email/get",
+        {
+            "accountId": aid,
+            "#ids": result_ref(source, "Email/changes", path),
+            "properties": EMAIL_PROPERTIES,
+        },
+        call_id,
+    )
+
+
+def _changes(r: Responses, call_id: str, what: str) -> Changes:
+    try:
+        result = r.result(call_id)
+    except MethodError as exc:
+        if exc.type in RESYNC_ERRORS:
+            raise CannotCalculateChanges(exc.method, exc.type, exc.description) from None
+        raise
+    return Changes.parse(result, what)

@@ -1,0 +1,1 @@
+"""`jmapsync send`: submission through JMAP, with a local outbox for offline use."""
