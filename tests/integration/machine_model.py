@@ -9,6 +9,7 @@ through re-imports, MUA copies and new Email ids.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sqlite3
@@ -131,16 +132,21 @@ def snapshot(server: JmapServer) -> dict[str, Snap]:
         }
 
 
-def recorded(server: JmapServer, state_db: Path) -> dict[str, Snap]:
-    """The Emails as the engine's state database holds them (its base)."""
+def recorded(server: JmapServer, state_db: Path) -> tuple[dict[str, Snap], dict[str, str]]:
+    """The Emails and mailbox folders as the engine's state database holds
+    them: the base it merges against -- without the Emails whose download
+    failed (sync/remote.py `_base`: no file here is no local delete)."""
     db = sqlite3.connect(state_db)
     try:
         rows = db.execute("SELECT id, blob_id, mailbox_ids, keywords FROM emails").fetchall()
+        paths = dict(db.execute("SELECT id, path FROM mailboxes").fetchall())
+        raw = db.execute("SELECT value FROM meta WHERE key='retry_downloads'").fetchone()
     finally:
         db.close()
+    waiting = set(json.loads(raw[0])) if raw and raw[0] else set()
     with server.store.lock:
         blobs = dict(server.store.blobs)
-    return {
+    emails = {
         eid: Snap(
             eid,
             token_of(blobs[blob]),
@@ -149,7 +155,9 @@ def recorded(server: JmapServer, state_db: Path) -> dict[str, Snap]:
             blobs[blob],
         )
         for eid, blob, boxes, kws in rows
+        if eid not in waiting
     }
+    return emails, paths
 
 
 def letters(keywords: frozenset[str]) -> str:

@@ -248,3 +248,26 @@ def test_a_recovered_reimport_takes_the_changes_made_since(
     assert stalwart.emails()[new].keywords == ({"$seen"} if then == "flag" else set())
     assert_exact_mirror(mirror)
     assert mirror.sync().imported == 0
+
+
+def test_a_lost_reimport_moved_by_another_client_is_still_found(
+    stalwart: JmapServer, tmp_path: Path
+) -> None:
+    """Found by the long machine run after the merge (a duplicate): the
+    journal recovery looked for the lost import only in the mailbox it was
+    put in; another client moved it meanwhile, and the next pass imported
+    the message again."""
+    eid = stalwart.deliver(make_message(1))
+    mirror = memory_mirror(stalwart, tmp_path, direction="two-way")
+    mirror.sync()
+    [f] = (mirror.maildir / "INBOX" / "new").iterdir()
+    f.rename(mirror.maildir / "INBOX" / "cur" / (f.name + ":2,S"))  # a change here
+    stalwart.destroy(eid)
+    stalwart.fault("lose", "api:Email/import")
+    with contextlib.suppress(TransportError):
+        mirror.sync()
+    [new] = stalwart.by_message_id(MID.format(1))
+    stalwart.move(new, "Archive")  # another client files it
+    mirror.sync()
+    assert stalwart.by_message_id(MID.format(1)) == [new]
+    assert_exact_mirror(mirror)

@@ -303,7 +303,10 @@ class EngineMachine(RuleBasedStateMachine):
             # What the engine recorded of it -- the Emails whose files its
             # pull had made final before the fault (execute.py `settled`) --
             # is the base the user then works from.
-            self.base = recorded(self.server, self.mirror.state_dir / "test.sqlite3")
+            # (A pass that failed on downloads records all but them.)
+            self.base, self.base_names = recorded(
+                self.server, self.mirror.state_dir / "test.sqlite3"
+            )
             return
         finally:
             self.server.faults.clear()  # an unused fault does not carry over
