@@ -12,23 +12,21 @@ per account on stderr); 2 the command line or the config is wrong.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import datetime as dt
-import json
 import sys
-import traceback
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from jmapsync import __version__, check, hooks, init, log, scrub
+from jmapsync import __version__, init, log, scrub
 from jmapsync.config import Config, load
 from jmapsync.errors import ConfigError, JmapsyncError
-from jmapsync.state.db import StateDB
-from jmapsync.summary import sentence
-from jmapsync.sync import verify
-from jmapsync.sync.engine import sync_accounts
-from jmapsync.sync.report import SyncReport, progress_bar_factory
+
+if TYPE_CHECKING:
+    from jmapsync.sync.report import SyncReport
+
+# Everything else is imported by the command that needs it: `jmapsync sync`
+# with nothing new must not pay for the engine, asyncio or the daemon
+# (sync/quick.py; tests/integration/test_quick.py checks what loads).
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -127,6 +125,8 @@ class _ScrubbedOut:
 
 def _excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
     """A bug's traceback, scrubbed: its frames may hold a server's text or a secret."""
+    import traceback
+
     sys.stderr.write(scrub.text("".join(traceback.format_exception(kind, value, tb))))
 
 
@@ -165,7 +165,9 @@ def _main(argv: list[str] | None) -> int:
                 config, args.account, as_json=args.json, force_deletes=args.force_deletes
             )
         if args.command == "sync":
-            return cmd_sync(config, args.account, force_deletes=args.force_deletes)
+            return cmd_sync(
+                config, args.account, force_deletes=args.force_deletes, quick=args.verbose == 0
+            )
         if args.command == "check":
             return cmd_check(config, args.account)
         if args.command == "status":
@@ -191,6 +193,8 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _report_results(results: dict[str, SyncReport | JmapsyncError]) -> int:
+    from jmapsync.summary import sentence
+
     failed = 0
     for name, result in results.items():
         if isinstance(result, JmapsyncError):
@@ -201,21 +205,50 @@ def _report_results(results: dict[str, SyncReport | JmapsyncError]) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def cmd_sync(config: Config, names: list[str] | None, *, force_deletes: bool = False) -> int:
-    from jmapsync.send.command import flush_before_sync
+def cmd_sync(
+    config: Config, names: list[str] | None, *, force_deletes: bool = False, quick: bool = True
+) -> int:
+    """`quick`: accounts with nothing new are answered by sync/quick.py
+    (not with --force-deletes, nor with -v, which wants the engine's debug
+    events); the engine syncs the others."""
+    from jmapsync.config import Secret
 
-    flush_before_sync(config, names)  # the pass then brings the Sent copies
-    results = asyncio.run(
-        sync_accounts(config, names, progress_bar_factory(), force_deletes=force_deletes)
-    )
-    return _report_results(results)
+    secrets: dict[str, Secret] = {}
+    results: dict[str, SyncReport | JmapsyncError] = {}
+    if quick and not force_deletes:
+        from jmapsync.sync import quick as fast
+
+        results = fast.sync(config, names, secrets)
+    rest = [a.name for a in config.select(names) if a.name not in results]
+    if rest:
+        import asyncio
+
+        from jmapsync.send.command import flush_before_sync
+        from jmapsync.sync.engine import sync_accounts
+        from jmapsync.sync.report import progress_bar_factory
+
+        flush_before_sync(config, rest)  # the pass then brings the Sent copies
+        results |= asyncio.run(
+            sync_accounts(
+                config,
+                rest,
+                progress_bar_factory(),
+                force_deletes=force_deletes,
+                secrets=secrets,
+            )
+        )
+    return _report_results({a.name: results[a.name] for a in config.select(names)})
 
 
 def cmd_dry_run(
     config: Config, names: list[str] | None, *, as_json: bool, force_deletes: bool = False
 ) -> int:
     """`sync --dry-run`: one block per account on stdout (sync/dryrun.py)."""
+    import asyncio
+    import json
+
     from jmapsync.sync.dryrun import render
+    from jmapsync.sync.engine import sync_accounts
 
     results = asyncio.run(sync_accounts(config, names, dry_run=True, force_deletes=force_deletes))
     if as_json:
@@ -244,6 +277,10 @@ def cmd_daemon(config: Config, names: list[str] | None) -> int:
 
 
 def cmd_check(config: Config, names: list[str] | None) -> int:
+    import asyncio
+
+    from jmapsync import check
+
     async def run() -> list[bool]:
         return [await check.show(a) for a in config.select(names)]
 
@@ -254,6 +291,11 @@ def cmd_check(config: Config, names: list[str] | None) -> int:
 
 def cmd_verify(config: Config, names: list[str] | None, *, download: bool) -> int:
     """Exit 0 only if every account's mirror matches its state (and the server)."""
+    import asyncio
+
+    from jmapsync.state.db import StateDB
+    from jmapsync.sync import verify
+
     all_ok = True
     for account in config.select(names):
         db_path = config.state_dir / f"{account.name}.sqlite3"
@@ -278,14 +320,20 @@ def cmd_verify(config: Config, names: list[str] | None, *, download: bool) -> in
 
 
 def _when(value: str | None) -> str:
+    import datetime as dt
+
     if not value:
         return "never"
     return dt.datetime.fromtimestamp(float(value), tz=dt.UTC).isoformat(timespec="seconds")
 
 
 def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int:
+    import json
+
+    from jmapsync import hooks
     from jmapsync.daemon.status import read_status, status_path
     from jmapsync.send.command import outbox_status, print_outbox
+    from jmapsync.state.db import StateDB
 
     out: dict[str, Any] = {}
     daemon = read_status(status_path(config.state_dir))

@@ -14,20 +14,18 @@ replaced.  It never touches the rest of an existing file.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
-import httpx
-
-from jmapsync import check, configfile
 from jmapsync.config import Direction, Layout, default_config_path
-from jmapsync.configfile import Section
 from jmapsync.errors import ConfigError
+
+if TYPE_CHECKING:  # imported when `init` runs: the CLI registers its flags on every start
+    from jmapsync.configfile import Section
 
 # Fastmail's developer documentation names the session resource and says every
 # API request carries a bearer token ("API token", made in Settings -> Privacy
@@ -174,6 +172,8 @@ def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     """None when something at `url` answers as a JMAP session resource would
     without credentials (RFC 8620 2.2: a redirect, 401, or the session itself);
     else why not, in a few words."""
+    import httpx
+
     try:
         response = httpx.get(url, timeout=timeout, follow_redirects=False)
     except httpx.HTTPError as exc:
@@ -189,6 +189,8 @@ def _default_name(address: str | None, url: str) -> str:
     if address:
         base = address.partition("@")[0]
     else:
+        import httpx
+
         labels = httpx.URL(url).host.split(".")
         while len(labels) > 2 and labels[0] in ("api", "jmap", "mail", "www"):
             labels.pop(0)
@@ -262,6 +264,8 @@ def ask(
     direction = args.direction or asker.choose(
         "Direction:", directions, before.direction if before else "two-way", "--direction"
     )
+    from jmapsync.configfile import Section
+
     return Section(name, url, username, key, secret, maildir, layout, direction)
 
 
@@ -301,6 +305,10 @@ def _secret(
 
 def run(args: argparse.Namespace) -> int:
     """The whole of `jmapsync init`; returns the exit code."""
+    import asyncio
+
+    from jmapsync import check, configfile
+
     interactive = sys.stdin.isatty() and not args.yes
     asker = Asker(interactive)
     path: Path = args.config or default_config_path()

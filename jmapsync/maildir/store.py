@@ -1,7 +1,7 @@
 """The local side on disk: scan folders, deliver atomically, rename, link, remove.
 
 Every path this module touches is checked to lie inside the Maildir root
-(`_inside`), whatever the caller computed.  Writes follow the Maildir rule:
+(`paths.inside`), whatever the caller computed.  Writes follow the Maildir rule:
 write under tmp/, fsync the file, rename into cur/ or new/, fsync the
 directory.  Directory fsyncs are batched by `DirSync`: each file is durable
 before its rename (its own fsync, or one syncfs for a batch of downloads:

@@ -17,11 +17,14 @@ touched by another program gets its time back.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from jmapsync.jmap.types import Email, EmailId
-from jmapsync.state.db import StateDB
-from jmapsync.sync.context import PassContext
-from jmapsync.sync.plan import FilePlan
+
+if TYPE_CHECKING:  # sync/quick.py asks needs_full() without loading the engine
+    from jmapsync.state.db import StateDB
+    from jmapsync.sync.context import PassContext
+    from jmapsync.sync.plan import FilePlan
 
 META = "arrival_times"
 

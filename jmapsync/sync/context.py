@@ -23,7 +23,7 @@ from jmapsync.sync.dryrun import DryRun
 from jmapsync.sync.report import SyncReport
 
 if TYPE_CHECKING:
-    from structlog.stdlib import BoundLogger
+    from jmapsync.log import Logger
 
 
 FETCHED_MAX = 64 * 1024 * 1024  # blobs kept for reuse in one pass, in bytes
@@ -36,7 +36,7 @@ class PassContext:
     account: AccountConfig
     db: StateDB
     store: MaildirStore
-    log: BoundLogger
+    log: Logger
     report: SyncReport
     force_deletes: bool = False  # --force-deletes: the deletion guards let everything through
     # Emails as last synced: the base of the three-way merge (two-way only).

@@ -29,11 +29,11 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from jmapsync import hooks, log
-from jmapsync.config import AccountConfig, Config
+from jmapsync.config import AccountConfig, Config, Secret
 from jmapsync.errors import JmapsyncError, MethodError, disk_error
 from jmapsync.jmap import changes
 from jmapsync.jmap.client import JmapClient
@@ -41,7 +41,7 @@ from jmapsync.jmap.types import Mailbox, MailboxId
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import StateDB, db_error
 from jmapsync.state.lock import account_lock
-from jmapsync.sync import archive, arrival, dryrun, folders, letters, remote, scope
+from jmapsync.sync import archive, arrival, dryrun, folders, letters, remote, scope, stamp
 from jmapsync.sync import plan as planner
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.execute import Executor
@@ -167,7 +167,7 @@ class Engine:
             delta is not None
             and delta.empty
             and not ctx.rewrite_files  # archive released: every folder is looked at
-            and scope.local_unchanged(db, self.account, self.store)
+            and stamp.local_unchanged(db, self.account)
         ):
             # Nothing new on either side: no need to read 100 000 records
             # and scan as many files to find that out.
@@ -356,14 +356,25 @@ async def sync_accounts(
     *,
     force_deletes: bool = False,
     dry_run: bool = False,
+    secrets: Mapping[str, Secret] | None = None,
 ) -> dict[str, SyncReport | JmapsyncError]:
-    """Sync the named (or all) accounts concurrently; errors are returned, not raised."""
+    """Sync the named (or all) accounts concurrently; errors are returned, not raised.
+    `secrets`: passwords or tokens already resolved (by sync/quick.py), by account."""
     accounts = config.select(names)
+    known = secrets or {}
+
+    def client(account: AccountConfig) -> JmapClient:
+        return JmapClient(account, secret=known.get(account.name))
 
     async def one(account: AccountConfig) -> SyncReport | JmapsyncError:
         try:
             engine = Engine(
-                config, account, progress=progress, force_deletes=force_deletes, dry_run=dry_run
+                config,
+                account,
+                client_factory=client,
+                progress=progress,
+                force_deletes=force_deletes,
+                dry_run=dry_run,
             )
             report = await engine.sync()
         except JmapsyncError as exc:

@@ -22,6 +22,7 @@ from jmapsync.sync import scope as local_scope
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.plan import FilePlan
 from jmapsync.sync.remote import RemoteModel
+from jmapsync.sync.stamp import Times
 
 
 def record(
@@ -31,7 +32,7 @@ def record(
     paths: Mapping[MailboxId, str],
     plan: FilePlan,
     scope: local_scope.Scope | None,
-    pre_stamp: local_scope.Times,
+    pre_stamp: Times,
     removed_foreign: set[str],
 ) -> None:
     db, account = ctx.db, ctx.account

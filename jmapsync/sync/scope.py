@@ -35,18 +35,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from jmapsync.config import AccountConfig
 from jmapsync.jmap.changes import Delta
 from jmapsync.jmap.types import Email, EmailId, MailboxId
 from jmapsync.maildir.files import TRASHED, LocalFile, Subdir, split_rel
 from jmapsync.maildir.flags import parse_name
 from jmapsync.maildir.store import MaildirStore
-from jmapsync.state.db import JOURNAL_IMPORT, StateDB
+from jmapsync.state.db import JOURNAL_IMPORT
 from jmapsync.sync import guards
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.plan import FilePlan
+from jmapsync.sync.stamp import ROOT_KEY, Times, local_times, recorded_times
 
-ROOT_KEY = "/"  # the Maildir root's own time in the stamp (never a folder path)
 # Touched right after the times are read (see _marker_places for where).
 MARKER = ".jmapsync-marker"
 # A pass that wrote waits (up to about this long in all) for the file
@@ -54,8 +53,6 @@ MARKER = ".jmapsync-marker"
 # folders it wrote: ~10 ms on ext4, up to a second or two on coarse clocks.
 _SETTLE_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.5, 0.5)
 _MASK = (1 << 64) - 1
-
-Times = dict[str, list[int] | None]
 
 
 @dataclass
@@ -79,26 +76,6 @@ class Scope:
 
     def scan(self, store: MaildirStore) -> list[LocalFile]:
         return list(store.scan(self.dirty)) + self.clean_files
-
-
-def local_times(store: MaildirStore, folders: list[str]) -> Times:
-    """mtime_ns of each folder's directory and of its cur/ and new/, and of
-    the root (a new top-level folder changes only its time); None where a
-    directory is missing."""
-    out: Times = {}
-    try:
-        out[ROOT_KEY] = [store.root.stat().st_mtime_ns]
-    except OSError:
-        out[ROOT_KEY] = None
-    for folder in folders:
-        base = store.path(folder)
-        try:
-            out[folder] = [base.stat().st_mtime_ns] + [
-                (base / sub).stat().st_mtime_ns for sub in ("cur", "new")
-            ]
-        except OSError:
-            out[folder] = None
-    return out
 
 
 def _marker_places(ctx: PassContext, folders: list[str]) -> list[Path]:
@@ -138,7 +115,7 @@ def local_stamp(ctx: PassContext, folders: list[str]) -> Times:
     """The times of `folders` (and the root) that may be recorded: each read
     before the marker is touched, and None where it is not older than the
     marker ("racy": a change in the same clock tick would not show)."""
-    times = local_times(ctx.store, folders)
+    times = local_times(ctx.store.root, folders)
     if ctx.dry is not None:
         return times  # a dry run records nothing and must not touch a marker
     marker = _marker_time(ctx, folders)
@@ -155,40 +132,12 @@ def _settled_stamp(ctx: PassContext, folders: list[str]) -> Times:
     if not ctx.store.root.is_dir():
         return stamp
     for pause in _SETTLE_S:
-        raw = local_times(ctx.store, folders)
+        raw = local_times(ctx.store.root, folders)
         if not any(stamp[k] is None and raw[k] is not None for k in stamp):
             break
         time.sleep(pause)
         stamp = local_stamp(ctx, folders)
     return stamp
-
-
-def recorded_times(db: StateDB, account: AccountConfig) -> Times | None:
-    """The folder times the last pass recorded, if they are for this
-    Maildir root and layout."""
-    raw = db.get_meta("local_stamp")
-    if raw is None:
-        return None
-    recorded = json.loads(raw)
-    if recorded.get("layout") != account.layout or recorded.get("root") != str(account.maildir):
-        return None
-    folders: Times = recorded.get("folders", {})
-    return folders
-
-
-def local_unchanged(db: StateDB, account: AccountConfig, store: MaildirStore) -> bool:
-    """True when no folder changed since the last pass recorded its stamp,
-    and the settings that shape the files are the same."""
-    folders = recorded_times(db, account)
-    if folders is None or db.get_meta("line_endings") != account.line_endings:
-        return False
-    if (db.get_meta("folders") or "*") != " ".join(account.folders):
-        return False  # `folders =` changed: folders come or go
-    if ROOT_KEY not in folders or any(v is None for v in folders.values()):
-        return False
-    # The recorded times were older than a marker touched after they were
-    # read: any later change has a newer time.  No marker needed to compare.
-    return local_times(store, sorted(f for f in folders if f != ROOT_KEY)) == folders
 
 
 def compute(
