@@ -193,14 +193,14 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _report_results(results: dict[str, SyncReport | JmapsyncError]) -> int:
-    from jmapsync.summary import sentence
-
     failed = 0
     for name, result in results.items():
         if isinstance(result, JmapsyncError):
             failed += 1
             print(f"jmapsync: account {name}: {scrub.line(str(result))}", file=sys.stderr)
         elif sys.stdout.isatty():
+            from jmapsync.summary import sentence
+
             print(sentence(result))
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -211,14 +211,12 @@ def cmd_sync(
     """`quick`: accounts with nothing new are answered by sync/quick.py
     (not with --force-deletes, nor with -v, which wants the engine's debug
     events); the engine syncs the others."""
-    from jmapsync.config import Secret
+    from jmapsync.sync import quick as fast
 
-    secrets: dict[str, Secret] = {}
+    handover = fast.Handover()
     results: dict[str, SyncReport | JmapsyncError] = {}
     if quick and not force_deletes:
-        from jmapsync.sync import quick as fast
-
-        results = fast.sync(config, names, secrets)
+        results = fast.sync(config, names, handover)
     rest = [a.name for a in config.select(names) if a.name not in results]
     if rest:
         import asyncio
@@ -234,7 +232,8 @@ def cmd_sync(
                 rest,
                 progress_bar_factory(),
                 force_deletes=force_deletes,
-                secrets=secrets,
+                secrets=handover.secrets,
+                cache_failed=handover.cache_failed,
             )
         )
     return _report_results({a.name: results[a.name] for a in config.select(names)})

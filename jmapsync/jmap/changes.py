@@ -21,6 +21,12 @@ if TYPE_CHECKING:  # sync/quick.py builds and reads the first round without a cl
 # Errors from */changes that mean "your state is no good here": full reconcile.
 # Cyrus answers a bogus state with invalidArguments, not cannotCalculateChanges.
 RESYNC_ERRORS = {"cannotCalculateChanges", "invalidArguments"}
+# Mailbox properties a pass does not keep (the counts): a Mailbox/changes
+# naming only these (`updatedProperties`, RFC 8621 2.2) leaves the tree as it
+# was.  Cyrus answers so for every message added, removed or flagged in a
+# mailbox: without this, every pass after a change would read the whole
+# tree again, and a no-change pass after our own writes would not be one.
+COUNTS = frozenset({"totalEmails", "unreadEmails", "totalThreads", "unreadThreads"})
 # */changes rounds in one read.  At maxChanges 4096 that is a million
 # changes; past it a full reconcile is cheaper, and a server that says
 # hasMoreChanges forever cannot keep a pass going.
@@ -72,7 +78,7 @@ async def fetch_changes(client: JmapClient, mailbox_state: State, email_state: S
             mchanges = parse_changes(r, "mc", "Mailbox")
             if not first and mchanges.old_state != delta.mailbox_state:
                 raise ProtocolError("Mailbox/changes: oldState does not match sinceState")
-            if mchanges.created or mchanges.updated or mchanges.destroyed:
+            if tree_changed(mchanges):
                 delta.mailboxes = {}  # marks "changed"; filled below with the full set
             _check_progress("Mailbox/changes", mchanges, delta.mailbox_state)
             delta.mailbox_state = mchanges.new_state
@@ -104,6 +110,12 @@ async def fetch_changes(client: JmapClient, mailbox_state: State, email_state: S
         delta.mailboxes = boxes
         delta.mailbox_state = state
     return delta
+
+
+def tree_changed(c: Changes) -> bool:
+    """Did a Mailbox/changes answer change more than the counts?"""
+    counts_only = c.updated_properties is not None and c.updated_properties <= COUNTS
+    return bool(c.created or c.destroyed or (c.updated and not counts_only))
 
 
 def round_calls(

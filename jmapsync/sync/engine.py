@@ -67,11 +67,15 @@ class Engine:
         force_deletes: bool = False,
         full: bool = False,
         dry_run: bool = False,
+        cache_failed: str | None = None,
     ) -> None:
         self.config = config
         self.force_deletes = force_deletes
         self.full = full  # read the whole account, whatever the stored states say
         self.dry_run = dry_run  # decide everything, change nothing (sync/dryrun.py)
+        # Why a request to the cached session's API URL already failed (the
+        # no-change fast path, sync/quick.py): the first pass asks afresh.
+        self.cache_failed = cache_failed
         self.account = account
         self.client_factory = client_factory or (JmapClient)
         self.progress = progress
@@ -161,7 +165,8 @@ class Engine:
         """The pass proper, with the client open."""
         db, report = ctx.db, ctx.report
         full = self.full or arrival.needs_full(db)  # mtimes of an older mirror
-        delta = await remote.read_changes(ctx, client, full=full)
+        cache_failed, self.cache_failed = self.cache_failed, None
+        delta = await remote.read_changes(ctx, client, full=full, cache_failed=cache_failed)
         assert client.session is not None  # noqa: S101
         if (
             delta is not None
@@ -357,11 +362,13 @@ async def sync_accounts(
     force_deletes: bool = False,
     dry_run: bool = False,
     secrets: Mapping[str, Secret] | None = None,
+    cache_failed: Mapping[str, str] | None = None,
 ) -> dict[str, SyncReport | JmapsyncError]:
     """Sync the named (or all) accounts concurrently; errors are returned, not raised.
-    `secrets`: passwords or tokens already resolved (by sync/quick.py), by account."""
+    `secrets`, `cache_failed`: what sync/quick.py learnt (its Handover), by account."""
     accounts = config.select(names)
     known = secrets or {}
+    failed = cache_failed or {}
 
     def client(account: AccountConfig) -> JmapClient:
         return JmapClient(account, secret=known.get(account.name))
@@ -375,6 +382,7 @@ async def sync_accounts(
                 progress=progress,
                 force_deletes=force_deletes,
                 dry_run=dry_run,
+                cache_failed=failed.get(account.name),
             )
             report = await engine.sync()
         except JmapsyncError as exc:

@@ -29,11 +29,13 @@ the new states and the result are recorded (one transaction) and
 Anything else -- a changed side, a check that does not hold, an HTTP status
 other than 2xx, a broken connection or answer -- leaves the account to the
 engine, which starts from scratch (the request is a read: sending it again
-is harmless).  Only two failures end here, because the engine would only
-repeat them: a password_command or token_command that fails (run again it
-would prompt again), and a server that let the progress timeout expire
-(the engine would wait as long again); they are recorded and logged as the
-engine does.
+is harmless), with what this path learnt (`Handover`): the password or
+token (a password_command runs once per run), and a request to the cached
+session's API URL that let the progress timeout expire -- the engine then
+does what it does after its own such request (`session-refetch`: it asks
+for the session afresh) instead of waiting as long again.  One failure ends
+here: a password_command or token_command that fails (run again, it would
+prompt again); it is recorded and logged as the engine does.
 """
 
 from __future__ import annotations
@@ -65,22 +67,29 @@ class _Engine(Exception):
     """Leave this account to the engine (the reason is for -v debugging)."""
 
 
-def sync(config: Config, names: list[str] | None, secrets: dict[str, Secret]) -> dict[str, Result]:
+class Handover:
+    """What this path learnt, for the engine's pass over the accounts it left."""
+
+    def __init__(self) -> None:
+        self.secrets: dict[str, Secret] = {}  # account -> password or token
+        self.cache_failed: dict[str, str] = {}  # account -> why the cached session failed
+
+
+def sync(config: Config, names: list[str] | None, handover: Handover) -> dict[str, Result]:
     """The accounts this path finished (a report or a failure); the others
-    are the engine's.  `secrets` receives the passwords and tokens resolved
-    here, for the engine's clients (a password_command runs once)."""
+    are the engine's."""
     accounts = config.select(names)
     if len({a.name for a in accounts}) != len(accounts):
         return {}  # `--account a --account a`: the engine's business
     done: dict[str, Result] = {}
     for account in accounts:
-        result = _account(config, account, secrets)
+        result = _account(config, account, handover)
         if result is not None:
             done[account.name] = result
     return done
 
 
-def _account(config: Config, account: AccountConfig, secrets: dict[str, Secret]) -> Result | None:
+def _account(config: Config, account: AccountConfig, handover: Handover) -> Result | None:
     state_dir = config.state_dir
     if spool.has_waiting(spool.outbox_dir(state_dir, account.name)):
         return None
@@ -92,7 +101,7 @@ def _account(config: Config, account: AccountConfig, secrets: dict[str, Secret])
         with account_lock(state_dir / f"{account.name}.lock"):
             db = StateDB(db_path)
             try:
-                return _locked(account, db, secrets, lg)
+                return _locked(account, db, handover, lg)
             finally:
                 db.close()
     except _Engine as why:
@@ -103,13 +112,11 @@ def _account(config: Config, account: AccountConfig, secrets: dict[str, Secret])
         return None
 
 
-def _locked(
-    account: AccountConfig, db: StateDB, secrets: dict[str, Secret], lg: log.Logger
-) -> Result:
+def _locked(account: AccountConfig, db: StateDB, handover: Handover, lg: log.Logger) -> Result:
     started = time.monotonic()
     try:
-        email_state, mailbox_state = _unchanged(account, db, secrets, started)
-    except (SecretError, TransportError) as exc:  # see the module docstring
+        email_state, mailbox_state = _unchanged(account, db, handover)
+    except SecretError as exc:  # see the module docstring
         db.record_result(False, str(exc))
         log.get().error("sync-failed", account=account.name, error=str(exc), retry=exc.retry.value)
         return exc
@@ -123,9 +130,7 @@ def _locked(
     return report
 
 
-def _unchanged(
-    account: AccountConfig, db: StateDB, secrets: dict[str, Secret], started: float
-) -> tuple[State, State]:
+def _unchanged(account: AccountConfig, db: StateDB, handover: Handover) -> tuple[State, State]:
     """The new (Email, Mailbox) states when nothing changed on either side;
     _Engine otherwise."""
     if account.direction != "archive" and archived.count(db.conn):
@@ -150,9 +155,9 @@ def _unchanged(
         changes.max_changes_of(session.limits.max_objects_in_get),
     )
     body = api.request_body(calls, USING)
-    secret = secrets.get(account.name)
+    secret = handover.secrets.get(account.name)
     if secret is None:
-        secret = secrets[account.name] = account.credentials.resolve()
+        secret = handover.secrets[account.name] = account.credentials.resolve()
     headers = {
         "User-Agent": wire.USER_AGENT,
         "Accept-Encoding": "identity",
@@ -173,7 +178,7 @@ def _unchanged(
         )
     except TransportError as exc:
         if exc.fields.get("stalled"):
-            raise
+            handover.cache_failed[account.name] = str(exc)
         raise _Engine(str(exc)) from None
     except ProtocolError as exc:
         raise _Engine(str(exc)) from None
@@ -188,9 +193,10 @@ def _unchanged(
         got = [r.result(c).get("list") for c in ("e1", "e2")]
     except (ProtocolError, MethodError) as exc:
         raise _Engine(str(exc)) from None
-    for c in (mc, ec):
-        if c.has_more or c.created or c.updated or c.destroyed:
-            raise _Engine("the server changed")
+    if mc.has_more or changes.tree_changed(mc):
+        raise _Engine("the mailboxes changed")
+    if ec.has_more or ec.created or ec.updated or ec.destroyed:
+        raise _Engine("the server changed")
     if got != [[], []]:
         raise _Engine("the server changed")
     return ec.new_state, mc.new_state

@@ -94,7 +94,9 @@ def record(
         db.set_meta(conn, "contents_complete", "1")
         letters.record(ctx, conn, None if scope is None else scope.dirty)
         folders = local_folders.stamped(ctx.store, paths, folder_of)
-        stamp = local_scope.stamp_to_record(ctx, folders, pre_stamp, plan, scope, removed_foreign)
+        stamp = local_scope.stamp_to_record(
+            ctx, folders, pre_stamp, plan, scope, removed_foreign, conn
+        )
         db.set_meta(conn, "local_stamp", stamp)
         db.set_meta(conn, "selected", json.dumps(sorted(selected)))
         db.set_meta(conn, "folders", " ".join(account.folders))

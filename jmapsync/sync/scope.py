@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from typing import cast
 
 from jmapsync.jmap.changes import Delta
 from jmapsync.jmap.types import Email, EmailId, MailboxId
-from jmapsync.maildir.files import TRASHED, LocalFile, Subdir, split_rel
+from jmapsync.maildir.files import TRASHED, LocalFile, Subdir, join, split_rel
 from jmapsync.maildir.flags import parse_name
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import JOURNAL_IMPORT
@@ -191,6 +192,7 @@ def stamp_to_record(
     plan: FilePlan,
     scope: Scope | None,
     removed_foreign: set[str],
+    conn: sqlite3.Connection,
 ) -> str:
     """The folders' times for the next pass's fast path (JSON) -- only
     where the state being recorded is known to be what is on disk.
@@ -199,15 +201,27 @@ def stamp_to_record(
     what the scan saw, plus nothing.  One whose times moved during the
     pass (our own writes, or the user's mutt at the same moment) is listed
     again and compared with what this pass leaves there: equal -> its new
-    times are recorded; different, or not listable from this pass's plan
-    -> None, scanned next time.  Racy times are never recorded; a pass that
-    wrote waits them out (`_settled_stamp`)."""
+    times are recorded; different -> None, scanned next time.  What the
+    pass leaves there: after a full scan, the plan's files and the foreign
+    ones seen; in a folder a partial pass did not scan (its times had not
+    moved: it held what the state said) but wrote to, the files table as
+    this transaction leaves it (`conn`) -- a foreign file there, unknown to
+    the table, makes it differ.  Without this, the pass after every
+    download would scan the folders it wrote to instead of finding nothing
+    to do.  Racy times are never recorded; a pass that wrote waits them out
+    (`_settled_stamp`)."""
     store = ctx.store
     times = _settled_stamp(ctx, folders)
     moved = [f for f in folders if times[f] is not None and pre.get(f) != times[f]]
     if moved:
         checkable = set(folders) if scope is None else set(scope.dirty)
         expected = _expected_files(plan, [f for f in moved if f in checkable], removed_foreign)
+        for f in moved:
+            if f not in checkable:
+                expected[f] = _fingerprint(
+                    join(f, name)
+                    for (name,) in conn.execute("SELECT name FROM files WHERE folder=?", (f,))
+                )
         for f in moved:
             if f not in expected or _fingerprint(x.relpath for x in store.scan([f])) != expected[f]:
                 times[f] = None
