@@ -25,6 +25,10 @@ Method
      ``state_dir``, layout verbatim, direction pull; mbsync: SyncState * in
      a fresh Maildir);
   2. *no-change re-sync*: the same command again on the synced mirror;
+     jmapsync runs it ``--noop-repeat`` times (default 5), each right after
+     a ``python -c pass`` of the same interpreter: the table shows the
+     no-change run against start-up alone and against mbsync's no-change run
+     (issue 16's target: within 0.10 s of ``python -c pass``);
   3. *incremental*: a fresh batch of server changes is applied over IMAP
      (``--flag-changes`` STORE +/-FLAGS \\Flagged, ``--moves`` UID MOVE,
      ``--new`` APPENDs of new messages to INBOX), then the command again.
@@ -32,6 +36,13 @@ Method
      moved ones moved back, the flags reset), so every round starts from the
      same N messages and each tool sees exactly one batch.
 
+* jmapsync's byte code is compiled first (``compileall``, as ``pip install``
+  does): an editable checkout with PYTHONDONTWRITEBYTECODE set would
+  otherwise compile every module on every run and time the compiler.
+* jmapsync's passes log their stages (SyncReport.phases, from the JSON
+  ``sync-done`` line): the incremental runs print them -- start-up and exit
+  (the process wall time minus the pass), remote read, folders, scan and
+  plan, execute, record.
 * Each command is one child process: wall time from ``time.perf_counter``,
   CPU (user+sys) from ``os.wait4``, peak RSS from GNU ``/usr/bin/time -f %M``
   (or sampled VmHWM without it) -- not from wait4's ru_maxrss, which starts
@@ -115,6 +126,8 @@ POPULATE = Path("/work/shared/cyrus/populate.py")
 RESULTS = REPO / "bench" / "results"
 MEASURES = ("initial", "noop", "incremental")
 TITLES = {"initial": "initial pull", "noop": "no-change", "incremental": "incremental"}
+STARTUP = "python -c pass"  # the interpreter's start-up, timed next to each no-change run
+PHASES = ("startup", "remote", "folders", "scan_plan", "execute", "record")
 REFERENCE, CANDIDATE = "mbsync", "jmapsync"
 OFFLINEIMAP_MAX_N = 2000
 
@@ -530,6 +543,35 @@ class Tool:
     def version() -> str:
         return ""
 
+    def python(self) -> str | None:
+        """The interpreter this tool runs in (None: not Python)."""
+        return None
+
+
+def _interpreter_of(script: str) -> str | None:
+    """The #! interpreter of a console script (pip writes an absolute path)."""
+    try:
+        with open(script, "rb") as f:
+            first = f.readline().decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+    return first[2:].split()[0] if first.startswith("#!/") else None
+
+
+def compile_package(python: str) -> str:
+    """Byte-compile the jmapsync package `python` imports (see the docstring)."""
+    res = subprocess.run(
+        [python, "-c", "import jmapsync, os; print(os.path.dirname(jmapsync.__file__))"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    where = res.stdout.strip()
+    if res.returncode != 0 or not where:
+        return f"not compiled: {res.stderr.strip()[-200:]}"
+    subprocess.run([python, "-m", "compileall", "-q", where], check=False)
+    return where
+
 
 def _jmapsync_argv() -> list[str]:
     """The console script next to this interpreter (no pyenv shim), else PATH."""
@@ -570,6 +612,10 @@ class Jmapsync(Tool):
             [*_jmapsync_argv(), "--version"], capture_output=True, text=True, check=False
         )
         return (res.stdout or res.stderr).strip()
+
+    def python(self) -> str | None:
+        argv = self.argv()
+        return argv[0] if argv[0] == sys.executable else _interpreter_of(argv[0])
 
 
 class JmapsyncBaseline(Jmapsync):
@@ -654,6 +700,20 @@ class Run:
     maxrss_mb: float
     rc: int
     load1: float
+    phases: dict[str, float] = field(default_factory=dict)  # jmapsync: its pass's stages
+
+
+def pass_phases(output: str, wall_s: float) -> dict[str, float]:
+    """The stages of a jmapsync pass from its JSON `sync-done` line, and
+    "startup": the wall time outside the pass (interpreter, imports, config,
+    exit).  Empty for other tools."""
+    for line in reversed(output.splitlines()):
+        if line.startswith("{") and '"sync-done"' in line:
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                phases = {k: float(v) for k, v in (event.get("phases") or {}).items()}
+                return {"startup": round(wall_s - float(event.get("seconds", 0)), 3)} | phases
+    return {}
 
 
 GNU_TIME = "/usr/bin/time"
@@ -773,6 +833,7 @@ class SizeResult:
     mismatches: list[str] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     load1: list[float] = field(default_factory=list)
+    startup: dict[str, list[Run]] = field(default_factory=dict)  # tool -> `python -c pass` runs
 
 
 def bench_size(srv: CyrusServer, n: int, args: argparse.Namespace, work: Path) -> SizeResult:
@@ -821,15 +882,20 @@ def bench_size(srv: CyrusServer, n: int, args: argparse.Namespace, work: Path) -
     for rnd in range(1, args.rounds + 1):
         for tool in tools:
             tool.reset(f"n{n}r{rnd}")
-            for measure in MEASURES:
+            plan = [m for m in MEASURES for _ in range(args.noop_repeat if m == "noop" else 1)]
+            for k, measure in enumerate(plan):
                 batch = None
                 if measure == "incremental":
                     serial += 1
                     batch = apply_batch(
                         acct, serial, args.flag_changes, args.moves, args.new, args.seed
                     )
+                python = tool.python()
+                if measure == "noop" and python is not None:
+                    start = run_timed([python, "-c", "pass"], logs / "python-pass.log", 60)
+                    res.startup.setdefault(tool.name, []).append(start)
                 try:
-                    log = logs / f"{tool.name}-n{n}-r{rnd}-{measure}.log"
+                    log = logs / f"{tool.name}-n{n}-r{rnd}-{measure}{k}.log"
                     run = run_timed(tool.argv(), log, args.timeout)
                     with Mailstore(acct) as ms:
                         server = ms.counts()
@@ -838,6 +904,7 @@ def bench_size(srv: CyrusServer, n: int, args: argparse.Namespace, work: Path) -
                         undo_batch(acct, batch)
                 res.load1.append(run.load1)
                 output = log.read_text(errors="replace")
+                run.phases = pass_phases(output, run.wall_s)
                 if run.rc != 0:
                     print(f"   {tool.name} {TITLES[measure]} round {rnd}: EXIT {run.rc}")
                     print("   ---- output ----\n" + output.rstrip() + "\n   ----------------")
@@ -875,6 +942,12 @@ def bench_size(srv: CyrusServer, n: int, args: argparse.Namespace, work: Path) -
                     f"  load {run.load1:.2f}",
                     flush=True,
                 )
+                if measure == "noop" and tool.name in res.startup:
+                    print(f"      {STARTUP}: {res.startup[tool.name][-1].wall_s:.3f} s")
+                if measure == "incremental" and run.phases:
+                    print(
+                        "      phases: " + ", ".join(f"{p} {v:.3f}" for p, v in run.phases.items())
+                    )
                 if diff:
                     msg = (
                         f"{tool.name} {TITLES[measure]} round {rnd}: mirror != server "
@@ -995,6 +1068,25 @@ def print_table(res: SizeResult, stats: dict[str, Any], ratios: dict[str, Any]) 
                 + "".join(f"{c:>28}" for c in cells)
                 + (f"{r:>18.2f}" if r is not None else f"{'n/a':>18}")
             )
+    for tool, starts in res.startup.items():
+        noop = [r.wall_s for r in res.runs[tool]["noop"]]
+        if not noop:
+            continue
+        py, jm = statistics.median(r.wall_s for r in starts), statistics.median(noop)
+        mb = [r.wall_s for r in res.runs.get(REFERENCE, {}).get("noop", [])]
+        vs_mbsync = f", {jm / statistics.median(mb):.2f}x mbsync's" if mb else ""
+        print(
+            f"\n{tool} no-change vs start-up (medians of {len(noop)}): {jm:.3f} s, "
+            f"{STARTUP} {py:.3f} s: +{jm - py:.3f} s ({jm / py:.1f}x){vs_mbsync}"
+        )
+    for tool, per in res.runs.items():
+        phased = [r.phases for r in per["incremental"] if r.phases]
+        if phased:
+            med = {p: statistics.median(ph.get(p, 0.0) for ph in phased) for p in PHASES}
+            print(
+                f"{tool} incremental, median per stage: "
+                + ", ".join(f"{p} {v:.3f} s" for p, v in med.items())
+            )
     init = [c for c in res.counts if c["measure"] == "initial"]
     if init:
         print("\nmessage files after the initial pull (per round; server = IMAP messages):")
@@ -1028,6 +1120,19 @@ def write_json(res: SizeResult, machine: dict[str, Any], args: argparse.Namespac
         "mbsync_expunge_near": not args.mbsync_no_expunge,
         "stats": stats,
         "ratios_jmapsync_over_mbsync": ratios_of(stats),
+        "noop_repeat": args.noop_repeat,
+        "startup": {
+            t: {
+                "python_pass_wall_s": summarize([r.wall_s for r in rs]),
+                "noop_minus_python_pass_s": statistics.median(r.wall_s for r in res.runs[t]["noop"])
+                - statistics.median(r.wall_s for r in rs),
+            }
+            for t, rs in res.startup.items()
+            if rs and res.runs[t]["noop"]
+        },
+        "incremental_phases": {
+            t: [r.phases for r in per["incremental"] if r.phases] for t, per in res.runs.items()
+        },
         "runs": {
             t: {m: [asdict(r) for r in rs] for m, rs in per.items()} for t, per in res.runs.items()
         },
@@ -1163,6 +1268,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="another jmapsync executable (e.g. an older checkout's .venv/bin/jmapsync),"
         " measured in the same alternating rounds as jmapsync-baseline",
     )
+    p.add_argument(
+        "--noop-repeat",
+        type=int,
+        default=5,
+        help="no-change runs per tool and round, each after a `python -c pass` (default 5)",
+    )
     p.add_argument("--seed", default="bench", help="seed of generated mail and changes")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per tool run")
     p.add_argument("--keep", action="store_true", help="keep the mirrors and logs (prints where)")
@@ -1185,7 +1296,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shutil.which("mbsync") is None:
             print("compare: mbsync missing (apt-get install isync)", file=sys.stderr)
             return 2
+    compiled = [compile_package(sys.executable)]
+    if args.baseline:
+        base_python = _interpreter_of(str(args.baseline))
+        if base_python:
+            compiled.append(compile_package(base_python))
     machine = machine_info()
+    machine["byte_compiled"] = compiled
     print(
         f"{machine['date']}  {machine['nproc']} CPUs ({machine['cpu']}), cyrus "
         f"{machine['cyrus']}, {machine['mbsync']}, {machine['jmapsync']} "

@@ -220,6 +220,7 @@ class Engine:
             partial = scope.compute(ctx, delta, old_paths, new_paths)
         model = await remote.read_model(ctx, client, delta, partial)
         report.phases["remote"] = round(time.monotonic() - started, 3)
+        t_folders = time.monotonic()
         paths, folder_of = self._folders(ctx, model.mailboxes)
         # Mirrored last time and not now: their files go (never a server write).
         # (A mailbox whose name cannot become a folder is neither: left alone.)
@@ -257,6 +258,7 @@ class Engine:
         if ctx.dry is None:
             store.clean_partials(local_folders)
         t = time.monotonic()
+        report.phases["folders"] = round(t - t_folders, 3)
         if partial is not None:
             pre_stamp = partial.times
             scan = partial.files()
@@ -307,7 +309,6 @@ class Engine:
             await executor.run(plan)
             if model.touched is None:  # a full read: every file's arrival time
                 await asyncio.to_thread(arrival.stamp, ctx, plan, model.emails)
-        report.phases["execute"] = round(time.monotonic() - t, 3)
         removed_foreign: set[str] = set()
         if to_remote is not None and superseded:
             placed = set(plan.final.values()) | {d.email_id for d in plan.downloads}
@@ -315,11 +316,14 @@ class Engine:
         folders.apply_after(ctx, fplan, removed_foreign)
         await asyncio.to_thread(executor.line_endings, plan)
         store.dirsync.flush()
+        report.phases["execute"] = round(time.monotonic() - t, 3)
         if ctx.dry is not None:
             return  # nothing to record: nothing was done
 
         # 8. record, the states last
+        t = time.monotonic()
         record(ctx, account_id, model, paths, plan, partial, pre_stamp, removed_foreign)
+        report.phases["record"] = round(time.monotonic() - t, 3)
         report.email_state = model.email_state
 
     def _folders(
