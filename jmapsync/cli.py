@@ -221,11 +221,15 @@ def cmd_sync(
     if rest:
         import asyncio
 
-        from jmapsync.send.command import flush_before_sync
+        from jmapsync.send import spool
         from jmapsync.sync.engine import sync_accounts
         from jmapsync.sync.report import progress_bar_factory
 
-        flush_before_sync(config, rest)  # the pass then brings the Sent copies
+        queued = [n for n in rest if spool.has_waiting(spool.outbox_dir(config.state_dir, n))]
+        if queued:  # (sending needs much that a pass does not: loaded only then)
+            from jmapsync.send.command import flush_before_sync
+
+            flush_before_sync(config, queued)  # the pass then brings the Sent copies
         results |= asyncio.run(
             sync_accounts(
                 config,
@@ -234,6 +238,7 @@ def cmd_sync(
                 force_deletes=force_deletes,
                 secrets=handover.secrets,
                 cache_failed=handover.cache_failed,
+                answers=handover.answers,
             )
         )
     return _report_results({a.name: results[a.name] for a in config.select(names)})

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from jmapsync.maildir.durable import SYNCFS, copy_fd, name_errors
-from jmapsync.maildir.files import PART_SUFFIX, LocalFile, email_id_of
+from jmapsync.maildir.files import PART_SUFFIX, LocalFile, email_id_of, join
 from jmapsync.maildir.flags import parse_name
 from jmapsync.maildir.tree import MaildirTree
 
@@ -37,8 +37,8 @@ class MaildirStore(MaildirTree):
 
     # -- messages ------------------------------------------------------------------
 
-    def scan(self, folders: Iterable[str]) -> Iterator[LocalFile]:
-        """Message files in cur/ and new/ of the given folders (dot-files skipped)."""
+    def _entries(self, folders: Iterable[str]) -> Iterator[tuple[str, str, os.DirEntry[str]]]:
+        """(folder, "cur"|"new", entry) of each message file (dot-files skipped)."""
         for folder in folders:
             base = self.path(folder)
             for sub in ("cur", "new"):
@@ -53,18 +53,31 @@ class MaildirStore(MaildirTree):
                     try:
                         if not entry.is_file(follow_symlinks=False):
                             continue
-                        inode = entry.inode()
                     except OSError:
                         continue
-                    parsed = parse_name(entry.name)
-                    yield LocalFile(
-                        folder=folder,
-                        subdir="cur" if sub == "cur" else "new",
-                        name=entry.name,
-                        email_id=email_id_of(parsed.base),
-                        flags=parsed.flags,
-                        inode=inode,
-                    )
+                    yield folder, sub, entry
+
+    def relpaths(self, folders: Iterable[str]) -> Iterator[str]:
+        """The relative paths scan() would list, without parsing a name."""
+        for folder, sub, entry in self._entries(folders):
+            yield join(folder, sub, entry.name)
+
+    def scan(self, folders: Iterable[str]) -> Iterator[LocalFile]:
+        """Message files in cur/ and new/ of the given folders (dot-files skipped)."""
+        for folder, sub, entry in self._entries(folders):
+            try:
+                inode = entry.inode()
+            except OSError:
+                continue
+            parsed = parse_name(entry.name)
+            yield LocalFile(
+                folder=folder,
+                subdir="cur" if sub == "cur" else "new",
+                name=entry.name,
+                email_id=email_id_of(parsed.base),
+                flags=parsed.flags,
+                inode=inode,
+            )
 
     def clean_partials(self, folders: Iterable[str]) -> int:
         """Remove our own unfinished downloads from tmp/ (left by a crash)."""

@@ -36,6 +36,7 @@ from jmapsync import hooks, log
 from jmapsync.config import AccountConfig, Config, Secret
 from jmapsync.errors import JmapsyncError, MethodError, disk_error
 from jmapsync.jmap import changes
+from jmapsync.jmap.api import Invocation, Responses
 from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import Mailbox, MailboxId
 from jmapsync.maildir.store import MaildirStore
@@ -367,15 +368,21 @@ async def sync_accounts(
     dry_run: bool = False,
     secrets: Mapping[str, Secret] | None = None,
     cache_failed: Mapping[str, str] | None = None,
+    answers: dict[str, tuple[list[Invocation], Responses]] | None = None,
 ) -> dict[str, SyncReport | JmapsyncError]:
     """Sync the named (or all) accounts concurrently; errors are returned, not raised.
-    `secrets`, `cache_failed`: what sync/quick.py learnt (its Handover), by account."""
+    `secrets`, `cache_failed`, `answers`: what sync/quick.py learnt (its
+    Handover), by account."""
     accounts = config.select(names)
     known = secrets or {}
     failed = cache_failed or {}
+    first = answers if answers is not None else {}
 
     def client(account: AccountConfig) -> JmapClient:
-        return JmapClient(account, secret=known.get(account.name))
+        c = JmapClient(account, secret=known.get(account.name))
+        if account.name in first:  # for the first attempt's client only
+            c.preload(*first.pop(account.name))
+        return c
 
     async def one(account: AccountConfig) -> SyncReport | JmapsyncError:
         try:

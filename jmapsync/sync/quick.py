@@ -30,7 +30,9 @@ Anything else -- a changed side, a check that does not hold, an HTTP status
 other than 2xx, a broken connection or answer -- leaves the account to the
 engine, which starts from scratch (the request is a read: sending it again
 is harmless), with what this path learnt (`Handover`): the password or
-token (a password_command runs once per run), and a request to the cached
+token (a password_command runs once per run), the answer to its request
+(the engine's first request is the same: jmap/client.py `preload`), and a
+request to the cached
 session's API URL that let the progress timeout expire -- the engine then
 does what it does after its own such request (`session-refetch`: it asks
 for the session afresh) instead of waiting as long again.  One failure ends
@@ -73,6 +75,9 @@ class Handover:
     def __init__(self) -> None:
         self.secrets: dict[str, Secret] = {}  # account -> password or token
         self.cache_failed: dict[str, str] = {}  # account -> why the cached session failed
+        # account -> the first request (calls) and its answer, when the
+        # server changed: the engine's first request is the same one.
+        self.answers: dict[str, tuple[list[api.Invocation], api.Responses]] = {}
 
 
 def sync(config: Config, names: list[str] | None, handover: Handover) -> dict[str, Result]:
@@ -188,6 +193,7 @@ def _unchanged(account: AccountConfig, db: StateDB, handover: Handover) -> tuple
         r, session_state = api.responses(api.parse_json(data, what), calls)
         if session_state is not None and session_state != session.state:
             raise _Engine("the session changed")
+        handover.answers[account.name] = (calls, r)
         mc = changes.parse_changes(r, "mc", "Mailbox")
         ec = changes.parse_changes(r, "ec", "Email")
         got = [r.result(c).get("list") for c in ("e1", "e2")]
@@ -199,6 +205,7 @@ def _unchanged(account: AccountConfig, db: StateDB, handover: Handover) -> tuple
         raise _Engine("the server changed")
     if got != [[], []]:
         raise _Engine("the server changed")
+    del handover.answers[account.name]  # nothing for the engine to do with it
     return ec.new_state, mc.new_state
 
 

@@ -223,7 +223,7 @@ def stamp_to_record(
                     for (name,) in conn.execute("SELECT name FROM files WHERE folder=?", (f,))
                 )
         for f in moved:
-            if f not in expected or _fingerprint(x.relpath for x in store.scan([f])) != expected[f]:
+            if f not in expected or _fingerprint(store.relpaths([f])) != expected[f]:
                 times[f] = None
     for f in ctx.unsettled & set(times):
         times[f] = None  # new letters reached only some of its files: plan it all next time
