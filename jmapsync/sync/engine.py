@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from jmapsync import hooks, log
+from jmapsync import log
 from jmapsync.config import AccountConfig, Config, Secret
 from jmapsync.errors import JmapsyncError, MethodError, disk_error
 from jmapsync.jmap import changes
@@ -42,11 +42,10 @@ from jmapsync.jmap.types import Mailbox, MailboxId
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import StateDB, db_error
 from jmapsync.state.lock import account_lock
-from jmapsync.sync import archive, arrival, dryrun, folders, letters, remote, scope, stamp
+from jmapsync.sync import archive, arrival, folders, letters, remote, scope, stamp
 from jmapsync.sync import plan as planner
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.execute import Executor
-from jmapsync.sync.local_to_remote import LocalToRemote
 from jmapsync.sync.record import record
 from jmapsync.sync.report import ProgressFactory, SyncReport
 
@@ -89,6 +88,8 @@ class Engine:
         error become one line naming the path (DiskError), never a traceback;
         the pass stops where it is, as safe as a crash there."""
         if self.dry_run:
+            from jmapsync.sync import dryrun
+
             # Not even the state directory is created: the pass runs on a copy.
             with dryrun.state_copy(self.config.state_dir, self.account.name) as copy:
                 return await self._sync_retrying(copy)
@@ -141,6 +142,11 @@ class Engine:
         started = time.monotonic()
         # A fresh context per attempt: nothing of a failed attempt carries
         # over but the counts in `report`.
+        dry = None
+        if self.dry_run:
+            from jmapsync.sync.dryrun import DryRun
+
+            dry = DryRun()
         ctx = PassContext(
             self.account,
             db,
@@ -148,7 +154,7 @@ class Engine:
             self.log,
             report,
             force_deletes=self.force_deletes,
-            dry=dryrun.DryRun() if self.dry_run else None,
+            dry=dry,
         )
         archive.refuse_switch(ctx)  # archive -> pull / two-way: what it kept would go
         async with self.client_factory(self.account) as client:
@@ -238,6 +244,8 @@ class Engine:
         held = db.files_per_folder() if ctx.two_way or deselected else {}
         folders.refuse_deselected(ctx, held, deselected)
         if ctx.two_way:
+            from jmapsync.sync.local_to_remote import LocalToRemote  # two-way only
+
             to_remote = LocalToRemote(ctx, client)
             vanished = folders.vanished(store, was_paths, folder_of) if root_existed else []
             folders.refuse_missing(ctx, held, vanished, root_missing)
@@ -402,7 +410,9 @@ async def sync_accounts(
             )
             return exc
         # After the account lock is released: a hook may run `jmapsync status`.
-        if not dry_run:  # a dry run changed nothing to announce
+        if not dry_run and account.post_sync_command is not None:  # (dry: nothing to announce)
+            from jmapsync import hooks
+
             await hooks.after_pass(config, account, report)
         return report
 
