@@ -11,7 +11,8 @@ changes since the stored state, every folder's directory times), so a hint
 that was lost, duplicated or caused by our own writes costs latency or one
 cheap pass, never correctness.  Echo: a StateChange whose states equal the
 ones our last pass ended with (the engine reports the Email state after its
-own writes) needs no pass at all.
+own writes) needs no pass at all; nor do Maildir events after which no
+folder's time differs from what the last pass recorded (its own renames).
 
 Failures never leave this class: a failing pass is retried with exponential
 backoff and jitter, a dropped push channel is reopened the same way, and
@@ -25,14 +26,13 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from jmapsync import log
 from jmapsync.config import AccountConfig, Config, Secret
 from jmapsync.daemon.backoff import Backoff
 from jmapsync.daemon.debounce import Debouncer
 from jmapsync.daemon.posthook import PostSyncHook
+from jmapsync.daemon.status import AccountStatus, change_counts
 from jmapsync.daemon.watch import MaildirWatcher
 from jmapsync.errors import (
     AuthError,
@@ -45,8 +45,8 @@ from jmapsync.jmap import push
 from jmapsync.jmap.client import JmapClient
 from jmapsync.send.command import flush_in_daemon
 from jmapsync.state.db import StateDB
+from jmapsync.sync import stamp
 from jmapsync.sync.engine import Engine
-from jmapsync.sync.report import SyncReport
 
 # Local events: a pass this long after the last event of a burst...
 DEBOUNCE_QUIET_S = 0.15
@@ -74,43 +74,6 @@ def is_echo(pushed: dict[str, str], known: dict[str, str]) -> bool:
     state our own Email/set produced: nothing to fetch.  A type we hold no
     state for is never an echo."""
     return bool(pushed) and all(known.get(t) == s for t, s in pushed.items())
-
-
-# SyncReport counters that are not changes (sizes, what was looked at or left
-# alone); every other non-zero counter is one.
-_NOT_CHANGES = frozenset({"bytes", "foreign", "planned", "warnings"})
-
-
-def change_counts(report: SyncReport) -> dict[str, int]:
-    """The pass's non-zero change counters (downloaded, renamed, pushed,
-    imported, ...), whatever counters the engine grows."""
-    return {
-        k: v for k, v in report.as_dict().items() if type(v) is int and v and k not in _NOT_CHANGES
-    }
-
-
-@dataclass
-class AccountStatus:
-    """What `jmapsync status` shows about this account (JSON-able)."""
-
-    name: str
-    push: str
-    transport: str = "none"  # websocket | eventsource | poll | none (not yet known)
-    connection: str = "starting"  # connecting | connected | reconnecting | polling | stopped
-    sync: str = "idle"  # idle | syncing | backoff
-    passes: int = 0
-    last_pass_at: float | None = None
-    last_pass_seconds: float | None = None
-    last_change_at: float | None = None
-    last_change: dict[str, int] = field(default_factory=dict)
-    pending_local_events: int = 0
-    pass_pending: bool = False
-    error: str | None = None
-    push_error: str | None = None
-    retry_at: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class AccountRunner:
@@ -227,6 +190,11 @@ class AccountRunner:
                 self.log.debug("push-covered", pushed=self._pushed)
                 self._changed()
                 continue
+            if reasons == {"local"} and self._local_unchanged():
+                # our own pass's renames and deliveries: it recorded them
+                self.log.debug("local-covered")
+                self._changed()
+                continue
             self._pass_task = asyncio.create_task(self._one_pass(sorted(reasons)))
             await self._pass_task
             self._pass_task = None
@@ -311,6 +279,21 @@ class AccountRunner:
             self._retry.cancel()
         self._retry = asyncio.get_running_loop().call_later(delay, self.request, "retry")
         self._changed()
+
+    def _local_unchanged(self) -> bool:
+        """Did no folder's time move since the last pass recorded them (the
+        engine's own "unchanged" test, sync/stamp.py)?  Then the events were
+        the pass's own writes, or changed nothing that shows.  False when
+        the database cannot be read: one pass too many, no harm."""
+        try:
+            db = StateDB.for_account(self.config.state_dir, self.account.name)
+            try:
+                return stamp.local_unchanged(db, self.account)
+            finally:
+                db.close()
+        except (sqlite3.Error, JmapsyncError, OSError, ValueError) as exc:
+            self.log.warning("state-read-failed", error=str(exc))
+            return False
 
     def _stored_states(self) -> dict[str, str]:
         """The Mailbox state the engine recorded (its report names only the
