@@ -443,10 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     compiled = compile_package(python)
     machine = machine_info()
     machine["byte_compiled"] = compiled
-    print(
-        f"{machine['date']}  {machine['nproc']} CPUs, {args.jmapsync} ({machine['jmapsync_git']})"
-    )
-    print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    print(f"{machine['date']}  {machine['nproc']} CPUs, {args.jmapsync}")
+    print("uptime:", _uptime())
     tmp = Path(tempfile.mkdtemp(prefix="jmsi-", dir="/tmp"))
     tmp.chmod(0o755)
     srv = CyrusServer(tmp / "cy", http_port=0, imap_port=0, websocket=True)
