@@ -78,14 +78,14 @@ def _split(value: str) -> frozenset[str]:
     return frozenset(value.split()) if value else frozenset()
 
 
-def _join(values: Iterable[str]) -> str:
+def join_set(values: Iterable[str]) -> str:
     return " ".join(sorted(values))
 
 
-_EMAIL_COLS = "id, blob_id, mailbox_ids, keywords, size, received_at"
+EMAIL_COLUMNS = "id, blob_id, mailbox_ids, keywords, size, received_at"
 
 
-def _email(row: tuple[str, str, str, str, int, str]) -> Email:
+def email_of_row(row: tuple[str, str, str, str, int, str]) -> Email:
     eid, blob, mids, kws, size, received = row
     return Email(
         EmailId(eid),
@@ -198,8 +198,8 @@ class StateDB:
         return out
 
     def emails(self) -> dict[EmailId, Email]:
-        rows = self.conn.execute(f"SELECT {_EMAIL_COLS} FROM emails")  # noqa: S608 - constants
-        return {e.id: e for e in map(_email, rows)}
+        rows = self.conn.execute(f"SELECT {EMAIL_COLUMNS} FROM emails")  # noqa: S608 - constants
+        return {e.id: e for e in map(email_of_row, rows)}
 
     def emails_by_id(self, ids: Iterable[str]) -> dict[EmailId, Email]:
         """The records of these Emails only (an incremental pass over a few)."""
@@ -208,8 +208,8 @@ class StateDB:
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            query = f"SELECT {_EMAIL_COLS} FROM emails WHERE id IN ({marks})"  # noqa: S608
-            out.update((e.id, e) for e in map(_email, self.conn.execute(query, chunk)))
+            query = f"SELECT {EMAIL_COLUMNS} FROM emails WHERE id IN ({marks})"  # noqa: S608
+            out.update((e.id, e) for e in map(email_of_row, self.conn.execute(query, chunk)))
         return out
 
     def files_of(self, ids: Iterable[str]) -> list[FileRecord]:
@@ -274,8 +274,8 @@ class StateDB:
                 (
                     e.id,
                     e.blob_id,
-                    _join(e.mailbox_ids),
-                    _join(e.keywords),
+                    join_set(e.mailbox_ids),
+                    join_set(e.keywords),
                     e.size,
                     "" if e.received_at is None else str(int(e.received_at)),
                 )
@@ -312,6 +312,20 @@ class StateDB:
     def prune_contents(conn: sqlite3.Connection) -> None:
         """Forget the content of Emails that have no file any more."""
         conn.execute("DELETE FROM contents WHERE email_id NOT IN (SELECT email_id FROM files)")
+
+    def contents_of(self, ids: Iterable[str]) -> dict[str, Content]:
+        """The content records of these Emails only."""
+        out: dict[str, Content] = {}
+        wanted = sorted(ids)
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT email_id, sha256, size, crlf_only, form FROM contents WHERE email_id IN ({marks})"  # noqa: S608, E501
+            out.update(
+                (eid, Content(sha, size, bool(crlf), form))
+                for eid, sha, size, crlf, form in self.conn.execute(query, chunk)
+            )
+        return out
 
     def contents(self) -> dict[str, Content]:
         return {

@@ -42,7 +42,7 @@ from jmapsync.jmap.types import Mailbox, MailboxId
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import StateDB, db_error
 from jmapsync.state.lock import account_lock
-from jmapsync.sync import archive, arrival, folders, letters, remote, scope, stamp
+from jmapsync.sync import archive, arrival, folders, letters, remote, scope, stamp, stream
 from jmapsync.sync import plan as planner
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.execute import Executor
@@ -225,6 +225,19 @@ class Engine:
         partial = None
         if root_existed and ctx.selected == was:  # a new selection looks at everything
             partial = scope.compute(ctx, delta, old_paths, new_paths)
+        if stream.applies(ctx, partial):  # everything, chunk by chunk (sync/stream.py)
+            await stream.run(
+                ctx,
+                client,
+                delta,
+                account_id=account_id,
+                started=started,
+                old_paths=old_paths,
+                was=was,
+                folders_of=self._folders,
+                progress=self.progress,
+            )
+            return
         model = await remote.read_model(ctx, client, delta, partial)
         report.phases["remote"] = round(time.monotonic() - started, 3)
         t_folders = time.monotonic()
@@ -294,7 +307,7 @@ class Engine:
                 scan = partial.scan(store) if partial else list(store.scan(sorted(local_folders)))
 
         # 7. plan the local side and execute it
-        letters.allocate(ctx, model.emails, folder_of)
+        letters.allocate(ctx, model.emails.values(), folder_of)
         plan = planner.plan_files(
             model.emails, folder_of, scan, ctx.letters, excluded, keep=ctx.archive
         )

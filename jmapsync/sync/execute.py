@@ -251,10 +251,11 @@ class Executor:
         mode = ctx.account.line_endings
         if ctx.db.get_meta("line_endings") == mode and ctx.db.get_meta("contents_complete") == "1":
             return  # new downloads were written in the right form already
-        known = ctx.db.contents()
         paths: dict[str, list[str]] = defaultdict(list)
         for rel, eid in plan.owned():
             paths[eid].append(rel)
+        # Only the records of these Emails: a streamed pass asks per chunk.
+        known = ctx.db.contents_of(e for e in paths if e not in ctx.new_contents)
         dry = ctx.dry
         if dry is not None:
             # Downloads would arrive in their final form; the rest is read

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from sqlite3 import Connection
 
 from jmapsync.jmap.types import MailboxId
 from jmapsync.maildir.files import split_rel
 from jmapsync.state.db import FileRecord
+from jmapsync.state.staging import Staging
 from jmapsync.sync import archive, letters
 from jmapsync.sync import folders as local_folders
 from jmapsync.sync import scope as local_scope
@@ -35,32 +37,17 @@ def record(
     pre_stamp: Times,
     removed_foreign: set[str],
 ) -> None:
-    db, account = ctx.db, ctx.account
+    db = ctx.db
     emails, touched = model.emails, model.touched
-    selected = frozenset(model.mailboxes) if ctx.selected is None else ctx.selected
-    folder_of = {m: p for m, p in paths.items() if m in selected}
+    selected, folder_of = _selected(ctx, model, paths)
 
     def files() -> Iterator[FileRecord]:
         for rel, eid in plan.owned():
             folder, sub, name = split_rel(rel)
             yield FileRecord(folder, f"{sub}/{name}", eid)
 
-    # A mailbox whose name cannot become a folder keeps the path it had (its
-    # files stay there; a later, safe name moves them); one that never had a
-    # folder is not recorded.
-    recorded = {m: p for m, (_, p) in db.mailboxes().items()} if ctx.unmapped else {}
-    kept = {m: recorded[m] for m in ctx.unmapped if m in recorded}
     with db.transaction() as conn:
-        # Every mailbox with its path, mirrored or not: a rename is a folder
-        # move, and a mailbox selected later keeps its history.
-        db.put_mailboxes(
-            conn,
-            (
-                (m, paths[m.id] if m.id in paths else kept[m.id])
-                for m in model.mailboxes.values()
-                if m.id in paths or m.id in kept
-            ),
-        )
+        _mailboxes(ctx, conn, model, paths)
         if touched is None:
             conn.execute("DELETE FROM emails")
             db.put_emails(conn, emails.values())
@@ -88,25 +75,91 @@ def record(
         else:
             archive.clear(conn)  # a forced pull removed what archive had kept
         db.put_contents(conn, ctx.new_contents)
-        db.set_meta(conn, "files_pending", None)
-        db.journal_clear(conn, None)  # every intent of this pass is done and recorded
-        db.set_meta(conn, "line_endings", account.line_endings)
-        db.set_meta(conn, "contents_complete", "1")
         letters.record(ctx, conn, None if scope is None else scope.dirty)
-        folders = local_folders.stamped(ctx.store, paths, folder_of)
+        stamped = local_folders.stamped(ctx.store, paths, folder_of)
         stamp = local_scope.stamp_to_record(
-            ctx, folders, pre_stamp, plan, scope, removed_foreign, conn
+            ctx, stamped, pre_stamp, plan, scope, removed_foreign, conn
         )
-        db.set_meta(conn, "local_stamp", stamp)
-        db.set_meta(conn, "selected", json.dumps(sorted(selected)))
-        db.set_meta(conn, "folders", " ".join(account.folders))
-        db.set_meta(conn, "account_id", account_id)
-        db.set_meta(conn, "skipped", json.dumps(ctx.report.skipped) if ctx.report.skipped else None)
-        db.set_meta(conn, "unmapped", json.dumps(sorted(ctx.unmapped)) if ctx.unmapped else None)
-        # Only now, with every file of this pass on disk and the
-        # directories fsynced, do the states advance.
-        db.set_meta(conn, "email_state", model.email_state)
-        db.set_meta(conn, "mailbox_state", model.mailbox_state)
+        _meta(ctx, conn, account_id, model, selected, stamp)
+
+
+def record_streamed(
+    ctx: PassContext,
+    account_id: str,
+    model: RemoteModel,
+    paths: Mapping[MailboxId, str],
+    staging: Staging,
+    prints: local_scope.Prints,
+    pre_stamp: Times,
+) -> None:
+    """record() for a streamed pass (sync/stream.py): Emails, files, contents
+    and kept pairs come from its temporary tables; every folder was scanned."""
+    selected, folder_of = _selected(ctx, model, paths)
+    with ctx.db.transaction() as conn:
+        _mailboxes(ctx, conn, model, paths)
+        staging.record_into(conn)
+        if ctx.archive:
+            archive.record(conn, staging.kept(), None)
+        else:
+            archive.clear(conn)
+        letters.record(ctx, conn, None)
+        stamped = local_folders.stamped(ctx.store, paths, folder_of)
+        stamp = local_scope.stamp_streamed(ctx, stamped, pre_stamp, prints)
+        _meta(ctx, conn, account_id, model, selected, stamp)
+
+
+def _selected(
+    ctx: PassContext, model: RemoteModel, paths: Mapping[MailboxId, str]
+) -> tuple[frozenset[MailboxId], dict[MailboxId, str]]:
+    selected = frozenset(model.mailboxes) if ctx.selected is None else ctx.selected
+    return selected, {m: p for m, p in paths.items() if m in selected}
+
+
+def _mailboxes(
+    ctx: PassContext, conn: Connection, model: RemoteModel, paths: Mapping[MailboxId, str]
+) -> None:
+    """Every mailbox with its path, mirrored or not: a rename is a folder
+    move, and a mailbox selected later keeps its history.  A mailbox whose
+    name cannot become a folder keeps the path it had (its files stay
+    there; a later, safe name moves them); one that never had a folder is
+    not recorded."""
+    db = ctx.db
+    recorded = {m: p for m, (_, p) in db.mailboxes().items()} if ctx.unmapped else {}
+    kept = {m: recorded[m] for m in ctx.unmapped if m in recorded}
+    db.put_mailboxes(
+        conn,
+        (
+            (m, paths[m.id] if m.id in paths else kept[m.id])
+            for m in model.mailboxes.values()
+            if m.id in paths or m.id in kept
+        ),
+    )
+
+
+def _meta(
+    ctx: PassContext,
+    conn: Connection,
+    account_id: str,
+    model: RemoteModel,
+    selected: frozenset[MailboxId],
+    stamp: str,
+) -> None:
+    """The rest of the record, the states last."""
+    db, account = ctx.db, ctx.account
+    db.set_meta(conn, "files_pending", None)
+    db.journal_clear(conn, None)  # every intent of this pass is done and recorded
+    db.set_meta(conn, "line_endings", account.line_endings)
+    db.set_meta(conn, "contents_complete", "1")
+    db.set_meta(conn, "local_stamp", stamp)
+    db.set_meta(conn, "selected", json.dumps(sorted(selected)))
+    db.set_meta(conn, "folders", " ".join(account.folders))
+    db.set_meta(conn, "account_id", account_id)
+    db.set_meta(conn, "skipped", json.dumps(ctx.report.skipped) if ctx.report.skipped else None)
+    db.set_meta(conn, "unmapped", json.dumps(sorted(ctx.unmapped)) if ctx.unmapped else None)
+    # Only now, with every file of this pass on disk and the
+    # directories fsynced, do the states advance.
+    db.set_meta(conn, "email_state", model.email_state)
+    db.set_meta(conn, "mailbox_state", model.mailbox_state)
 
 
 def _file_changes(plan: FilePlan) -> tuple[list[tuple[str, str]], list[FileRecord]]:

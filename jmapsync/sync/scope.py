@@ -31,7 +31,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -210,20 +210,39 @@ def stamp_to_record(
     download would scan the folders it wrote to instead of finding nothing
     to do.  Racy times are never recorded; a pass that wrote waits them out
     (`_settled_stamp`)."""
-    store = ctx.store
-    times = _settled_stamp(ctx, folders)
-    moved = [f for f in folders if times[f] is not None and pre.get(f) != times[f]]
-    if moved:
-        checkable = set(folders) if scope is None else set(scope.dirty)
-        expected = _expected_files(plan, [f for f in moved if f in checkable], removed_foreign)
+    checkable = set(folders) if scope is None else set(scope.dirty)
+
+    def expected(moved: list[str]) -> dict[str, tuple[int, int]]:
+        prints = _expected_files(plan, [f for f in moved if f in checkable], removed_foreign)
         for f in moved:
             if f not in checkable:
-                expected[f] = _fingerprint(
+                prints[f] = _fingerprint(
                     join(f, name)
                     for (name,) in conn.execute("SELECT name FROM files WHERE folder=?", (f,))
                 )
+        return prints
+
+    return _stamp(ctx, folders, pre, expected)
+
+
+def stamp_streamed(ctx: PassContext, folders: list[str], pre: Times, prints: Prints) -> str:
+    """stamp_to_record for a streamed pass (sync/stream.py): every folder was
+    scanned, and `prints` holds what the pass leaves in each."""
+    return _stamp(ctx, folders, pre, lambda moved: {f: prints.of(f) for f in moved})
+
+
+def _stamp(
+    ctx: PassContext,
+    folders: list[str],
+    pre: Times,
+    expected: Callable[[list[str]], dict[str, tuple[int, int]]],
+) -> str:
+    times = _settled_stamp(ctx, folders)
+    moved = [f for f in folders if times[f] is not None and pre.get(f) != times[f]]
+    if moved:
+        prints = expected(moved)
         for f in moved:
-            if f not in expected or _fingerprint(store.relpaths([f])) != expected[f]:
+            if f not in prints or _fingerprint(ctx.store.relpaths([f])) != prints[f]:
                 times[f] = None
     for f in ctx.unsettled & set(times):
         times[f] = None  # new letters reached only some of its files: plan it all next time
@@ -233,28 +252,40 @@ def stamp_to_record(
     return json.dumps(stamp, sort_keys=True)
 
 
+class Prints:
+    """folder -> (count, sum of hashes) of the paths added: what `_fingerprint`
+    of the folder's listing must give, without holding 100 000 names."""
+
+    def __init__(self) -> None:
+        self._acc: dict[str, list[int]] = {}
+
+    def add(self, folder: str, rel: str) -> None:
+        a = self._acc.setdefault(folder, [0, 0])
+        a[0] += 1
+        a[1] = (a[1] + hash(rel)) & _MASK
+
+    def of(self, folder: str) -> tuple[int, int]:
+        a = self._acc.get(folder)
+        return (a[0], a[1]) if a is not None else (0, 0)
+
+
 def _expected_files(
     plan: FilePlan, folders: list[str], removed_foreign: set[str]
 ) -> dict[str, tuple[int, int]]:
     """folder -> fingerprint of every file this pass leaves there (ours
-    and others'): a count and a hash sum, so that 100 000 names are not
-    held twice at the end of a first sync."""
+    and others')."""
     if not folders:
         return {}
-    acc: dict[str, list[int]] = {f: [0, 0] for f in folders}
-
-    def add(folder: str, rel: str) -> None:
-        a = acc.get(folder)
-        if a is not None:
-            a[0] += 1
-            a[1] = (a[1] + hash(rel)) & _MASK
-
+    wanted = set(folders)
+    prints = Prints()
     for rel, _eid in plan.owned():
-        add(split_rel(rel)[0], rel)
+        folder = split_rel(rel)[0]
+        if folder in wanted:
+            prints.add(folder, rel)
     for f in plan.foreign:
-        if f.relpath not in removed_foreign:
-            add(f.folder, f.relpath)
-    return {f: (a[0], a[1]) for f, a in acc.items()}
+        if f.folder in wanted and f.relpath not in removed_foreign:
+            prints.add(f.folder, f.relpath)
+    return {f: prints.of(f) for f in folders}
 
 
 def _fingerprint(relpaths: Iterable[str]) -> tuple[int, int]:
