@@ -411,6 +411,69 @@ def load_own(acct: Account, n: int, seed: str) -> dict[str, Any]:
     return {"loader": "own", "messages": n, "bytes": total, "seconds": time.perf_counter() - t0}
 
 
+def small_message(seed: str, i: int) -> Message:
+    """Message i of the small generator (--loader small): ~2 KB of text, one
+    folder by the OWN_FOLDERS weights, flags as the own generator's."""
+    rng = random.Random(f"{seed}:small:{i}")
+    date = _BASE_DATE + dt.timedelta(minutes=3 * i)
+    subj = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 8))).capitalize()
+    headers = [
+        f"From: User {rng.randint(1, 60)} <user{rng.randint(1, 60)}@example.org>",
+        "To: Bench <bench@example.com>",
+        f"Subject: {subj}",
+        f"Date: {date.strftime('%a, %d %b %Y %H:%M:%S +0000')}",
+        f"Message-ID: <{seed}.s{i}@bench.test>",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+    ]
+    raw = ("\r\n".join(headers) + "\r\n\r\n" + _text(rng, 1_700)).encode()
+    names = [f for f, _ in OWN_FOLDERS]
+    folder = rng.choices(names, [w for _, w in OWN_FOLDERS])[0]
+    flags = [
+        flag
+        for flag, p in (("\\Seen", 0.6), ("\\Flagged", 0.08), ("\\Answered", 0.05))
+        if rng.random() < p
+    ]
+    return Message(raw, [folder], flags, date)
+
+
+def load_small(acct: Account, n: int, seed: str, threads: int = 4) -> dict[str, Any]:
+    """n small messages by IMAP APPEND over `threads` connections at once."""
+    t0 = time.perf_counter()
+    with Mailstore(acct) as ms:
+        for folder, _ in OWN_FOLDERS:
+            parts = folder.split("/")
+            for depth in range(1, len(parts) + 1):
+                if parts[0] != "INBOX":
+                    ms.create(mutf7_encode("/".join(parts[:depth])))
+    total = [0] * threads
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            with Mailstore(acct) as ms:
+                for i in range(k, n, threads):
+                    msg = small_message(seed, i)
+                    ms.append(mutf7_encode(msg.folders[0]), msg)
+                    total[k] += len(msg.raw)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise RuntimeError(f"small loader: {errors[0]!r}")
+    return {
+        "loader": "small",
+        "messages": n,
+        "bytes": sum(total),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
 def load_populate(acct: Account, n: int, populate: Path) -> dict[str, Any]:
     argv = [
         sys.executable,
@@ -847,6 +910,7 @@ class SizeResult:
     errors: list[dict[str, Any]] = field(default_factory=list)
     load1: list[float] = field(default_factory=list)
     startup: dict[str, list[Run]] = field(default_factory=dict)  # tool -> `python -c pass` runs
+    verify: dict[str, list[Run]] = field(default_factory=dict)  # tool -> `jmapsync verify` runs
 
 
 def bench_size(srv: CyrusServer, n: int, args: argparse.Namespace, work: Path) -> SizeResult:
@@ -855,7 +919,9 @@ def bench_size(srv: CyrusServer, n: int, args: argparse.Namespace, work: Path) -
     srv.add_user(user)
     acct = Account(user, DEFAULT_PASSWORD, srv.imap_port, srv.session_url)
     use_populate = args.loader == "populate" or (args.loader == "auto" and args.populate.exists())
-    if use_populate:
+    if args.loader == "small":
+        load = load_small(acct, n, args.seed)
+    elif use_populate:
         load = load_populate(acct, n, args.populate)
     else:
         if args.loader == "auto":
@@ -968,6 +1034,16 @@ def bench_size(srv: CyrusServer, n: int, args: argparse.Namespace, work: Path) -
                     )
                     print("   MISMATCH " + msg)
                     res.mismatches.append(msg)
+            if args.verify and isinstance(tool, Jmapsync) and res.runs[tool.name]["initial"]:
+                log = logs / f"{tool.name}-n{n}-r{rnd}-verify.log"
+                run = run_timed([*tool.argv()[:-1], "verify"], log, args.timeout)
+                res.verify.setdefault(tool.name, []).append(run)
+                print(
+                    f"   r{rnd} {tool.name:<11} {'verify':<12} {run.wall_s:7.2f} s  "
+                    f"cpu {run.cpu_s:6.2f} s  rss {run.maxrss_mb:6.1f} MB  exit {run.rc}"
+                    f"  load {run.load1:.2f}",
+                    flush=True,
+                )
             if not args.keep:
                 shutil.rmtree(tool.dir, ignore_errors=True)
         initial = {
@@ -1092,6 +1168,11 @@ def print_table(res: SizeResult, stats: dict[str, Any], ratios: dict[str, Any]) 
             f"\n{tool} no-change vs start-up (medians of {len(noop)}): {jm:.3f} s, "
             f"{STARTUP} {py:.3f} s: +{jm - py:.3f} s ({jm / py:.1f}x){vs_mbsync}"
         )
+    for tool, runs in res.verify.items():
+        print(
+            f"{tool} verify: median {statistics.median(r.wall_s for r in runs):.2f} s,"
+            f" peak RSS {max(r.maxrss_mb for r in runs):.1f} MB, exit {[r.rc for r in runs]}"
+        )
     for tool, per in res.runs.items():
         phased = [r.phases for r in per["incremental"] if r.phases]
         if phased:
@@ -1143,6 +1224,7 @@ def write_json(res: SizeResult, machine: dict[str, Any], args: argparse.Namespac
             for t, rs in res.startup.items()
             if rs and res.runs[t]["noop"]
         },
+        "verify": {t: [asdict(r) for r in rs] for t, rs in res.verify.items()},
         "incremental_phases": {
             t: [r.phases for r in per["incremental"] if r.phases] for t, per in res.runs.items()
         },
@@ -1155,7 +1237,7 @@ def write_json(res: SizeResult, machine: dict[str, Any], args: argparse.Namespac
         "load1_at_run_starts": res.load1,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"compare-{res.n}.json"
+    path = RESULTS / f"{_prefix(args)}-{res.n}.json"
     path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
     return path
 
@@ -1176,10 +1258,16 @@ def _import_pyplot() -> Any:
     return plt
 
 
-def draw_chart() -> Path | None:
+def _prefix(args: argparse.Namespace) -> str:
+    """compare-N.json; compare-small-N.json for the small messages (another
+    data set: its own files and chart)."""
+    return "compare-small" if args.loader == "small" else "compare"
+
+
+def draw_chart(prefix: str = "compare") -> Path | None:
     """Median time vs N per tool (min-max as error bars), from every compare-*.json."""
     docs = []
-    for p in sorted(RESULTS.glob("compare-*.json")):
+    for p in sorted(RESULTS.glob(f"{prefix}-[0-9]*.json")):
         with contextlib.suppress(ValueError, OSError):
             docs.append(json.loads(p.read_text()))
     docs.sort(key=lambda d: d["n"])
@@ -1232,7 +1320,7 @@ def draw_chart() -> Path | None:
         f"({m.get('nproc')} CPUs, {m.get('date', '')[:10]})"
     )
     fig.tight_layout()
-    out = RESULTS / "compare.png"
+    out = RESULTS / f"{prefix}.png"
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
@@ -1257,9 +1345,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--loader",
-        choices=("auto", "populate", "own"),
+        choices=("auto", "populate", "own", "small"),
         default="auto",
-        help="auto: populate.py if it exists, else the built-in generator",
+        help="auto: populate.py if it exists, else the built-in generator; small: ~2 KB"
+        " messages, 4 IMAP connections at once (for 100 000s)",
     )
     p.add_argument("--populate", type=Path, default=POPULATE, help=f"default {POPULATE}")
     p.add_argument("--flag-changes", type=int, default=100, help="incremental: flag changes")
@@ -1287,6 +1376,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=5,
         help="no-change runs per tool and round, each after a `python -c pass` (default 5)",
     )
+    p.add_argument("--verify", action="store_true", help="time `jmapsync verify` after each round")
     p.add_argument("--seed", default="bench", help="seed of generated mail and changes")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per tool run")
     p.add_argument("--keep", action="store_true", help="keep the mirrors and logs (prints where)")
@@ -1355,7 +1445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "uptime:",
         subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip(),
     )
-    chart = draw_chart()
+    chart = draw_chart(_prefix(args))
     if chart:
         print(f"wrote {chart}")
     return 1 if failed else 0

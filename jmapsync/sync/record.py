@@ -67,8 +67,8 @@ def record(
             db.prune_contents(conn)
         elif not plan.empty:
             db.update_files(conn, *_file_changes(plan))
-            if plan.removes or plan.renames:
-                db.prune_contents(conn)
+            # Only a remove can take an Email's last file.
+            db.prune_contents(conn, (r.email_id for r in plan.removes))
         if ctx.archive:
             looked = None if scope is None else scope.ids | {eid for _, eid in plan.owned()}
             archive.record(conn, archive.kept_pairs(emails, folder_of, plan.owned()), looked)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from jmapsync.config import AccountConfig
 from jmapsync.jmap.client import JmapClient
+from jmapsync.maildir.keywords import FILE_NAME as KEYWORDS_FILE
 from jmapsync.maildir.lineendings import Form, server_bytes
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state import archived
@@ -75,7 +76,11 @@ def _stray_files(store: MaildirStore, folders: list[str]) -> list[str]:
         except FileNotFoundError:
             continue  # a folder the state knows is gone: its files are reported missing
         for entry in entries:
-            if entry.is_file(follow_symlinks=False) and not entry.name.startswith("."):
+            if (
+                entry.is_file(follow_symlinks=False)
+                and not entry.name.startswith(".")
+                and entry.name != KEYWORDS_FILE  # the folder's Dovecot letters
+            ):
                 out.append(f"{folder}/{entry.name}" if folder else entry.name)
     return out
 
