@@ -23,6 +23,7 @@ from jmapsync.sync import folders as local_folders
 from jmapsync.sync import scope as local_scope
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.plan import FilePlan
+from jmapsync.sync.prints import Prints
 from jmapsync.sync.remote import RemoteModel
 from jmapsync.sync.stamp import Times
 
@@ -89,7 +90,7 @@ def record_streamed(
     model: RemoteModel,
     paths: Mapping[MailboxId, str],
     staging: Staging,
-    prints: local_scope.Prints,
+    prints: Prints,
     pre_stamp: Times,
 ) -> None:
     """record() for a streamed pass (sync/stream.py): Emails, files, contents

@@ -31,20 +31,23 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from jmapsync.config import AccountConfig
 from jmapsync.jmap.changes import Delta
 from jmapsync.jmap.types import Email, EmailId, MailboxId
 from jmapsync.maildir.files import TRASHED, LocalFile, Subdir, join, split_rel
 from jmapsync.maildir.flags import parse_name
 from jmapsync.maildir.store import MaildirStore
-from jmapsync.state.db import JOURNAL_IMPORT
+from jmapsync.state.db import JOURNAL_IMPORT, StateDB
 from jmapsync.sync import guards
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.plan import FilePlan
+from jmapsync.sync.prints import Print, Prints, listing
+from jmapsync.sync.prints import parse as parse_prints
 from jmapsync.sync.stamp import ROOT_KEY, Times, local_times, recorded_times
 
 # Touched right after the times are read (see _marker_places for where).
@@ -53,7 +56,6 @@ MARKER = ".jmapsync-marker"
 # system clock to pass its last write, so that the next pass may skip the
 # folders it wrote: ~10 ms on ext4, up to a second or two on coarse clocks.
 _SETTLE_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.5, 0.5)
-_MASK = (1 << 64) - 1
 
 
 @dataclass
@@ -200,99 +202,96 @@ def stamp_to_record(
     A folder whose times did not move since just before the scan holds
     what the scan saw, plus nothing.  One whose times moved during the
     pass (our own writes, or the user's mutt at the same moment) is listed
-    again and compared with what this pass leaves there: equal -> its new
-    times are recorded; different -> None, scanned next time.  What the
-    pass leaves there: after a full scan, the plan's files and the foreign
-    ones seen; in a folder a partial pass did not scan (its times had not
-    moved: it held what the state said) but wrote to, the files table as
-    this transaction leaves it (`conn`) -- a foreign file there, unknown to
-    the table, makes it differ.  Without this, the pass after every
+    again and compared with what this pass leaves there (sync/prints.py):
+    equal -> its new times are recorded; different -> None, scanned next
+    time.  What the pass leaves there: in a folder it scanned, the plan's
+    files and the foreign ones seen; in a folder a partial pass did not scan
+    (its times had not moved: it held what the state said) but wrote to,
+    the fingerprint recorded with the folder plus this pass's actions there
+    -- or, from a stamp without fingerprints, the files table as this
+    transaction leaves it (`conn`).  Without this, the pass after every
     download would scan the folders it wrote to instead of finding nothing
     to do.  Racy times are never recorded; a pass that wrote waits them out
     (`_settled_stamp`)."""
-    checkable = set(folders) if scope is None else set(scope.dirty)
+    scanned = set(folders) if scope is None else set(scope.dirty)
+    planned = Prints()
+    for rel, _eid in plan.owned():
+        if split_rel(rel)[0] in scanned:
+            planned.add(rel)
+    planned.add_all(
+        f.relpath for f in plan.foreign if f.folder in scanned and f.relpath not in removed_foreign
+    )
+    old = recorded_prints(ctx.db, ctx.account)
+    delta = Prints()
+    for r in plan.renames:
+        delta.add(r.src, -1)
+        delta.add(r.dst)
+    delta.add_all(lk.dst for lk in plan.links)
+    delta.add_all(p for d in plan.downloads for p in (d.dst, *d.links))
+    for rm in plan.removes:
+        delta.add(rm.path, -1)
+    for rel in removed_foreign:
+        delta.add(rel, -1)
 
-    def expected(moved: list[str]) -> dict[str, tuple[int, int]]:
-        prints = _expected_files(plan, [f for f in moved if f in checkable], removed_foreign)
-        for f in moved:
-            if f not in checkable:
-                prints[f] = _fingerprint(
-                    join(f, name)
-                    for (name,) in conn.execute("SELECT name FROM files WHERE folder=?", (f,))
-                )
-        return prints
+    def expected(folder: str, moved: bool) -> Print | None:
+        if folder in scanned:
+            return planned.of(folder)
+        if folder in old:
+            if not moved:
+                return old[folder]
+            base, d = old[folder], delta.of(folder)
+            return (base[0] + d[0], base[1] + d[1], base[2] + d[2])
+        if not moved:
+            return None
+        table = Prints()
+        table.add_all(
+            join(folder, name)
+            for (name,) in conn.execute("SELECT name FROM files WHERE folder=?", (folder,))
+        )
+        return table.of(folder)
 
     return _stamp(ctx, folders, pre, expected)
 
 
-def stamp_streamed(ctx: PassContext, folders: list[str], pre: Times, prints: Prints) -> str:
+def stamp_streamed(ctx: PassContext, folders: list[str], pre: Times, planned: Prints) -> str:
     """stamp_to_record for a streamed pass (sync/stream.py): every folder was
-    scanned, and `prints` holds what the pass leaves in each."""
-    return _stamp(ctx, folders, pre, lambda moved: {f: prints.of(f) for f in moved})
+    scanned, and `planned` holds what the pass leaves in each."""
+    return _stamp(ctx, folders, pre, lambda folder, _moved: planned.of(folder))
 
 
 def _stamp(
     ctx: PassContext,
     folders: list[str],
     pre: Times,
-    expected: Callable[[list[str]], dict[str, tuple[int, int]]],
+    expected: Callable[[str, bool], Print | None],
 ) -> str:
     times = _settled_stamp(ctx, folders)
-    moved = [f for f in folders if times[f] is not None and pre.get(f) != times[f]]
-    if moved:
-        prints = expected(moved)
-        for f in moved:
-            if f not in prints or _fingerprint(ctx.store.relpaths([f])) != prints[f]:
-                times[f] = None
+    kept: dict[str, Print] = {}
+    for f in folders:
+        if times[f] is None:
+            continue
+        moved = pre.get(f) != times[f]
+        want = expected(f, moved)
+        if moved and (want is None or listing(ctx.store.path(f)) != want):
+            times[f] = None
+        elif want is not None:
+            kept[f] = want
     for f in ctx.unsettled & set(times):
         times[f] = None  # new letters reached only some of its files: plan it all next time
+        kept.pop(f, None)
     if pre.get(ROOT_KEY) != times.get(ROOT_KEY):
         times[ROOT_KEY] = None  # folders came or went: the next pass lists them
-    stamp = {"layout": ctx.account.layout, "root": str(ctx.account.maildir), "folders": times}
+    stamp = {
+        "layout": ctx.account.layout,
+        "root": str(ctx.account.maildir),
+        "folders": times,
+        "prints": {f: list(p) for f, p in kept.items()},
+    }
     return json.dumps(stamp, sort_keys=True)
 
 
-class Prints:
-    """folder -> (count, sum of hashes) of the paths added: what `_fingerprint`
-    of the folder's listing must give, without holding 100 000 names."""
-
-    def __init__(self) -> None:
-        self._acc: dict[str, list[int]] = {}
-
-    def add(self, folder: str, rel: str) -> None:
-        a = self._acc.setdefault(folder, [0, 0])
-        a[0] += 1
-        a[1] = (a[1] + hash(rel)) & _MASK
-
-    def of(self, folder: str) -> tuple[int, int]:
-        a = self._acc.get(folder)
-        return (a[0], a[1]) if a is not None else (0, 0)
-
-
-def _expected_files(
-    plan: FilePlan, folders: list[str], removed_foreign: set[str]
-) -> dict[str, tuple[int, int]]:
-    """folder -> fingerprint of every file this pass leaves there (ours
-    and others')."""
-    if not folders:
+def recorded_prints(db: StateDB, account: AccountConfig) -> dict[str, Print]:
+    """The folder fingerprints the last pass recorded with its stamp."""
+    if recorded_times(db, account) is None:
         return {}
-    wanted = set(folders)
-    prints = Prints()
-    for rel, _eid in plan.owned():
-        folder = split_rel(rel)[0]
-        if folder in wanted:
-            prints.add(folder, rel)
-    for f in plan.foreign:
-        if f.folder in wanted and f.relpath not in removed_foreign:
-            prints.add(f.folder, f.relpath)
-    return {f: prints.of(f) for f in folders}
-
-
-def _fingerprint(relpaths: Iterable[str]) -> tuple[int, int]:
-    """(count, sum of hashes) of a set of paths: equal sets, equal prints; a
-    rename, a new or a missing file changes it."""
-    n = total = 0
-    for rel in relpaths:
-        n += 1
-        total = (total + hash(rel)) & _MASK
-    return n, total
+    return parse_prints(json.loads(db.get_meta("local_stamp") or "{}").get("prints"))

@@ -42,6 +42,7 @@ from jmapsync.sync import archive, arrival, folders, guards, letters, record, re
 from jmapsync.sync import plan as planner
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.execute import Executor
+from jmapsync.sync.prints import Prints
 from jmapsync.sync.report import ProgressFactory
 
 if TYPE_CHECKING:
@@ -110,11 +111,11 @@ async def run(
         staging.add_scan(store.scan(sorted(local_folders)))
         letters.allocate(ctx, staging.emails(), folder_of)
         report.planned = staging.model_size()
-        prints = scope.Prints()
+        prints = Prints()
         foreign = 0
         for f in staging.foreign():
             foreign += 1
-            prints.add(f.folder, f.relpath)
+            prints.add(f.relpath)
         report.foreign = foreign
         if foreign:
             ctx.log.info(
@@ -147,7 +148,7 @@ async def _chunks(
     staging: Staging,
     folder_of: Mapping[MailboxId, str],
     excluded: frozenset[MailboxId],
-    prints: scope.Prints,
+    prints: Prints,
     progress: ProgressFactory | None,
 ) -> None:
     """Plan and carry out each chunk; keep what it leaves in `staging`."""
@@ -167,8 +168,7 @@ async def _chunks(
             await asyncio.to_thread(executor.line_endings, plan)
             owned = list(plan.owned())
             staging.add_files(_records(owned))
-            for rel, _eid in owned:
-                prints.add(split_rel(rel)[0], rel)
+            prints.add_all(rel for rel, _eid in owned)
             staging.add_contents(ctx.new_contents)
             ctx.new_contents.clear()
             if ctx.archive:
