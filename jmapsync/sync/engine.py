@@ -285,7 +285,7 @@ class Engine:
             pre_stamp = partial.times
             scan = partial.files()
         else:
-            pre_stamp = scope.local_stamp(ctx, folders.stamped(store, paths, folder_of))
+            pre_stamp = scope.local_stamp(ctx, folders.stamped(store, paths, folder_of, layout))
             scan = list(store.scan(sorted(local_folders)))
             if ctx.dry is not None:
                 scan = ctx.dry.after_folder_moves(scan)

@@ -77,7 +77,7 @@ def record(
             archive.clear(conn)  # a forced pull removed what archive had kept
         db.put_contents(conn, ctx.new_contents)
         letters.record(ctx, conn, None if scope is None else scope.dirty)
-        stamped = local_folders.stamped(ctx.store, paths, folder_of)
+        stamped = local_folders.stamped(ctx.store, paths, folder_of, ctx.account.layout)
         stamp = local_scope.stamp_to_record(
             ctx, stamped, pre_stamp, plan, scope, removed_foreign, conn
         )
@@ -104,7 +104,7 @@ def record_streamed(
         else:
             archive.clear(conn)
         letters.record(ctx, conn, None)
-        stamped = local_folders.stamped(ctx.store, paths, folder_of)
+        stamped = local_folders.stamped(ctx.store, paths, folder_of, ctx.account.layout)
         stamp = local_scope.stamp_streamed(ctx, stamped, pre_stamp, prints)
         _meta(ctx, conn, account_id, model, selected, stamp)
 

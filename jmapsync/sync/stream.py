@@ -107,7 +107,7 @@ async def run(
         report.phases["folders"] = round(time.monotonic() - t, 3)
 
         t = time.monotonic()
-        pre_stamp = scope.local_stamp(ctx, folders.stamped(store, paths, folder_of))
+        pre_stamp = scope.local_stamp(ctx, folders.stamped(store, paths, folder_of, layout))
         staging.add_scan(store.scan(sorted(local_folders)))
         letters.allocate(ctx, staging.emails(), folder_of)
         report.planned = staging.model_size()
