@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from jmapsync.maildir.durable import SYNCFS, copy_fd, name_errors
-from jmapsync.maildir.files import PART_SUFFIX, LocalFile, email_id_of, join
+from jmapsync.maildir.files import PART_SUFFIX, LocalFile, email_id_of
 from jmapsync.maildir.flags import parse_name
 from jmapsync.maildir.tree import MaildirTree
 
@@ -37,34 +37,32 @@ class MaildirStore(MaildirTree):
 
     # -- messages ------------------------------------------------------------------
 
-    def _entries(self, folders: Iterable[str]) -> Iterator[tuple[str, str, os.DirEntry[str]]]:
+    def _entries(
+        self, folders: Iterable[str], lazy: bool
+    ) -> Iterator[tuple[str, str, os.DirEntry[str]]]:
         """(folder, "cur"|"new", entry) of each message file (dot-files skipped)."""
         for folder in folders:
             base = self.path(folder)
             for sub in ("cur", "new"):
                 try:
-                    with os.scandir(base / sub) as it:
-                        entries = list(it)
+                    it = os.scandir(base / sub)
                 except FileNotFoundError:
                     continue
-                for entry in entries:
-                    if entry.name.startswith("."):
-                        continue
-                    try:
-                        if not entry.is_file(follow_symlinks=False):
-                            continue
-                    except OSError:
-                        continue
-                    yield folder, sub, entry
+                if lazy:
+                    with it:
+                        yield from _message_files(folder, sub, it)
+                else:
+                    with it:
+                        entries = list(it)
+                    yield from _message_files(folder, sub, entries)
 
-    def relpaths(self, folders: Iterable[str]) -> Iterator[str]:
-        """The relative paths scan() would list, without parsing a name."""
-        for folder, sub, entry in self._entries(folders):
-            yield join(folder, sub, entry.name)
-
-    def scan(self, folders: Iterable[str]) -> Iterator[LocalFile]:
-        """Message files in cur/ and new/ of the given folders (dot-files skipped)."""
-        for folder, sub, entry in self._entries(folders):
+    def scan(self, folders: Iterable[str], *, lazy: bool = False) -> Iterator[LocalFile]:
+        """Message files in cur/ and new/ of the given folders (dot-files
+        skipped).  Each directory is read whole before its first file is
+        handed out (a caller may rename files meanwhile) -- unless `lazy`,
+        for a caller that changes nothing while it reads (a streamed pass:
+        a directory of 500 000 entries is not held at once)."""
+        for folder, sub, entry in self._entries(folders, lazy):
             try:
                 inode = entry.inode()
             except OSError:
@@ -309,3 +307,17 @@ class MaildirStore(MaildirTree):
 
     def read(self, rel: str) -> bytes:
         return self.path(rel).read_bytes()
+
+
+def _message_files(
+    folder: str, sub: str, entries: Iterable[os.DirEntry[str]]
+) -> Iterator[tuple[str, str, os.DirEntry[str]]]:
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+        except OSError:
+            continue
+        yield folder, sub, entry

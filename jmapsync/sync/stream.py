@@ -108,7 +108,7 @@ async def run(
 
         t = time.monotonic()
         pre_stamp = scope.local_stamp(ctx, folders.stamped(store, paths, folder_of, layout))
-        staging.add_scan(store.scan(sorted(local_folders)))
+        staging.add_scan(store.scan(sorted(local_folders), lazy=True))
         letters.allocate(ctx, staging.emails(), folder_of)
         report.planned = staging.model_size()
         prints = Prints()
