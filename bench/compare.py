@@ -437,8 +437,44 @@ def small_message(seed: str, i: int) -> Message:
     return Message(raw, [folder], flags, date)
 
 
-def load_small(acct: Account, n: int, seed: str, threads: int = 4) -> dict[str, Any]:
-    """n small messages by IMAP APPEND over `threads` connections at once."""
+class _RawImap:
+    """IMAP commands written and answered by hand: MULTIAPPEND (RFC 3502) with
+    LITERAL+ literals, which imaplib does not speak."""
+
+    def __init__(self, acct: Account) -> None:
+        self.sock = socket.create_connection((HOST, acct.imap_port), timeout=600)
+        self.f = self.sock.makefile("rb")
+        self.f.readline()  # greeting
+        self.serial = 0
+        self.command(f"LOGIN {imap_quote(acct.user)} {imap_quote(acct.password)}".encode())
+
+    def command(self, data: bytes) -> None:
+        self.serial += 1
+        tag = f"a{self.serial}".encode()
+        self.sock.sendall(tag + b" " + data + b"\r\n")
+        while line := self.f.readline():
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK"):
+                    raise RuntimeError(f"IMAP {data[:40]!r}: {line!r}")
+                return
+        raise RuntimeError("IMAP: connection closed")
+
+    def append_many(self, folder: str, messages: list[Message]) -> None:
+        parts = [b"APPEND " + imap_quote(mutf7_encode(folder)).encode()]
+        for msg in messages:
+            flags = f" ({' '.join(msg.flags)})" if msg.flags else ""
+            parts.append(f"{flags} {{{len(msg.raw)}+}}\r\n".encode() + msg.raw)
+        self.command(b"".join(parts))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, RuntimeError):
+            self.command(b"LOGOUT")
+        self.sock.close()
+
+
+def load_small(acct: Account, n: int, seed: str, threads: int = 2) -> dict[str, Any]:
+    """n small messages by IMAP MULTIAPPEND, 500 per command, over `threads`
+    connections at once: ~10x one APPEND per message against Cyrus."""
     t0 = time.perf_counter()
     with Mailstore(acct) as ms:
         for folder, _ in OWN_FOLDERS:
@@ -450,14 +486,21 @@ def load_small(acct: Account, n: int, seed: str, threads: int = 4) -> dict[str, 
     errors: list[BaseException] = []
 
     def work(k: int) -> None:
+        imap = _RawImap(acct)
         try:
-            with Mailstore(acct) as ms:
-                for i in range(k, n, threads):
-                    msg = small_message(seed, i)
-                    ms.append(mutf7_encode(msg.folders[0]), msg)
-                    total[k] += len(msg.raw)
+            batch: dict[str, list[Message]] = {}
+            for i in range(k, n, threads):
+                msg = small_message(seed, i)
+                total[k] += len(msg.raw)
+                batch.setdefault(msg.folders[0], []).append(msg)
+                if len(batch[msg.folders[0]]) >= 500:
+                    imap.append_many(msg.folders[0], batch.pop(msg.folders[0]))
+            for folder, msgs in batch.items():
+                imap.append_many(folder, msgs)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
+        finally:
+            imap.close()
 
     workers = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
     for w in workers:
@@ -466,12 +509,8 @@ def load_small(acct: Account, n: int, seed: str, threads: int = 4) -> dict[str, 
         w.join()
     if errors:
         raise RuntimeError(f"small loader: {errors[0]!r}")
-    return {
-        "loader": "small",
-        "messages": n,
-        "bytes": sum(total),
-        "seconds": time.perf_counter() - t0,
-    }
+    took = time.perf_counter() - t0
+    return {"loader": "small", "messages": n, "bytes": sum(total), "seconds": took}
 
 
 def load_populate(acct: Account, n: int, populate: Path) -> dict[str, Any]:
