@@ -11,15 +11,15 @@ per account on stderr); 2 the command line or the config is wrong.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from jmapsync import __version__, init, log, scrub
+from jmapsync import log, scrub
 from jmapsync.config import Config, load
 from jmapsync.errors import ConfigError, JmapsyncError
+from jmapsync.parser import build_parser
 
 if TYPE_CHECKING:
     from jmapsync.sync.report import SyncReport
@@ -29,81 +29,6 @@ if TYPE_CHECKING:
 # (sync/quick.py; tests/integration/test_quick.py checks what loads).
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="jmapsync", description="Mirror JMAP mail accounts into local Maildir folders."
-    )
-    p.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        help="config file (default: $XDG_CONFIG_HOME/jmapsync/config.ini)",
-    )
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    p.add_argument(
-        "--log-format",
-        choices=("auto", "console", "json"),
-        default=None,
-        help="default: log_format from the config, else auto (console on a TTY, else JSON)",
-    )
-    p.add_argument("--version", action="version", version=f"jmapsync {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("sync", help="one pass over every (or the named) account")
-    s.add_argument("--account", action="append", metavar="NAME", help="only this account")
-    s.add_argument(
-        "--force-deletes",
-        action="store_true",
-        help="let through deletions the guards refuse (vanished folders, emptied folders,"
-        " more than max_deletes)",
-    )
-    s.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print what the pass would do in each direction; change nothing (no file, no"
-        " state, no server write)",
-    )
-    s.add_argument("--json", action="store_true", help="with --dry-run: machine-readable output")
-    c = sub.add_parser("check", help="validate the config, connect, show what the server offers")
-    c.add_argument("--account", action="append", metavar="NAME")
-    st = sub.add_parser("status", help="per account: last sync, states, counts, pending work")
-    st.add_argument("--account", action="append", metavar="NAME")
-    st.add_argument("--json", action="store_true", help="machine-readable output")
-    v = sub.add_parser("verify", help="check every mirrored file against the state; change nothing")
-    v.add_argument("--account", action="append", metavar="NAME")
-    v.add_argument("--download", action="store_true", help="also hash every blob on the server")
-    d = sub.add_parser(
-        "daemon", help="keep every account mirrored: push, Maildir watcher, until SIGTERM"
-    )
-    d.add_argument("--account", action="append", metavar="NAME")
-    init.add_parser(sub)
-    r = sub.add_parser("restore", help="upload every message of a Maildir tree into an account")
-    r.add_argument("--account", required=True, metavar="NAME", help="the account to restore into")
-    r.add_argument(
-        "--from",
-        dest="source",
-        type=Path,
-        metavar="MAILDIR",
-        help="the Maildir tree to read (default: the account's maildir)",
-    )
-    r.add_argument(
-        "--layout",
-        choices=("verbatim", "maildir++"),
-        help="folder layout of MAILDIR (default: the account's layout)",
-    )
-    r.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print what would be created and imported; send no write",
-    )
-    # sendmail's command line (-t -i -oi -f ADDR -oem ... -- RCPT): parsed by
-    # send/args.py, so "+" is this parser's only (unused) option prefix.
-    se = sub.add_parser(
-        "send", help="a sendmail: send (or queue) stdin via JMAP", add_help=False, prefix_chars="+"
-    )
-    se.add_argument("sendmail_args", nargs=argparse.REMAINDER)
-    return p
 
 
 class _ScrubbedOut:
@@ -181,6 +106,8 @@ def _main(argv: list[str] | None) -> int:
     log.setup(args.log_format or "auto", args.verbose, hide)
     try:
         if args.command == "init":  # before load(): there may be no config yet
+            from jmapsync import init
+
             return init.run(args)
         config = load(args.config)
         if args.log_format is None and config.log_format != "auto":
