@@ -25,6 +25,10 @@ Method
      ``state_dir``, layout verbatim, direction pull; mbsync: SyncState * in
      a fresh Maildir);
   2. *no-change re-sync*: the same command again on the synced mirror;
+     jmapsync runs it ``--noop-repeat`` times (default 5), each right after
+     a ``python -c pass`` of the same interpreter: the table shows the
+     no-change run against start-up alone and against mbsync's no-change run
+     (issue 16's target: within 0.10 s of ``python -c pass``);
   3. *incremental*: a fresh batch of server changes is applied over IMAP
      (``--flag-changes`` STORE +/-FLAGS \\Flagged, ``--moves`` UID MOVE,
      ``--new`` APPENDs of new messages to INBOX), then the command again.
@@ -32,6 +36,13 @@ Method
      moved ones moved back, the flags reset), so every round starts from the
      same N messages and each tool sees exactly one batch.
 
+* jmapsync's byte code is compiled first (``compileall``, as ``pip install``
+  does): an editable checkout with PYTHONDONTWRITEBYTECODE set would
+  otherwise compile every module on every run and time the compiler.
+* jmapsync's passes log their stages (SyncReport.phases, from the JSON
+  ``sync-done`` line): the incremental runs print them -- start-up and exit
+  (the process wall time minus the pass), remote read, folders, scan and
+  plan, execute, record.
 * Each command is one child process: wall time from ``time.perf_counter``,
   CPU (user+sys) from ``os.wait4``, peak RSS from GNU ``/usr/bin/time -f %M``
   (or sampled VmHWM without it) -- not from wait4's ru_maxrss, which starts
@@ -115,6 +126,8 @@ POPULATE = Path("/work/shared/cyrus/populate.py")
 RESULTS = REPO / "bench" / "results"
 MEASURES = ("initial", "noop", "incremental")
 TITLES = {"initial": "initial pull", "noop": "no-change", "incremental": "incremental"}
+STARTUP = "python -c pass"  # the interpreter's start-up, timed next to each no-change run
+PHASES = ("startup", "remote", "folders", "scan_plan", "execute", "record")
 REFERENCE, CANDIDATE = "mbsync", "jmapsync"
 OFFLINEIMAP_MAX_N = 2000
 
@@ -398,6 +411,108 @@ def load_own(acct: Account, n: int, seed: str) -> dict[str, Any]:
     return {"loader": "own", "messages": n, "bytes": total, "seconds": time.perf_counter() - t0}
 
 
+def small_message(seed: str, i: int) -> Message:
+    """Message i of the small generator (--loader small): ~2 KB of text, one
+    folder by the OWN_FOLDERS weights, flags as the own generator's."""
+    rng = random.Random(f"{seed}:small:{i}")
+    date = _BASE_DATE + dt.timedelta(minutes=3 * i)
+    subj = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 8))).capitalize()
+    headers = [
+        f"From: User {rng.randint(1, 60)} <user{rng.randint(1, 60)}@example.org>",
+        "To: Bench <bench@example.com>",
+        f"Subject: {subj}",
+        f"Date: {date.strftime('%a, %d %b %Y %H:%M:%S +0000')}",
+        f"Message-ID: <{seed}.s{i}@bench.test>",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+    ]
+    raw = ("\r\n".join(headers) + "\r\n\r\n" + _text(rng, 1_700)).encode()
+    names = [f for f, _ in OWN_FOLDERS]
+    folder = rng.choices(names, [w for _, w in OWN_FOLDERS])[0]
+    flags = [
+        flag
+        for flag, p in (("\\Seen", 0.6), ("\\Flagged", 0.08), ("\\Answered", 0.05))
+        if rng.random() < p
+    ]
+    return Message(raw, [folder], flags, date)
+
+
+class _RawImap:
+    """IMAP commands written and answered by hand: MULTIAPPEND (RFC 3502) with
+    LITERAL+ literals, which imaplib does not speak."""
+
+    def __init__(self, acct: Account) -> None:
+        self.sock = socket.create_connection((HOST, acct.imap_port), timeout=600)
+        self.f = self.sock.makefile("rb")
+        self.f.readline()  # greeting
+        self.serial = 0
+        self.command(f"LOGIN {imap_quote(acct.user)} {imap_quote(acct.password)}".encode())
+
+    def command(self, data: bytes) -> None:
+        self.serial += 1
+        tag = f"a{self.serial}".encode()
+        self.sock.sendall(tag + b" " + data + b"\r\n")
+        while line := self.f.readline():
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK"):
+                    raise RuntimeError(f"IMAP {data[:40]!r}: {line!r}")
+                return
+        raise RuntimeError("IMAP: connection closed")
+
+    def append_many(self, folder: str, messages: list[Message]) -> None:
+        parts = [b"APPEND " + imap_quote(mutf7_encode(folder)).encode()]
+        for msg in messages:
+            flags = f" ({' '.join(msg.flags)})" if msg.flags else ""
+            parts.append(f"{flags} {{{len(msg.raw)}+}}\r\n".encode() + msg.raw)
+        self.command(b"".join(parts))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, RuntimeError):
+            self.command(b"LOGOUT")
+        self.sock.close()
+
+
+def load_small(acct: Account, n: int, seed: str, threads: int = 2) -> dict[str, Any]:
+    """n small messages by IMAP MULTIAPPEND, 500 per command, over `threads`
+    connections at once: ~10x one APPEND per message against Cyrus."""
+    t0 = time.perf_counter()
+    with Mailstore(acct) as ms:
+        for folder, _ in OWN_FOLDERS:
+            parts = folder.split("/")
+            for depth in range(1, len(parts) + 1):
+                if parts[0] != "INBOX":
+                    ms.create(mutf7_encode("/".join(parts[:depth])))
+    total = [0] * threads
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        imap = _RawImap(acct)
+        try:
+            batch: dict[str, list[Message]] = {}
+            for i in range(k, n, threads):
+                msg = small_message(seed, i)
+                total[k] += len(msg.raw)
+                batch.setdefault(msg.folders[0], []).append(msg)
+                if len(batch[msg.folders[0]]) >= 500:
+                    imap.append_many(msg.folders[0], batch.pop(msg.folders[0]))
+            for folder, msgs in batch.items():
+                imap.append_many(folder, msgs)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            imap.close()
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise RuntimeError(f"small loader: {errors[0]!r}")
+    took = time.perf_counter() - t0
+    return {"loader": "small", "messages": n, "bytes": sum(total), "seconds": took}
+
+
 def load_populate(acct: Account, n: int, populate: Path) -> dict[str, Any]:
     argv = [
         sys.executable,
@@ -460,7 +575,15 @@ def apply_batch(
             mid = ms.message_id(uid)
             if mid is None:
                 continue
-            dst = rng.choice([f for f in folders if f != src])
+            # Not into a folder that holds a copy already (the ~2 % of
+            # messages in two folders): IMAP would count two messages there,
+            # JMAP has one Email in that mailbox, and the mirrors one file.
+            choices = [f for f in folders if f != src]
+            rng.shuffle(choices)
+            dst = next((f for f in choices if not _holds(ms, f, mid)), None)
+            ms.select(src)
+            if dst is None:
+                continue
             ms.move([uid], dst)
             batch.moved.append((src, dst, mid))
         ms.select("INBOX")
@@ -474,6 +597,11 @@ def apply_batch(
             ms.select("INBOX")
             batch.delivered = ms.search_header("X-Bench-Batch", batch.tag)
     return batch
+
+
+def _holds(ms: Mailstore, folder: str, message_id: str) -> bool:
+    ms.select(folder)
+    return bool(ms.search_header("Message-ID", message_id))
 
 
 def undo_batch(acct: Account, batch: Batch) -> None:
@@ -530,6 +658,35 @@ class Tool:
     def version() -> str:
         return ""
 
+    def python(self) -> str | None:
+        """The interpreter this tool runs in (None: not Python)."""
+        return None
+
+
+def _interpreter_of(script: str) -> str | None:
+    """The #! interpreter of a console script (pip writes an absolute path)."""
+    try:
+        with open(script, "rb") as f:
+            first = f.readline().decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+    return first[2:].split()[0] if first.startswith("#!/") else None
+
+
+def compile_package(python: str) -> str:
+    """Byte-compile the jmapsync package `python` imports (see the docstring)."""
+    res = subprocess.run(
+        [python, "-c", "import jmapsync, os; print(os.path.dirname(jmapsync.__file__))"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    where = res.stdout.strip()
+    if res.returncode != 0 or not where:
+        return f"not compiled: {res.stderr.strip()[-200:]}"
+    subprocess.run([python, "-m", "compileall", "-q", where], check=False)
+    return where
+
 
 def _jmapsync_argv() -> list[str]:
     """The console script next to this interpreter (no pyenv shim), else PATH."""
@@ -570,6 +727,10 @@ class Jmapsync(Tool):
             [*_jmapsync_argv(), "--version"], capture_output=True, text=True, check=False
         )
         return (res.stdout or res.stderr).strip()
+
+    def python(self) -> str | None:
+        argv = self.argv()
+        return argv[0] if argv[0] == sys.executable else _interpreter_of(argv[0])
 
 
 class JmapsyncBaseline(Jmapsync):
@@ -654,6 +815,20 @@ class Run:
     maxrss_mb: float
     rc: int
     load1: float
+    phases: dict[str, float] = field(default_factory=dict)  # jmapsync: its pass's stages
+
+
+def pass_phases(output: str, wall_s: float) -> dict[str, float]:
+    """The stages of a jmapsync pass from its JSON `sync-done` line, and
+    "startup": the wall time outside the pass (interpreter, imports, config,
+    exit).  Empty for other tools."""
+    for line in reversed(output.splitlines()):
+        if line.startswith("{") and '"sync-done"' in line:
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                phases = {k: float(v) for k, v in (event.get("phases") or {}).items()}
+                return {"startup": round(wall_s - float(event.get("seconds", 0)), 3)} | phases
+    return {}
 
 
 GNU_TIME = "/usr/bin/time"
@@ -773,6 +948,8 @@ class SizeResult:
     mismatches: list[str] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     load1: list[float] = field(default_factory=list)
+    startup: dict[str, list[Run]] = field(default_factory=dict)  # tool -> `python -c pass` runs
+    verify: dict[str, list[Run]] = field(default_factory=dict)  # tool -> `jmapsync verify` runs
 
 
 def bench_size(srv: CyrusServer, n: int, args: argparse.Namespace, work: Path) -> SizeResult:
@@ -781,7 +958,9 @@ def bench_size(srv: CyrusServer, n: int, args: argparse.Namespace, work: Path) -
     srv.add_user(user)
     acct = Account(user, DEFAULT_PASSWORD, srv.imap_port, srv.session_url)
     use_populate = args.loader == "populate" or (args.loader == "auto" and args.populate.exists())
-    if use_populate:
+    if args.loader == "small":
+        load = load_small(acct, n, args.seed)
+    elif use_populate:
         load = load_populate(acct, n, args.populate)
     else:
         if args.loader == "auto":
@@ -821,15 +1000,20 @@ def bench_size(srv: CyrusServer, n: int, args: argparse.Namespace, work: Path) -
     for rnd in range(1, args.rounds + 1):
         for tool in tools:
             tool.reset(f"n{n}r{rnd}")
-            for measure in MEASURES:
+            plan = [m for m in MEASURES for _ in range(args.noop_repeat if m == "noop" else 1)]
+            for k, measure in enumerate(plan):
                 batch = None
                 if measure == "incremental":
                     serial += 1
                     batch = apply_batch(
                         acct, serial, args.flag_changes, args.moves, args.new, args.seed
                     )
+                python = tool.python()
+                if measure == "noop" and python is not None:
+                    start = run_timed([python, "-c", "pass"], logs / "python-pass.log", 60)
+                    res.startup.setdefault(tool.name, []).append(start)
                 try:
-                    log = logs / f"{tool.name}-n{n}-r{rnd}-{measure}.log"
+                    log = logs / f"{tool.name}-n{n}-r{rnd}-{measure}{k}.log"
                     run = run_timed(tool.argv(), log, args.timeout)
                     with Mailstore(acct) as ms:
                         server = ms.counts()
@@ -838,6 +1022,7 @@ def bench_size(srv: CyrusServer, n: int, args: argparse.Namespace, work: Path) -
                         undo_batch(acct, batch)
                 res.load1.append(run.load1)
                 output = log.read_text(errors="replace")
+                run.phases = pass_phases(output, run.wall_s)
                 if run.rc != 0:
                     print(f"   {tool.name} {TITLES[measure]} round {rnd}: EXIT {run.rc}")
                     print("   ---- output ----\n" + output.rstrip() + "\n   ----------------")
@@ -875,6 +1060,12 @@ def bench_size(srv: CyrusServer, n: int, args: argparse.Namespace, work: Path) -
                     f"  load {run.load1:.2f}",
                     flush=True,
                 )
+                if measure == "noop" and tool.name in res.startup:
+                    print(f"      {STARTUP}: {res.startup[tool.name][-1].wall_s:.3f} s")
+                if measure == "incremental" and run.phases:
+                    print(
+                        "      phases: " + ", ".join(f"{p} {v:.3f}" for p, v in run.phases.items())
+                    )
                 if diff:
                     msg = (
                         f"{tool.name} {TITLES[measure]} round {rnd}: mirror != server "
@@ -882,6 +1073,16 @@ def bench_size(srv: CyrusServer, n: int, args: argparse.Namespace, work: Path) -
                     )
                     print("   MISMATCH " + msg)
                     res.mismatches.append(msg)
+            if args.verify and isinstance(tool, Jmapsync) and res.runs[tool.name]["initial"]:
+                log = logs / f"{tool.name}-n{n}-r{rnd}-verify.log"
+                run = run_timed([*tool.argv()[:-1], "verify"], log, args.timeout)
+                res.verify.setdefault(tool.name, []).append(run)
+                print(
+                    f"   r{rnd} {tool.name:<11} {'verify':<12} {run.wall_s:7.2f} s  "
+                    f"cpu {run.cpu_s:6.2f} s  rss {run.maxrss_mb:6.1f} MB  exit {run.rc}"
+                    f"  load {run.load1:.2f}",
+                    flush=True,
+                )
             if not args.keep:
                 shutil.rmtree(tool.dir, ignore_errors=True)
         initial = {
@@ -995,6 +1196,30 @@ def print_table(res: SizeResult, stats: dict[str, Any], ratios: dict[str, Any]) 
                 + "".join(f"{c:>28}" for c in cells)
                 + (f"{r:>18.2f}" if r is not None else f"{'n/a':>18}")
             )
+    for tool, starts in res.startup.items():
+        noop = [r.wall_s for r in res.runs[tool]["noop"]]
+        if not noop:
+            continue
+        py, jm = statistics.median(r.wall_s for r in starts), statistics.median(noop)
+        mb = [r.wall_s for r in res.runs.get(REFERENCE, {}).get("noop", [])]
+        vs_mbsync = f", {jm / statistics.median(mb):.2f}x mbsync's" if mb else ""
+        print(
+            f"\n{tool} no-change vs start-up (medians of {len(noop)}): {jm:.3f} s, "
+            f"{STARTUP} {py:.3f} s: +{jm - py:.3f} s ({jm / py:.1f}x){vs_mbsync}"
+        )
+    for tool, runs in res.verify.items():
+        print(
+            f"{tool} verify: median {statistics.median(r.wall_s for r in runs):.2f} s,"
+            f" peak RSS {max(r.maxrss_mb for r in runs):.1f} MB, exit {[r.rc for r in runs]}"
+        )
+    for tool, per in res.runs.items():
+        phased = [r.phases for r in per["incremental"] if r.phases]
+        if phased:
+            med = {p: statistics.median(ph.get(p, 0.0) for ph in phased) for p in PHASES}
+            print(
+                f"{tool} incremental, median per stage: "
+                + ", ".join(f"{p} {v:.3f} s" for p, v in med.items())
+            )
     init = [c for c in res.counts if c["measure"] == "initial"]
     if init:
         print("\nmessage files after the initial pull (per round; server = IMAP messages):")
@@ -1028,6 +1253,20 @@ def write_json(res: SizeResult, machine: dict[str, Any], args: argparse.Namespac
         "mbsync_expunge_near": not args.mbsync_no_expunge,
         "stats": stats,
         "ratios_jmapsync_over_mbsync": ratios_of(stats),
+        "noop_repeat": args.noop_repeat,
+        "startup": {
+            t: {
+                "python_pass_wall_s": summarize([r.wall_s for r in rs]),
+                "noop_minus_python_pass_s": statistics.median(r.wall_s for r in res.runs[t]["noop"])
+                - statistics.median(r.wall_s for r in rs),
+            }
+            for t, rs in res.startup.items()
+            if rs and res.runs[t]["noop"]
+        },
+        "verify": {t: [asdict(r) for r in rs] for t, rs in res.verify.items()},
+        "incremental_phases": {
+            t: [r.phases for r in per["incremental"] if r.phases] for t, per in res.runs.items()
+        },
         "runs": {
             t: {m: [asdict(r) for r in rs] for m, rs in per.items()} for t, per in res.runs.items()
         },
@@ -1037,7 +1276,7 @@ def write_json(res: SizeResult, machine: dict[str, Any], args: argparse.Namespac
         "load1_at_run_starts": res.load1,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"compare-{res.n}.json"
+    path = RESULTS / f"{_prefix(args)}-{res.n}.json"
     path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
     return path
 
@@ -1058,10 +1297,16 @@ def _import_pyplot() -> Any:
     return plt
 
 
-def draw_chart() -> Path | None:
+def _prefix(args: argparse.Namespace) -> str:
+    """compare-N.json; compare-small-N.json for the small messages (another
+    data set: its own files and chart)."""
+    return "compare-small" if args.loader == "small" else "compare"
+
+
+def draw_chart(prefix: str = "compare") -> Path | None:
     """Median time vs N per tool (min-max as error bars), from every compare-*.json."""
     docs = []
-    for p in sorted(RESULTS.glob("compare-*.json")):
+    for p in sorted(RESULTS.glob(f"{prefix}-[0-9]*.json")):
         with contextlib.suppress(ValueError, OSError):
             docs.append(json.loads(p.read_text()))
     docs.sort(key=lambda d: d["n"])
@@ -1114,7 +1359,7 @@ def draw_chart() -> Path | None:
         f"({m.get('nproc')} CPUs, {m.get('date', '')[:10]})"
     )
     fig.tight_layout()
-    out = RESULTS / "compare.png"
+    out = RESULTS / f"{prefix}.png"
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
@@ -1139,9 +1384,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--loader",
-        choices=("auto", "populate", "own"),
+        choices=("auto", "populate", "own", "small"),
         default="auto",
-        help="auto: populate.py if it exists, else the built-in generator",
+        help="auto: populate.py if it exists, else the built-in generator; small: ~2 KB"
+        " messages, 4 IMAP connections at once (for 100 000s)",
     )
     p.add_argument("--populate", type=Path, default=POPULATE, help=f"default {POPULATE}")
     p.add_argument("--flag-changes", type=int, default=100, help="incremental: flag changes")
@@ -1163,6 +1409,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="another jmapsync executable (e.g. an older checkout's .venv/bin/jmapsync),"
         " measured in the same alternating rounds as jmapsync-baseline",
     )
+    p.add_argument(
+        "--noop-repeat",
+        type=int,
+        default=5,
+        help="no-change runs per tool and round, each after a `python -c pass` (default 5)",
+    )
+    p.add_argument("--verify", action="store_true", help="time `jmapsync verify` after each round")
     p.add_argument("--seed", default="bench", help="seed of generated mail and changes")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per tool run")
     p.add_argument("--keep", action="store_true", help="keep the mirrors and logs (prints where)")
@@ -1185,7 +1438,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shutil.which("mbsync") is None:
             print("compare: mbsync missing (apt-get install isync)", file=sys.stderr)
             return 2
+    compiled = [compile_package(sys.executable)]
+    if args.baseline:
+        base_python = _interpreter_of(str(args.baseline))
+        if base_python:
+            compiled.append(compile_package(base_python))
     machine = machine_info()
+    machine["byte_compiled"] = compiled
     print(
         f"{machine['date']}  {machine['nproc']} CPUs ({machine['cpu']}), cyrus "
         f"{machine['cyrus']}, {machine['mbsync']}, {machine['jmapsync']} "
@@ -1225,7 +1484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "uptime:",
         subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip(),
     )
-    chart = draw_chart()
+    chart = draw_chart(_prefix(args))
     if chart:
         print(f"wrote {chart}")
     return 1 if failed else 0

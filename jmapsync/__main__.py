@@ -1,5 +1,5 @@
 """`python -m jmapsync` is the `jmapsync` command."""
 
-from jmapsync.cli import main
+from jmapsync.cli import run
 
-raise SystemExit(main())
+run()

@@ -11,101 +11,24 @@ per account on stderr); 2 the command line or the config is wrong.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import datetime as dt
-import json
 import sys
-import traceback
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from jmapsync import __version__, check, hooks, init, log, scrub
+from jmapsync import log, scrub
 from jmapsync.config import Config, load
 from jmapsync.errors import ConfigError, JmapsyncError
-from jmapsync.state.db import StateDB
-from jmapsync.summary import sentence
-from jmapsync.sync import verify
-from jmapsync.sync.engine import sync_accounts
-from jmapsync.sync.report import SyncReport, progress_bar_factory
+from jmapsync.parser import build_parser
+
+if TYPE_CHECKING:
+    from jmapsync.sync.report import SyncReport
+
+# Everything else is imported by the command that needs it: `jmapsync sync`
+# with nothing new must not pay for the engine, asyncio or the daemon
+# (sync/quick.py; tests/integration/test_quick.py checks what loads).
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="jmapsync", description="Mirror JMAP mail accounts into local Maildir folders."
-    )
-    p.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        help="config file (default: $XDG_CONFIG_HOME/jmapsync/config.ini)",
-    )
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    p.add_argument(
-        "--log-format",
-        choices=("auto", "console", "json"),
-        default=None,
-        help="default: log_format from the config, else auto (console on a TTY, else JSON)",
-    )
-    p.add_argument("--version", action="version", version=f"jmapsync {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("sync", help="one pass over every (or the named) account")
-    s.add_argument("--account", action="append", metavar="NAME", help="only this account")
-    s.add_argument(
-        "--force-deletes",
-        action="store_true",
-        help="let through deletions the guards refuse (vanished folders, emptied folders,"
-        " more than max_deletes)",
-    )
-    s.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print what the pass would do in each direction; change nothing (no file, no"
-        " state, no server write)",
-    )
-    s.add_argument("--json", action="store_true", help="with --dry-run: machine-readable output")
-    c = sub.add_parser("check", help="validate the config, connect, show what the server offers")
-    c.add_argument("--account", action="append", metavar="NAME")
-    st = sub.add_parser("status", help="per account: last sync, states, counts, pending work")
-    st.add_argument("--account", action="append", metavar="NAME")
-    st.add_argument("--json", action="store_true", help="machine-readable output")
-    v = sub.add_parser("verify", help="check every mirrored file against the state; change nothing")
-    v.add_argument("--account", action="append", metavar="NAME")
-    v.add_argument("--download", action="store_true", help="also hash every blob on the server")
-    d = sub.add_parser(
-        "daemon", help="keep every account mirrored: push, Maildir watcher, until SIGTERM"
-    )
-    d.add_argument("--account", action="append", metavar="NAME")
-    init.add_parser(sub)
-    r = sub.add_parser("restore", help="upload every message of a Maildir tree into an account")
-    r.add_argument("--account", required=True, metavar="NAME", help="the account to restore into")
-    r.add_argument(
-        "--from",
-        dest="source",
-        type=Path,
-        metavar="MAILDIR",
-        help="the Maildir tree to read (default: the account's maildir)",
-    )
-    r.add_argument(
-        "--layout",
-        choices=("verbatim", "maildir++"),
-        help="folder layout of MAILDIR (default: the account's layout)",
-    )
-    r.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print what would be created and imported; send no write",
-    )
-    # sendmail's command line (-t -i -oi -f ADDR -oem ... -- RCPT): parsed by
-    # send/args.py, so "+" is this parser's only (unused) option prefix.
-    se = sub.add_parser(
-        "send", help="a sendmail: send (or queue) stdin via JMAP", add_help=False, prefix_chars="+"
-    )
-    se.add_argument("sendmail_args", nargs=argparse.REMAINDER)
-    return p
 
 
 class _ScrubbedOut:
@@ -127,7 +50,37 @@ class _ScrubbedOut:
 
 def _excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
     """A bug's traceback, scrubbed: its frames may hold a server's text or a secret."""
+    import traceback
+
     sys.stderr.write(scrub.text("".join(traceback.format_exception(kind, value, tb))))
+
+
+_quick_exit = False  # set for `sync`: see run()
+
+
+def run() -> None:
+    """The `jmapsync` command (console script, `python -m jmapsync`): main(),
+    then, after a `sync`, exit without tearing the interpreter down.
+
+    Clearing ~300 modules and collecting their objects takes a `sync` 10-20
+    ms -- a tenth of a pass with nothing new (issue 16).  Nothing of a sync
+    needs it: every database is closed, every file written, flushed and
+    fsynced, asyncio.run() has joined its threads.  Standard streams are
+    flushed and atexit handlers run before os._exit.  Other commands exit
+    as usual."""
+    code = main()
+    if not _quick_exit:
+        sys.exit(code)
+    import atexit
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            code = code or EXIT_FAILED  # as the interpreter would report a failed flush
+    atexit._run_exitfuncs()
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +106,8 @@ def _main(argv: list[str] | None) -> int:
     log.setup(args.log_format or "auto", args.verbose, hide)
     try:
         if args.command == "init":  # before load(): there may be no config yet
+            from jmapsync import init
+
             return init.run(args)
         config = load(args.config)
         if args.log_format is None and config.log_format != "auto":
@@ -165,7 +120,11 @@ def _main(argv: list[str] | None) -> int:
                 config, args.account, as_json=args.json, force_deletes=args.force_deletes
             )
         if args.command == "sync":
-            return cmd_sync(config, args.account, force_deletes=args.force_deletes)
+            global _quick_exit  # noqa: PLW0603 - read once, by run()
+            _quick_exit = True
+            return cmd_sync(
+                config, args.account, force_deletes=args.force_deletes, quick=args.verbose == 0
+            )
         if args.command == "check":
             return cmd_check(config, args.account)
         if args.command == "status":
@@ -197,25 +156,60 @@ def _report_results(results: dict[str, SyncReport | JmapsyncError]) -> int:
             failed += 1
             print(f"jmapsync: account {name}: {scrub.line(str(result))}", file=sys.stderr)
         elif sys.stdout.isatty():
+            from jmapsync.summary import sentence
+
             print(sentence(result))
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def cmd_sync(config: Config, names: list[str] | None, *, force_deletes: bool = False) -> int:
-    from jmapsync.send.command import flush_before_sync
+def cmd_sync(
+    config: Config, names: list[str] | None, *, force_deletes: bool = False, quick: bool = True
+) -> int:
+    """`quick`: accounts with nothing new are answered by sync/quick.py
+    (not with --force-deletes, nor with -v, which wants the engine's debug
+    events); the engine syncs the others."""
+    from jmapsync.sync import quick as fast
 
-    flush_before_sync(config, names)  # the pass then brings the Sent copies
-    results = asyncio.run(
-        sync_accounts(config, names, progress_bar_factory(), force_deletes=force_deletes)
-    )
-    return _report_results(results)
+    handover = fast.Handover()
+    results: dict[str, SyncReport | JmapsyncError] = {}
+    if quick and not force_deletes:
+        results = fast.sync(config, names, handover)
+    rest = [a.name for a in config.select(names) if a.name not in results]
+    if rest:
+        import asyncio
+
+        from jmapsync.send import spool
+        from jmapsync.sync.engine import sync_accounts
+        from jmapsync.sync.report import progress_bar_factory
+
+        queued = [n for n in rest if spool.has_waiting(spool.outbox_dir(config.state_dir, n))]
+        if queued:  # (sending needs much that a pass does not: loaded only then)
+            from jmapsync.send.command import flush_before_sync
+
+            flush_before_sync(config, queued)  # the pass then brings the Sent copies
+        results |= asyncio.run(
+            sync_accounts(
+                config,
+                rest,
+                progress_bar_factory(),
+                force_deletes=force_deletes,
+                secrets=handover.secrets,
+                cache_failed=handover.cache_failed,
+                answers=handover.answers,
+            )
+        )
+    return _report_results({a.name: results[a.name] for a in config.select(names)})
 
 
 def cmd_dry_run(
     config: Config, names: list[str] | None, *, as_json: bool, force_deletes: bool = False
 ) -> int:
     """`sync --dry-run`: one block per account on stdout (sync/dryrun.py)."""
+    import asyncio
+    import json
+
     from jmapsync.sync.dryrun import render
+    from jmapsync.sync.engine import sync_accounts
 
     results = asyncio.run(sync_accounts(config, names, dry_run=True, force_deletes=force_deletes))
     if as_json:
@@ -244,6 +238,10 @@ def cmd_daemon(config: Config, names: list[str] | None) -> int:
 
 
 def cmd_check(config: Config, names: list[str] | None) -> int:
+    import asyncio
+
+    from jmapsync import check
+
     async def run() -> list[bool]:
         return [await check.show(a) for a in config.select(names)]
 
@@ -254,6 +252,11 @@ def cmd_check(config: Config, names: list[str] | None) -> int:
 
 def cmd_verify(config: Config, names: list[str] | None, *, download: bool) -> int:
     """Exit 0 only if every account's mirror matches its state (and the server)."""
+    import asyncio
+
+    from jmapsync.state.db import StateDB
+    from jmapsync.sync import verify
+
     all_ok = True
     for account in config.select(names):
         db_path = config.state_dir / f"{account.name}.sqlite3"
@@ -278,14 +281,20 @@ def cmd_verify(config: Config, names: list[str] | None, *, download: bool) -> in
 
 
 def _when(value: str | None) -> str:
+    import datetime as dt
+
     if not value:
         return "never"
     return dt.datetime.fromtimestamp(float(value), tz=dt.UTC).isoformat(timespec="seconds")
 
 
 def cmd_status(config: Config, names: list[str] | None, *, as_json: bool) -> int:
+    import json
+
+    from jmapsync import hooks
     from jmapsync.daemon.status import read_status, status_path
     from jmapsync.send.command import outbox_status, print_outbox
+    from jmapsync.state.db import StateDB
 
     out: dict[str, Any] = {}
     daemon = read_status(status_path(config.state_dir))

@@ -12,7 +12,6 @@ import configparser
 import os
 import re
 import shlex
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
@@ -21,7 +20,6 @@ from jmapsync import config_values as values
 from jmapsync import log, scrub
 from jmapsync.config_values import HOOK_KEYS
 from jmapsync.errors import ConfigError, SecretError
-from jmapsync.maildir.keywords import DEFAULT_SERVER_ONLY
 
 Layout = Literal["verbatim", "maildir++"]
 Direction = Literal["two-way", "pull", "archive"]
@@ -30,6 +28,9 @@ Push = Literal["auto", "websocket", "eventsource", "poll"]
 LogFormat = Literal["auto", "console", "json"]
 PUSH_CHOICES: tuple[str, ...] = ("auto", "websocket", "eventsource", "poll")
 
+# maildir/keywords.py's DEFAULT_SERVER_ONLY (tests/unit/test_keywords.py checks
+# they agree): that module is not imported for every `jmapsync sync`.
+DEFAULT_SERVER_ONLY = frozenset({"$hasattachment", "$hasnoattachment"})
 _ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 _SECRET_TIMEOUT_S = 60
 
@@ -84,6 +85,8 @@ class Credentials:
         if command is None:  # pragma: no cover - excluded by validation
             raise SecretError("no password, password_command or token_command configured")
         key = "token_command" if self.token_command else "password_command"
+        import subprocess
+
         try:
             done = subprocess.run(
                 shlex.split(command),

@@ -9,8 +9,10 @@ import shlex
 from typing import Any
 
 from jmapsync.errors import ConfigError
-from jmapsync.maildir.keywords import is_keyword
-from jmapsync.sync.selection import Selection
+
+# maildir/keywords.py and sync/selection.py are imported only to check a key
+# that is set: a config without them must not pay for their imports (every
+# `jmapsync sync` reads the config; issue 16).
 
 # Keys an account may set and [jmapsync] may default for every account.
 HOOK_KEYS = ("post_sync_command", "post_sync_timeout", "post_sync_delay")
@@ -45,6 +47,8 @@ def folders(section: configparser.SectionProxy, default: tuple[str, ...]) -> tup
     raw = section.get("folders")
     if raw is None:
         return default
+    from jmapsync.sync.selection import Selection
+
     try:
         items = tuple(shlex.split(raw))
         Selection.parse(items)
@@ -85,6 +89,8 @@ def keywords(
     raw = section.get(key)
     if raw is None:
         return default
+    from jmapsync.maildir.keywords import is_keyword
+
     words = raw.split()
     bad = [w for w in words if not is_keyword(w)]
     if bad:

@@ -43,7 +43,7 @@ from jmapsync.state.db import StateDB
 from jmapsync.sync.report import SyncReport
 
 if TYPE_CHECKING:
-    from structlog.stdlib import BoundLogger
+    from jmapsync.log import Logger
 
 # SyncReport counter -> (environment variable, what it counts).  Every change
 # counter of SyncReport is listed (tests/unit/test_post_sync_parts.py checks, and that
@@ -172,7 +172,7 @@ def clean(raw: bytes) -> str:
     return text
 
 
-async def _relay(stream: asyncio.StreamReader | None, name: str, lg: BoundLogger) -> None:
+async def _relay(stream: asyncio.StreamReader | None, name: str, lg: Logger) -> None:
     """Log the stream line by line as it comes (a slow hook's output is seen
     before it ends); read in chunks, so an endless line cannot grow memory."""
     if stream is None:  # pragma: no cover - always a pipe here
@@ -295,7 +295,7 @@ async def after_pass(config: Config, account: AccountConfig, report: SyncReport)
         log.get().exception("post-sync-crashed", account=account.name, error=type(exc).__name__)
 
 
-def record(config: Config, account: AccountConfig, result: HookResult, lg: BoundLogger) -> None:
+def record(config: Config, account: AccountConfig, result: HookResult, lg: Logger) -> None:
     """Keep the result for `jmapsync status` (the daemon's runs too)."""
     try:
         db = StateDB.for_account(config.state_dir, account.name)

@@ -14,20 +14,18 @@ replaced.  It never touches the rest of an existing file.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, get_args
 
-import httpx
-
-from jmapsync import check, configfile
-from jmapsync.config import Direction, Layout, default_config_path
-from jmapsync.configfile import Section
+from jmapsync.config import Direction, default_config_path
 from jmapsync.errors import ConfigError
+
+if TYPE_CHECKING:  # imported when `init` runs: the CLI registers its flags on every start
+    from jmapsync.configfile import Section
 
 # Fastmail's developer documentation names the session resource and says every
 # API request carries a bearer token ("API token", made in Settings -> Privacy
@@ -55,49 +53,6 @@ SECRETS = {
     "password": "typed now and stored in the config file (mode 0600)",
 }
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9._@+-]")
-
-
-def add_parser(sub: Any) -> None:
-    """Register `init` on the CLI's subparsers."""
-    p = sub.add_parser(
-        "init",
-        help="write a config: asks on a terminal, or takes flags (for scripts)",
-        description="Write a config file for one account: asks for what the flags do not"
-        " give (on a terminal), connects and shows what `check` shows, writes the file"
-        " (never replacing an account without asking), prints the next command.",
-    )
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--session-url", metavar="URL", help="the JMAP session URL ('fastmail')")
-    where.add_argument(
-        "--address",
-        metavar="ADDRESS",
-        help="your mail address: its domain's /.well-known/jmap (or Fastmail's) is used",
-    )
-    p.add_argument("--username", help="for Basic auth (default: the address)")
-    secret = p.add_mutually_exclusive_group()
-    secret.add_argument("--token-command", metavar="COMMAND", help="prints a bearer token")
-    secret.add_argument("--password-command", metavar="COMMAND", help="prints the password")
-    secret.add_argument(
-        "--password",
-        metavar="PASSWORD",
-        help="stored in the config file (mode 0600); '-' reads it from standard input"
-        " (a password on the command line is visible to other users)",
-    )
-    p.add_argument("--maildir", metavar="PATH", help="default: ~/Mail/NAME")
-    p.add_argument("--layout", choices=tuple(get_args(Layout)), help="default: verbatim")
-    p.add_argument("--direction", choices=tuple(get_args(Direction)), help="default: two-way")
-    p.add_argument(
-        "--account", metavar="NAME", help="the account's name (default: from the address)"
-    )
-    p.add_argument(
-        "--config",
-        type=Path,
-        default=argparse.SUPPRESS,  # else it would hide the global -c
-        metavar="PATH",
-        help="the file to write (default: -c, else $XDG_CONFIG_HOME/jmapsync/config.ini)",
-    )
-    p.add_argument("--yes", action="store_true", help="ask nothing: defaults for what is not given")
-    p.add_argument("--no-check", action="store_true", help="write without connecting first")
 
 
 class Asker:
@@ -174,6 +129,8 @@ def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     """None when something at `url` answers as a JMAP session resource would
     without credentials (RFC 8620 2.2: a redirect, 401, or the session itself);
     else why not, in a few words."""
+    import httpx
+
     try:
         response = httpx.get(url, timeout=timeout, follow_redirects=False)
     except httpx.HTTPError as exc:
@@ -189,6 +146,8 @@ def _default_name(address: str | None, url: str) -> str:
     if address:
         base = address.partition("@")[0]
     else:
+        import httpx
+
         labels = httpx.URL(url).host.split(".")
         while len(labels) > 2 and labels[0] in ("api", "jmap", "mail", "www"):
             labels.pop(0)
@@ -262,6 +221,8 @@ def ask(
     direction = args.direction or asker.choose(
         "Direction:", directions, before.direction if before else "two-way", "--direction"
     )
+    from jmapsync.configfile import Section
+
     return Section(name, url, username, key, secret, maildir, layout, direction)
 
 
@@ -301,6 +262,10 @@ def _secret(
 
 def run(args: argparse.Namespace) -> int:
     """The whole of `jmapsync init`; returns the exit code."""
+    import asyncio
+
+    from jmapsync import check, configfile
+
     interactive = sys.stdin.isatty() and not args.yes
     asker = Asker(interactive)
     path: Path = args.config or default_config_path()

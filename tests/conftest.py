@@ -164,3 +164,14 @@ def account(cyrus: Any) -> Account:
 def account_factory(cyrus: Any) -> Callable[[], Account]:
     """Fresh users on demand, for tests that need one per round."""
     return lambda: new_account(cyrus)
+
+
+@pytest.fixture(autouse=True)
+def small_stream_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass that looks at everything is streamed in chunks (sync/stream.py);
+    small chunks in the tests, so that every such pass of the suite crosses
+    chunk boundaries (an Email and its files must never be split).  Passes
+    run by a child process (the CLI) keep the real size."""
+    from jmapsync.sync import stream
+
+    monkeypatch.setattr(stream, "CHUNK", 3)

@@ -11,7 +11,8 @@ changes since the stored state, every folder's directory times), so a hint
 that was lost, duplicated or caused by our own writes costs latency or one
 cheap pass, never correctness.  Echo: a StateChange whose states equal the
 ones our last pass ended with (the engine reports the Email state after its
-own writes) needs no pass at all.
+own writes) needs no pass at all; nor do Maildir events after which no
+folder's time differs from what the last pass recorded (its own renames).
 
 Failures never leave this class: a failing pass is retried with exponential
 backoff and jitter, a dropped push channel is reopened the same way, and
@@ -25,9 +26,7 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from jmapsync import log
 from jmapsync.config import AccountConfig, Config, Secret
@@ -35,6 +34,7 @@ from jmapsync.daemon.backoff import Backoff, rate_limit_delay
 from jmapsync.daemon.debounce import Debouncer
 from jmapsync.daemon.decide import change_counts, is_echo, transport_order
 from jmapsync.daemon.posthook import PostSyncHook
+from jmapsync.daemon.status import AccountStatus
 from jmapsync.daemon.watch import MaildirWatcher
 from jmapsync.errors import (
     AuthError,
@@ -48,8 +48,9 @@ from jmapsync.jmap import push
 from jmapsync.jmap.client import JmapClient
 from jmapsync.maildir.tree import make_dirs
 from jmapsync.send.command import flush_in_daemon
-from jmapsync.send.outbox import outbox_dir
+from jmapsync.send.spool import outbox_dir
 from jmapsync.state.db import StateDB
+from jmapsync.sync import stamp
 from jmapsync.sync.engine import Engine
 
 # Local events: a pass this long after the last event of a burst...
@@ -63,30 +64,6 @@ PUSH_STABLE_S = 30.0
 # Passes the server refused with "slow down" (HTTP 429, rateLimit) that are
 # retried quietly -- as long as it asked -- before the account shows as failed.
 RATE_LIMIT_GRACE = 3
-
-
-@dataclass
-class AccountStatus:
-    """What `jmapsync status` shows about this account (JSON-able)."""
-
-    name: str
-    push: str
-    transport: str = "none"  # websocket | eventsource | poll | none (not yet known)
-    connection: str = "starting"  # connecting | connected | reconnecting | polling | stopped
-    sync: str = "idle"  # idle | syncing | backoff | rate-limited
-    passes: int = 0
-    last_pass_at: float | None = None
-    last_pass_seconds: float | None = None
-    last_change_at: float | None = None
-    last_change: dict[str, int] = field(default_factory=dict)
-    pending_local_events: int = 0
-    pass_pending: bool = False
-    error: str | None = None
-    push_error: str | None = None
-    retry_at: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class AccountRunner:
@@ -205,6 +182,11 @@ class AccountRunner:
                 self.log.debug("push-covered", pushed=self._pushed)
                 self._changed()
                 continue
+            if reasons == {"local"} and self._local_unchanged():
+                # our own pass's renames and deliveries: it recorded them
+                self.log.debug("local-covered")
+                self._changed()
+                continue
             self._pass_task = asyncio.create_task(self._one_pass(sorted(reasons)))
             await self._pass_task
             self._pass_task = None
@@ -305,6 +287,21 @@ class AccountRunner:
             self._retry.cancel()
         self._retry = asyncio.get_running_loop().call_later(delay, self.request, "retry")
         self._changed()
+
+    def _local_unchanged(self) -> bool:
+        """Did no folder's time move since the last pass recorded them (the
+        engine's own "unchanged" test, sync/stamp.py)?  Then the events were
+        the pass's own writes, or changed nothing that shows.  False when
+        the database cannot be read: one pass too many, no harm."""
+        try:
+            db = StateDB.for_account(self.config.state_dir, self.account.name)
+            try:
+                return stamp.local_unchanged(db, self.account)
+            finally:
+                db.close()
+        except (sqlite3.Error, JmapsyncError, OSError, ValueError) as exc:
+            self.log.warning("state-read-failed", error=str(exc))
+            return False
 
     def _stored_states(self) -> dict[str, str]:
         """The Mailbox state the engine recorded (its report names only the

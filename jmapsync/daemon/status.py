@@ -12,10 +12,35 @@ import contextlib
 import json
 import os
 import tempfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 FILE_NAME = "daemon-status.json"
+
+
+@dataclass
+class AccountStatus:
+    """What `jmapsync status` shows about this account (JSON-able)."""
+
+    name: str
+    push: str
+    transport: str = "none"  # websocket | eventsource | poll | none (not yet known)
+    connection: str = "starting"  # connecting | connected | reconnecting | polling | stopped
+    sync: str = "idle"  # idle | syncing | backoff | rate-limited
+    passes: int = 0
+    last_pass_at: float | None = None
+    last_pass_seconds: float | None = None
+    last_change_at: float | None = None
+    last_change: dict[str, int] = field(default_factory=dict)
+    pending_local_events: int = 0
+    pass_pending: bool = False
+    error: str | None = None
+    push_error: str | None = None
+    retry_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def status_path(state_dir: Path) -> Path:

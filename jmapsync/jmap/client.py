@@ -23,65 +23,44 @@ request.  The new session is then in `session_json` for the caller to store.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import os
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 if TYPE_CHECKING:  # httpx is imported on first use: a pass with nothing new never needs it
     import httpx
 
-from jmapsync import log, scrub
+from jmapsync import log
 from jmapsync.config import AccountConfig, Secret
-from jmapsync.errors import AuthError, HTTPStatusError, ProtocolError, method_error
+from jmapsync.errors import AuthError, HTTPStatusError, ProtocolError
+from jmapsync.jmap.api import (
+    MAX_RESPONSE_BYTES,
+    Invocation,
+    Responses,
+    auth_header,
+    describe,
+    idempotent,
+    parse_json,
+    request_body,
+    responses,
+)
 from jmapsync.jmap.http import Http, map_transport_errors
 from jmapsync.jmap.types import MAX_MESSAGE_BYTES, USING, Session, parse_id
 
-__all__ = ["JmapClient", "Responses", "expand_template", "map_transport_errors", "parse_json"]
+__all__ = [
+    "Invocation",
+    "JmapClient",
+    "Responses",
+    "expand_template",
+    "map_transport_errors",
+    "parse_json",
+]
 
-Invocation = tuple[str, dict[str, Any], str]
 T = TypeVar("T")
 
 _MAX_SESSION_BYTES = 4 * 1024 * 1024
-# Real answers are far smaller: maxObjectsInGet (4096 at Cyrus and Fastmail)
-# Emails of sync properties are ~1.2 MB; Fastmail caps requests at 10 MB.
-MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 _MAX_UPLOAD_ANSWER = 1024 * 1024
-_READS = ("/get", "/changes", "/query", "/queryChanges")
-
-
-def parse_json(data: bytes, what: str) -> Any:
-    """json.loads with a cheap guard against answers built to exhaust memory.
-
-    Each JSON array or object costs Python 56-200 bytes however small it is
-    on the wire ("[]," is 3 bytes): 72 MB of nested empty arrays parse into
-    more than 1 GiB.  Real JMAP answers hold one container per 80 bytes or
-    more (an Email of sync properties is ~250 bytes with three); one per 32
-    is refused before parsing, which keeps a parse under ~40 bytes of memory
-    per byte of answer.  Deep nesting ends in RecursionError: also refused."""
-    containers = data.count(b"[") + data.count(b"{")
-    if containers > 4096 + len(data) // 32:
-        raise ProtocolError(
-            f"{what}: the answer holds {containers} arrays and objects in {len(data)} bytes;"
-            " refused as absurd"
-        )
-    try:
-        return json.loads(data)
-    except RecursionError:
-        raise ProtocolError(f"{what}: the answer is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError(f"{what}: the server's answer is not valid JSON") from None
-
-
-def idempotent(calls: Sequence[Invocation]) -> bool:
-    """May this request be sent twice without harm (see the module docstring)?"""
-    return all(
-        name.endswith(_READS) or (name.endswith("/set") and "ifInState" in args)
-        for name, args, _ in calls
-    )
 
 
 def _rejected(exc: Exception) -> bool:
@@ -128,29 +107,6 @@ def well_known_url(session_url: str) -> str:
     return session_url
 
 
-@dataclass
-class Responses:
-    """The method responses of one request, addressable by call id."""
-
-    items: list[tuple[str, dict[str, Any], str]]
-    methods: dict[str, str]  # call id -> method name of the request
-
-    def result(self, call_id: str) -> dict[str, Any]:
-        """The arguments of the response to `call_id`; a method error raises typed.
-
-        A call id answered twice (a method with implicit calls) yields the last
-        answer, which per RFC 8620 3.4 is the one for the call itself."""
-        found = None
-        for name, args, cid in self.items:
-            if cid == call_id:
-                if name == "error":
-                    raise method_error(self.methods.get(call_id, "?"), args)
-                found = args
-        if found is None:
-            raise ProtocolError(f"no response for method call {call_id}")
-        return found
-
-
 class JmapClient:
     """One account's connection to its JMAP server."""
 
@@ -174,6 +130,7 @@ class JmapClient:
         self.session_stale = False
         self._from_cache = False  # the session came from use_cached
         self._refetch: asyncio.Future[Session] | None = None
+        self._preloaded: tuple[list[Invocation], Responses] | None = None
         self._api_sem = asyncio.Semaphore(1)
         self._log = log.get().bind(account=account.name)
 
@@ -194,14 +151,7 @@ class JmapClient:
         if self._secret is None:
             # Runs password_command / token_command once per client.
             self._secret = self.account.credentials.resolve()
-        creds = self.account.credentials
-        value = self._secret.reveal()
-        if creds.scheme == "bearer":
-            scrub.add_secret(value)
-            return {"Authorization": "Bearer " + value}
-        scrub.add_basic_auth(creds.username or "", value)
-        raw = f"{creds.username}:{value}".encode()
-        return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
+        return auth_header(self.account.credentials, self._secret)
 
     def auth_headers(self) -> dict[str, str]:
         """The Authorization header, for a push channel that opens its own
@@ -271,6 +221,13 @@ class JmapClient:
 
     # -- API calls -----------------------------------------------------------------
 
+    def preload(self, calls: Sequence[Invocation], answer: Responses) -> None:
+        """The answer to a request this run already made with the same
+        session (sync/quick.py's first request of a pass): the first call()
+        with exactly these calls returns it instead of asking again; any
+        other first call drops it."""
+        self._preloaded = (list(calls), answer)
+
     async def call(self, calls: Sequence[Invocation], using: Sequence[str] = USING) -> Responses:
         """Send the calls, in one request when maxCallsInRequest allows.
 
@@ -278,6 +235,9 @@ class JmapClient:
         call of an earlier request is resolved here, from its response -- so
         callers write one request's worth of calls whatever the server's limit.
         """
+        preloaded, self._preloaded = self._preloaded, None
+        if preloaded is not None and preloaded[0] == list(calls) and tuple(using) == USING:
+            return preloaded[1]
         session = self._require_session()
         limit = session.limits.max_calls_in_request
         if len(calls) <= limit:
@@ -291,14 +251,10 @@ class JmapClient:
         return done
 
     async def _request(self, calls: Sequence[Invocation], using: Sequence[str]) -> Responses:
-        body = json.dumps(
-            {"using": list(using), "methodCalls": [list(c) for c in calls]},
-            separators=(",", ":"),
-        ).encode()
+        body = request_body(calls, using)
         if len(body) > self._require_session().limits.max_size_request:
             raise ValueError(f"request of {len(body)} bytes exceeds maxSizeRequest")
-        names = ",".join(c[0] for c in calls)
-        what = f"API request {names}"
+        what = describe(calls)
         safe = idempotent(calls)
 
         async def post() -> Any:
@@ -316,25 +272,10 @@ class JmapClient:
             return parse_json(answer.body, what)
 
         data = await self._fresh_session_on_reject(post)
-        session = self._require_session()
-        items = data.get("methodResponses") if isinstance(data, dict) else None
-        state = data.get("sessionState") if isinstance(data, dict) else None
-        if isinstance(state, str) and state != session.state:
+        parsed, state = responses(data, calls)
+        if state is not None and state != self._require_session().state:
             self.session_stale = True
-        if not isinstance(items, list):
-            raise ProtocolError(f"API response to {names} has no methodResponses list")
-        parsed: list[tuple[str, dict[str, Any], str]] = []
-        for item in items:
-            if (
-                not isinstance(item, list)
-                or len(item) != 3
-                or not isinstance(item[0], str)
-                or not isinstance(item[1], dict)
-                or not isinstance(item[2], str)
-            ):
-                raise ProtocolError(f"malformed method response in reply to {names}")
-            parsed.append((item[0], item[1], item[2]))
-        return Responses(parsed, {c[2]: c[0] for c in calls})
+        return parsed
 
     # -- blobs ---------------------------------------------------------------------
 

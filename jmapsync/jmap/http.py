@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -52,6 +51,7 @@ from jmapsync.errors import (
 from jmapsync.jmap import ratelimit
 from jmapsync.jmap.lean import LeanHTTP, Sink
 from jmapsync.jmap.progress import Progress
+from jmapsync.jmap.wire import USER_AGENT, proxy_applies
 
 if TYPE_CHECKING:  # imported on first use: a pass with nothing new never needs it
     import httpx
@@ -61,7 +61,6 @@ RETRY_DELAYS = (0.5, 1.5, 4.0)  # pauses before the 2nd, 3rd and 4th try
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 _MAX_ERROR_BODY = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-USER_AGENT = "jmapsync/0.1"
 
 
 @dataclass
@@ -91,30 +90,6 @@ def map_transport_errors(what: str) -> Iterator[None]:
         raise TransportError(f"{what}: {type(exc).__name__}: {exc}", sent=True) from None
     except httpx.InvalidURL as exc:
         raise ProtocolError(f"{what}: invalid URL ({exc})") from None
-
-
-def _env(name: str) -> str:
-    return os.environ.get(name.lower()) or os.environ.get(name.upper()) or ""
-
-
-def proxy_applies(url: str) -> bool:
-    """Would httpx (trust_env) send `url` through a proxy?  Errs towards yes.
-
-    Read from the environment by hand: urllib.request.getproxies() costs
-    ~25 ms of imports.  A NO_PROXY entry bypasses only when it matches here
-    (the host itself or a parent domain, or `*`); httpx matches at least
-    those, so a request we send directly is one httpx would send directly."""
-    parts = urlsplit(url)
-    if not (_env(f"{parts.scheme}_proxy") or _env("all_proxy")):
-        return False
-    host = (parts.hostname or "").lower()
-    for raw in _env("no_proxy").split(","):
-        if raw.strip() == "*":
-            return False
-        entry = raw.strip().lower().removeprefix("*").removeprefix(".")
-        if entry and (host == entry or host.endswith("." + entry)):
-            return False
-    return True
 
 
 class Http:

@@ -37,12 +37,12 @@ import os
 import socket
 import ssl
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 from jmapsync.errors import ProtocolError, TransportError
 from jmapsync.jmap.progress import Progress
+from jmapsync.jmap.wire import MAX_HEADER_BYTES as _MAX_HEADER_BYTES
+from jmapsync.jmap.wire import check_identity, describe, parse_head, request_head
 
-_MAX_HEADER_BYTES = 64 * 1024
 _CHUNK = 256 * 1024
 _WRITE_CHUNK = 64 * 1024
 _MAX_IDLE = 16  # pooled connections kept
@@ -162,18 +162,7 @@ class LeanHTTP:
 
         Raises TransportError(sent=False) when the request provably never
         left (connection refused, TLS handshake failed), sent=True otherwise."""
-        parts = urlsplit(url)
-        key = (
-            parts.scheme,
-            parts.hostname or "",
-            parts.port or (443 if parts.scheme == "https" else 80),
-        )
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}"]
-        lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() != "connection"]
-        if body is not None:
-            lines.append(f"Content-Length: {len(body)}")
-        head = "\r\n".join([*lines, "", ""]).encode("latin-1")
+        key, head = request_head(method, url, headers, body)
         conn = await self._connect(key, progress)
         try:
             await self._write(conn, head, body, progress)
@@ -223,31 +212,14 @@ class LeanHTTP:
         except asyncio.LimitOverrunError:
             raise ProtocolError(f"{progress.what}: answer headers larger than 64 KiB") from None
         progress.moved(len(head))
-        lines = head.decode("latin-1").split("\r\n")
-        status_line = lines[0].split(" ", 2)
-        if len(status_line) < 2 or not status_line[0].startswith("HTTP/1."):
-            raise ProtocolError(f"{progress.what}: not an HTTP/1.x answer: {lines[0][:80]!r}")
-        try:
-            status = int(status_line[1])
-        except ValueError:
-            raise ProtocolError(f"{progress.what}: bad status line {lines[0][:80]!r}") from None
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if not line:
-                continue
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise ProtocolError(f"{progress.what}: malformed header line {line[:80]!r}")
-            headers[name.strip().lower()] = value.strip()
-        return status, headers
+        return parse_head(head, progress.what)
 
     @staticmethod
     async def _read_body(
         reader: asyncio.StreamReader, headers: dict[str, str], sink: Sink, progress: Progress
     ) -> bool:
         """Read the body into sink; True if it was framed (the connection is reusable)."""
-        if headers.get("content-encoding", "identity").lower() not in ("identity", ""):
-            raise ProtocolError(f"{progress.what}: compressed body although identity was asked")
+        check_identity(headers, progress.what)
         if "chunked" in headers.get("transfer-encoding", "").lower():
             while True:
                 size_line = await reader.readuntil(b"\r\n")
@@ -290,5 +262,4 @@ async def _copy(reader: asyncio.StreamReader, size: int, sink: Sink, progress: P
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, asyncio.IncompleteReadError):
         return "the server closed the connection mid-answer"
-    text = str(exc) or exc.__class__.__name__
-    return f"{type(exc).__name__}: {text}"
+    return describe(exc)

@@ -116,13 +116,20 @@ def account_id(client: JmapClient) -> str:
 
 
 async def fetch_all(
-    client: JmapClient, progress: Callable[[int, int | None], None] | None = None
+    client: JmapClient,
+    progress: Callable[[int, int | None], None] | None = None,
+    sink: Callable[[list[Email]], None] | None = None,
 ) -> Snapshot:
     """Read every mailbox and every Email's sync properties.
 
     Order matters: capture the Email state BEFORE querying ids.  An Email
     delivered between the query and the next Email/changes would otherwise
     slip through; with the state taken first it shows up as a change.
+
+    `sink`: each page of Emails goes there instead of into the Snapshot
+    (whose `emails` stays empty): a million Emails are not held at once
+    (sync/stream.py).  A page may repeat Emails of an earlier one (a query
+    started over): the sink keeps the last of each id.
     """
     aid = account_id(client)
     assert client.session is not None  # noqa: S101 - _aid checked it
@@ -139,6 +146,7 @@ async def fetch_all(
 
     page = min(client.session.limits.max_objects_in_get, 4096)
     emails: dict[EmailId, Email] = {}
+    seen = 0
     anchor: str | None = None
     total: int | None = None
     for _ in range(_MAX_PAGES):
@@ -185,10 +193,14 @@ async def fetch_all(
         if isinstance(qres.get("total"), int):
             total = qres["total"]
         got = emails_in(r.result("g"))
-        for e in got:
-            emails[e.id] = e
+        seen += len(got)
+        if sink is not None:
+            sink(got)
+        else:
+            for e in got:
+                emails[e.id] = e
         if progress:
-            progress(len(emails), total)
+            progress(len(emails) if sink is None else seen, total)
         if query_ended(qres, ids, page, total):
             break
         anchor = parse_id(ids[-1], "email")

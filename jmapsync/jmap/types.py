@@ -355,6 +355,9 @@ class Changes:
     created: tuple[str, ...]
     updated: tuple[str, ...]
     destroyed: tuple[str, ...]
+    # Mailbox/changes (RFC 8621 2.2): when only these properties of the
+    # updated ones changed (the counts); None: any may have.
+    updated_properties: frozenset[str] | None = None
 
     @classmethod
     def parse(cls, data: dict[str, Any], what: str) -> Changes:
@@ -371,4 +374,13 @@ class Changes:
             created=ids("created"),
             updated=ids("updated"),
             destroyed=ids("destroyed"),
+            updated_properties=_names(data.get("updatedProperties")),
         )
+
+
+def _names(value: object) -> frozenset[str] | None:
+    """A list of property names, or None (also for anything that is not one:
+    then every property may have changed)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return None
+    return frozenset(value)

@@ -7,7 +7,7 @@ with ``email_id = None``).
 
 Paths handed between the sync stages are relative to the Maildir root and
 written with "/" (``"Work/Projects/cur/<name>"``; ``""`` is the root folder
-of the Maildir++ layout).  Only ``maildir/store.py`` turns them into real
+of the Maildir++ layout).  Only ``maildir/paths.py`` turns them into real
 paths, checking that they stay inside the root.
 """
 

@@ -1,7 +1,7 @@
 """The local side on disk: scan folders, deliver atomically, rename, link, remove.
 
 Every path this module touches is checked to lie inside the Maildir root
-(`_inside`), whatever the caller computed.  Writes follow the Maildir rule:
+(`paths.inside`), whatever the caller computed.  Writes follow the Maildir rule:
 write under tmp/, fsync the file, rename into cur/ or new/, fsync the
 directory.  Directory fsyncs are batched by `DirSync`: each file is durable
 before its rename (its own fsync, or one syncfs for a batch of downloads:
@@ -37,34 +37,45 @@ class MaildirStore(MaildirTree):
 
     # -- messages ------------------------------------------------------------------
 
-    def scan(self, folders: Iterable[str]) -> Iterator[LocalFile]:
-        """Message files in cur/ and new/ of the given folders (dot-files skipped)."""
+    def _entries(
+        self, folders: Iterable[str], lazy: bool
+    ) -> Iterator[tuple[str, str, os.DirEntry[str]]]:
+        """(folder, "cur"|"new", entry) of each message file (dot-files skipped)."""
         for folder in folders:
             base = self.path(folder)
             for sub in ("cur", "new"):
                 try:
-                    with os.scandir(base / sub) as it:
-                        entries = list(it)
+                    it = os.scandir(base / sub)
                 except FileNotFoundError:
                     continue
-                for entry in entries:
-                    if entry.name.startswith("."):
-                        continue
-                    try:
-                        if not entry.is_file(follow_symlinks=False):
-                            continue
-                        inode = entry.inode()
-                    except OSError:
-                        continue
-                    parsed = parse_name(entry.name)
-                    yield LocalFile(
-                        folder=folder,
-                        subdir="cur" if sub == "cur" else "new",
-                        name=entry.name,
-                        email_id=email_id_of(parsed.base),
-                        flags=parsed.flags,
-                        inode=inode,
-                    )
+                if lazy:
+                    with it:
+                        yield from _message_files(folder, sub, it)
+                else:
+                    with it:
+                        entries = list(it)
+                    yield from _message_files(folder, sub, entries)
+
+    def scan(self, folders: Iterable[str], *, lazy: bool = False) -> Iterator[LocalFile]:
+        """Message files in cur/ and new/ of the given folders (dot-files
+        skipped).  Each directory is read whole before its first file is
+        handed out (a caller may rename files meanwhile) -- unless `lazy`,
+        for a caller that changes nothing while it reads (a streamed pass:
+        a directory of 500 000 entries is not held at once)."""
+        for folder, sub, entry in self._entries(folders, lazy):
+            try:
+                inode = entry.inode()
+            except OSError:
+                continue
+            parsed = parse_name(entry.name)
+            yield LocalFile(
+                folder=folder,
+                subdir="cur" if sub == "cur" else "new",
+                name=entry.name,
+                email_id=email_id_of(parsed.base),
+                flags=parsed.flags,
+                inode=inode,
+            )
 
     def clean_partials(self, folders: Iterable[str]) -> int:
         """Remove our own unfinished downloads from tmp/ (left by a crash)."""
@@ -296,3 +307,17 @@ class MaildirStore(MaildirTree):
 
     def read(self, rel: str) -> bytes:
         return self.path(rel).read_bytes()
+
+
+def _message_files(
+    folder: str, sub: str, entries: Iterable[os.DirEntry[str]]
+) -> Iterator[tuple[str, str, os.DirEntry[str]]]:
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+        except OSError:
+            continue
+        yield folder, sub, entry

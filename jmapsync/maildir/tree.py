@@ -1,7 +1,7 @@
 """The folders of a Maildir tree on disk: find, create, move, remove them.
 
 Every path this module touches is checked to lie inside the Maildir root
-(`_inside`), whatever the caller computed.  Directories are created 0700, as
+(`paths.inside`), whatever the caller computed.  Directories are created 0700, as
 mbsync makes them.  `MaildirStore` (store.py) adds the message files.
 """
 
@@ -14,16 +14,7 @@ from jmapsync.errors import LocalError
 from jmapsync.maildir.durable import DirSync
 from jmapsync.maildir.files import PART_SUFFIX, SUBDIRS, join
 from jmapsync.maildir.keywords import FILE_NAME as KEYWORDS_FILE
-
-
-def _inside(root: Path, rel: str) -> Path:
-    """root/rel, refusing anything that could leave the root."""
-    if rel.startswith("/") or "\x00" in rel:
-        raise LocalError(f"refusing a path outside the Maildir root: {rel!r}")
-    parts = rel.split("/") if rel else []
-    if any(p in ("", ".", "..") for p in parts):
-        raise LocalError(f"refusing a path outside the Maildir root: {rel!r}")
-    return root.joinpath(*parts)
+from jmapsync.maildir.paths import inside
 
 
 def make_dirs(path: Path) -> None:
@@ -54,7 +45,7 @@ class MaildirTree:
         self.dirsync = DirSync()
 
     def path(self, rel: str) -> Path:
-        return _inside(self.root, rel)
+        return inside(self.root, rel)
 
     # -- folders -------------------------------------------------------------------
 

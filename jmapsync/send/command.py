@@ -30,7 +30,8 @@ from jmapsync.send import identity as idmod
 from jmapsync.send.args import USAGE, ArgsError, SendArgs, parse
 from jmapsync.send.flush import ClientFactory, FlushReport, cached_identities, flush_account
 from jmapsync.send.message import Prepared, prepare
-from jmapsync.send.outbox import Outbox, outbox_dir
+from jmapsync.send.outbox import Outbox
+from jmapsync.send.spool import outbox_dir
 
 EX_OK, EX_USAGE, EX_DATAERR, EX_NOUSER, EX_UNAVAILABLE = 0, 64, 65, 67, 69
 EX_TEMPFAIL, EX_CONFIG = 75, 78

@@ -25,19 +25,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
-import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jmapsync.errors import LocalError, StateError
-from jmapsync.send.message import Prepared
+from jmapsync.send.spool import has_waiting, outbox_dir
+
+if TYPE_CHECKING:  # `jmapsync sync` asks has_waiting() on every start
+    from jmapsync.send.message import Prepared
 
 STATES = ("queued", "importing", "imported", "submitting", "sent", "held")
 
@@ -91,10 +92,6 @@ class Entry:
         return cls(**d)
 
 
-def outbox_dir(state_dir: Path, account: str) -> Path:
-    return state_dir / "outbox" / account
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -119,11 +116,7 @@ class Outbox:
     def has_waiting(self) -> bool:
         """True when new/ holds a file: the cheap check the daemon makes
         every pass (no database is opened for an empty outbox)."""
-        try:
-            with os.scandir(self.root / "new") as it:
-                return any(True for _ in it)
-        except FileNotFoundError:
-            return False
+        return has_waiting(self.root)
 
     def _ensure(self) -> None:
         """The directories, private (0700): the journal names recipients and
@@ -146,6 +139,8 @@ class Outbox:
         if path is None:
             raise LocalError(f"outbox message {entry.id} is gone (removed by hand?)")
         data = path.read_bytes()
+        import hashlib
+
         if hashlib.sha256(data).hexdigest() != entry.sha256:
             raise LocalError(f"outbox message {entry.id} was altered after it was queued")
         return data
@@ -188,6 +183,8 @@ class Outbox:
     def add(self, prepared: Prepared, mail_from: str | None, dsn: dict[str, str]) -> Entry:
         """Queue a message: durable file first, then its row (see module docstring)."""
         self._ensure()
+        import secrets
+
         entry_id = f"{int(time.time())}.{secrets.token_hex(8)}"
         tmp = self.root / "tmp" / entry_id
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

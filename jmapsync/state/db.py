@@ -37,12 +37,15 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jmapsync.errors import StateError
 from jmapsync.jmap.types import BlobId, Email, EmailId, Mailbox, MailboxId, State, intern_set
-from jmapsync.maildir.lineendings import Form
+from jmapsync.state.schema import migrate
 
-SCHEMA_VERSION = 2
+if TYPE_CHECKING:
+    from jmapsync.maildir.lineendings import Form
+
 # Journal kinds.  "import": an Email/import's file, the SHA-256 and size of
 # the bytes sent, the mailbox, and once known the new Email id -- a pass that
 # finds one looks for the Email before importing anything again.  "write":
@@ -52,53 +55,6 @@ SCHEMA_VERSION = 2
 JOURNAL_IMPORT = "import"
 JOURNAL_WRITE = "write"
 _CHUNK = 500  # ids per "IN (...)" query (SQLite allows 999 parameters)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS mailboxes (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    parent_id TEXT,
-    role TEXT,
-    path TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS emails (
-    id TEXT PRIMARY KEY,
-    blob_id TEXT NOT NULL,
-    mailbox_ids TEXT NOT NULL,
-    keywords TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    received_at TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS files (
-    folder TEXT NOT NULL,
-    name TEXT NOT NULL,
-    email_id TEXT NOT NULL,
-    PRIMARY KEY (folder, name)
-);
-CREATE INDEX IF NOT EXISTS files_by_email ON files (email_id);
-CREATE TABLE IF NOT EXISTS contents (
-    email_id TEXT PRIMARY KEY,
-    sha256 TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    crlf_only INTEGER NOT NULL,
-    form TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS journal (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
--- direction = archive: kept files the server no longer backs (state/archived.py)
-CREATE TABLE IF NOT EXISTS archived (
-    email_id TEXT NOT NULL,
-    folder TEXT NOT NULL,
-    since REAL NOT NULL,
-    gone INTEGER NOT NULL,
-    PRIMARY KEY (email_id, folder)
-);
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,14 +78,14 @@ def _split(value: str) -> frozenset[str]:
     return frozenset(value.split()) if value else frozenset()
 
 
-def _join(values: Iterable[str]) -> str:
+def join_set(values: Iterable[str]) -> str:
     return " ".join(sorted(values))
 
 
-_EMAIL_COLS = "id, blob_id, mailbox_ids, keywords, size, received_at"
+EMAIL_COLUMNS = "id, blob_id, mailbox_ids, keywords, size, received_at"
 
 
-def _email(row: tuple[str, str, str, str, int, str]) -> Email:
+def email_of_row(row: tuple[str, str, str, str, int, str]) -> Email:
     eid, blob, mids, kws, size, received = row
     return Email(
         EmailId(eid),
@@ -174,7 +130,7 @@ class StateDB:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            migrate(self.conn, path)
         except sqlite3.Error as exc:
             raise db_error(path, exc) from None
         except OSError as exc:
@@ -188,25 +144,6 @@ class StateDB:
 
     def close(self) -> None:
         self.conn.close()
-
-    def _migrate(self) -> None:
-        self.conn.executescript(_SCHEMA)
-        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            self.conn.execute(
-                "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-        elif int(row[0]) > SCHEMA_VERSION:
-            raise StateError(
-                f"state database {self.path} has schema {row[0]}, newer than this jmapsync"
-                f" ({SCHEMA_VERSION}); upgrade jmapsync"
-            )
-        elif int(row[0]) < SCHEMA_VERSION:
-            # 1 -> 2: the contents table (created above); rows are backfilled
-            # from the files by the next sync (version 1 wrote exact bytes only).
-            self.conn.execute(
-                "UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),)
-            )
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -261,8 +198,8 @@ class StateDB:
         return out
 
     def emails(self) -> dict[EmailId, Email]:
-        rows = self.conn.execute(f"SELECT {_EMAIL_COLS} FROM emails")  # noqa: S608 - constants
-        return {e.id: e for e in map(_email, rows)}
+        rows = self.conn.execute(f"SELECT {EMAIL_COLUMNS} FROM emails")  # noqa: S608 - constants
+        return {e.id: e for e in map(email_of_row, rows)}
 
     def emails_by_id(self, ids: Iterable[str]) -> dict[EmailId, Email]:
         """The records of these Emails only (an incremental pass over a few)."""
@@ -271,8 +208,8 @@ class StateDB:
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            query = f"SELECT {_EMAIL_COLS} FROM emails WHERE id IN ({marks})"  # noqa: S608
-            out.update((e.id, e) for e in map(_email, self.conn.execute(query, chunk)))
+            query = f"SELECT {EMAIL_COLUMNS} FROM emails WHERE id IN ({marks})"  # noqa: S608
+            out.update((e.id, e) for e in map(email_of_row, self.conn.execute(query, chunk)))
         return out
 
     def files_of(self, ids: Iterable[str]) -> list[FileRecord]:
@@ -337,8 +274,8 @@ class StateDB:
                 (
                     e.id,
                     e.blob_id,
-                    _join(e.mailbox_ids),
-                    _join(e.keywords),
+                    join_set(e.mailbox_ids),
+                    join_set(e.keywords),
                     e.size,
                     "" if e.received_at is None else str(int(e.received_at)),
                 )
@@ -372,9 +309,32 @@ class StateDB:
         )
 
     @staticmethod
-    def prune_contents(conn: sqlite3.Connection) -> None:
-        """Forget the content of Emails that have no file any more."""
-        conn.execute("DELETE FROM contents WHERE email_id NOT IN (SELECT email_id FROM files)")
+    def prune_contents(conn: sqlite3.Connection, ids: Iterable[str] | None = None) -> None:
+        """Forget the content of Emails that have no file any more (of these
+        Emails only, if given: a pass of a few changes must not visit a
+        million rows)."""
+        if ids is None:
+            conn.execute("DELETE FROM contents WHERE email_id NOT IN (SELECT email_id FROM files)")
+            return
+        conn.executemany(
+            "DELETE FROM contents WHERE email_id=?"
+            " AND NOT EXISTS (SELECT 1 FROM files WHERE files.email_id=?)",
+            [(i, i) for i in set(ids)],
+        )
+
+    def contents_of(self, ids: Iterable[str]) -> dict[str, Content]:
+        """The content records of these Emails only."""
+        out: dict[str, Content] = {}
+        wanted = sorted(ids)
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT email_id, sha256, size, crlf_only, form FROM contents WHERE email_id IN ({marks})"  # noqa: S608, E501
+            out.update(
+                (eid, Content(sha, size, bool(crlf), form))
+                for eid, sha, size, crlf, form in self.conn.execute(query, chunk)
+            )
+        return out
 
     def contents(self) -> dict[str, Content]:
         return {
@@ -433,11 +393,16 @@ class StateDB:
 
     def record_result(self, ok: bool, detail: str = "") -> None:
         with self.transaction() as conn:
-            now = str(time.time())
-            self.set_meta(conn, "last_attempt_at", now)
-            self.set_meta(conn, "last_result", "ok" if ok else "error: " + detail[:500])
-            if ok:
-                self.set_meta(conn, "last_sync_at", now)
+            self.record_result_in(conn, ok, detail)
+
+    @classmethod
+    def record_result_in(cls, conn: sqlite3.Connection, ok: bool, detail: str = "") -> None:
+        """record_result inside the caller's transaction."""
+        now = str(time.time())
+        cls.set_meta(conn, "last_attempt_at", now)
+        cls.set_meta(conn, "last_result", "ok" if ok else "error: " + detail[:500])
+        if ok:
+            cls.set_meta(conn, "last_sync_at", now)
 
     def summary(self) -> dict[str, object]:
         return {

@@ -17,11 +17,14 @@ touched by another program gets its time back.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from jmapsync.jmap.types import Email, EmailId
-from jmapsync.state.db import StateDB
-from jmapsync.sync.context import PassContext
-from jmapsync.sync.plan import FilePlan
+
+if TYPE_CHECKING:  # sync/quick.py asks needs_full() without loading the engine
+    from jmapsync.state.db import StateDB
+    from jmapsync.sync.context import PassContext
+    from jmapsync.sync.plan import FilePlan
 
 META = "arrival_times"
 
@@ -34,6 +37,14 @@ def needs_full(db: StateDB) -> bool:
 def stamp(ctx: PassContext, plan: FilePlan, emails: Mapping[EmailId, Email]) -> int:
     """After a full reconcile's file actions: every kept file gets its Email's
     receivedAt as mtime (downloads have it already); the number changed."""
+    changed = set_times(ctx, plan, emails)
+    mark_stamped(ctx)
+    return changed
+
+
+def set_times(ctx: PassContext, plan: FilePlan, emails: Mapping[EmailId, Email]) -> int:
+    """stamp() without the mark (a streamed pass: chunk by chunk, then once
+    mark_stamped())."""
     changed = 0
     for rel, eid in plan.final.items():
         email = emails.get(EmailId(eid))
@@ -41,6 +52,9 @@ def stamp(ctx: PassContext, plan: FilePlan, emails: Mapping[EmailId, Email]) -> 
             changed += 1
     if changed:
         ctx.log.info("arrival-times-set", files=changed)
+    return changed
+
+
+def mark_stamped(ctx: PassContext) -> None:
     with ctx.db.transaction() as conn:
         ctx.db.set_meta(conn, META, "1")
-    return changed

@@ -19,11 +19,11 @@ from jmapsync.jmap.types import Email, EmailId, MailboxId
 from jmapsync.maildir.keywords import Letters
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import Content, StateDB
-from jmapsync.sync.dryrun import DryRun
 from jmapsync.sync.report import SyncReport
 
-if TYPE_CHECKING:
-    from structlog.stdlib import BoundLogger
+if TYPE_CHECKING:  # a dry run's module is loaded by a dry run only
+    from jmapsync.log import Logger
+    from jmapsync.sync.dryrun import DryRun
 
 
 FETCHED_MAX = 64 * 1024 * 1024  # blobs kept for reuse in one pass, in bytes
@@ -36,7 +36,7 @@ class PassContext:
     account: AccountConfig
     db: StateDB
     store: MaildirStore
-    log: BoundLogger
+    log: Logger
     report: SyncReport
     force_deletes: bool = False  # --force-deletes: the deletion guards let everything through
     # Emails as last synced: the base of the three-way merge (two-way only).

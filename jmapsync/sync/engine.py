@@ -29,23 +29,23 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from jmapsync import hooks, log
-from jmapsync.config import AccountConfig, Config
+from jmapsync import log
+from jmapsync.config import AccountConfig, Config, Secret
 from jmapsync.errors import JmapsyncError, MethodError, disk_error
 from jmapsync.jmap import changes
+from jmapsync.jmap.api import Invocation, Responses
 from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import EmailId, Mailbox, MailboxId
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import StateDB, db_error
 from jmapsync.state.lock import account_lock
-from jmapsync.sync import archive, arrival, dryrun, folders, letters, remote, scope
+from jmapsync.sync import archive, arrival, folders, letters, remote, scope, stamp, stream
 from jmapsync.sync import plan as planner
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.execute import Executor
-from jmapsync.sync.local_to_remote import LocalToRemote
 from jmapsync.sync.record import record
 from jmapsync.sync.report import ProgressFactory, SyncReport
 
@@ -67,11 +67,15 @@ class Engine:
         force_deletes: bool = False,
         full: bool = False,
         dry_run: bool = False,
+        cache_failed: str | None = None,
     ) -> None:
         self.config = config
         self.force_deletes = force_deletes
         self.full = full  # read the whole account, whatever the stored states say
         self.dry_run = dry_run  # decide everything, change nothing (sync/dryrun.py)
+        # Why a request to the cached session's API URL already failed (the
+        # no-change fast path, sync/quick.py): the first pass asks afresh.
+        self.cache_failed = cache_failed
         self.account = account
         self.client_factory = client_factory or (JmapClient)
         self.progress = progress
@@ -84,6 +88,8 @@ class Engine:
         error become one line naming the path (DiskError), never a traceback;
         the pass stops where it is, as safe as a crash there."""
         if self.dry_run:
+            from jmapsync.sync import dryrun
+
             # Not even the state directory is created: the pass runs on a copy.
             with dryrun.state_copy(self.config.state_dir, self.account.name) as copy:
                 return await self._sync_retrying(copy)
@@ -136,6 +142,11 @@ class Engine:
         started = time.monotonic()
         # A fresh context per attempt: nothing of a failed attempt carries
         # over but the counts in `report`.
+        dry = None
+        if self.dry_run:
+            from jmapsync.sync.dryrun import DryRun
+
+            dry = DryRun()
         ctx = PassContext(
             self.account,
             db,
@@ -143,7 +154,7 @@ class Engine:
             self.log,
             report,
             force_deletes=self.force_deletes,
-            dry=dryrun.DryRun() if self.dry_run else None,
+            dry=dry,
         )
         archive.refuse_switch(ctx)  # archive -> pull / two-way: what it kept would go
         async with self.client_factory(self.account) as client:
@@ -161,14 +172,15 @@ class Engine:
         """The pass proper, with the client open."""
         db, report = ctx.db, ctx.report
         full = self.full or arrival.needs_full(db)  # mtimes of an older mirror
-        delta = await remote.read_changes(ctx, client, full=full)
+        cache_failed, self.cache_failed = self.cache_failed, None
+        delta = await remote.read_changes(ctx, client, full=full, cache_failed=cache_failed)
         assert client.session is not None  # noqa: S101
         if (
             delta is not None
             and delta.empty
             and not ctx.rewrite_files  # archive released: every folder is looked at
             and not scope.retry_downloads(db)  # failed downloads wait for a pass
-            and scope.local_unchanged(db, self.account, self.store)
+            and stamp.local_unchanged(db, self.account)
         ):
             # Nothing new on either side: no need to read 100 000 records
             # and scan as many files to find that out.
@@ -214,8 +226,22 @@ class Engine:
         partial = None
         if root_existed and ctx.selected == was:  # a new selection looks at everything
             partial = scope.compute(ctx, delta, old_paths, new_paths)
+        if stream.applies(ctx, partial):  # everything, chunk by chunk (sync/stream.py)
+            await stream.run(
+                ctx,
+                client,
+                delta,
+                account_id=account_id,
+                started=started,
+                old_paths=old_paths,
+                was=was,
+                folders_of=self._folders,
+                progress=self.progress,
+            )
+            return
         model = await remote.read_model(ctx, client, delta, partial)
         report.phases["remote"] = round(time.monotonic() - started, 3)
+        t_folders = time.monotonic()
         paths, folder_of = self._folders(ctx, model.mailboxes)
         # Mirrored last time and not now: their files go (never a server write).
         # (A mailbox whose name cannot become a folder is neither: left alone.)
@@ -232,6 +258,8 @@ class Engine:
         held = db.files_per_folder() if ctx.two_way or deselected else {}
         folders.refuse_deselected(ctx, held, deselected)
         if ctx.two_way:
+            from jmapsync.sync.local_to_remote import LocalToRemote  # two-way only
+
             to_remote = LocalToRemote(ctx, client)
             vanished = folders.vanished(store, was_paths, folder_of) if root_existed else []
             folders.refuse_missing(ctx, held, vanished, root_missing)
@@ -253,11 +281,12 @@ class Engine:
         if ctx.dry is None:
             store.clean_partials(local_folders)
         t = time.monotonic()
+        report.phases["folders"] = round(t - t_folders, 3)
         if partial is not None:
             pre_stamp = partial.times
             scan = partial.files()
         else:
-            pre_stamp = scope.local_stamp(ctx, folders.stamped(store, paths, folder_of))
+            pre_stamp = scope.local_stamp(ctx, folders.stamped(store, paths, folder_of, layout))
             scan = list(store.scan(sorted(local_folders)))
             if ctx.dry is not None:
                 scan = ctx.dry.after_folder_moves(scan)
@@ -279,7 +308,7 @@ class Engine:
                 scan = partial.scan(store) if partial else list(store.scan(sorted(local_folders)))
 
         # 7. plan the local side and execute it
-        letters.allocate(ctx, model.emails, folder_of)
+        letters.allocate(ctx, model.emails.values(), folder_of)
         plan = planner.plan_files(
             model.emails, folder_of, scan, ctx.letters, excluded, keep=ctx.archive
         )
@@ -304,7 +333,6 @@ class Engine:
             await executor.run(plan, settled=settled)
             if model.touched is None:  # a full read: every file's arrival time
                 await asyncio.to_thread(arrival.stamp, ctx, plan, model.emails)
-        report.phases["execute"] = round(time.monotonic() - t, 3)
         removed_foreign: set[str] = set()
         if to_remote is not None and superseded:
             placed = set(plan.final.values()) | {d.email_id for d in plan.downloads}
@@ -312,12 +340,15 @@ class Engine:
         folders.apply_after(ctx, fplan, removed_foreign)
         await asyncio.to_thread(executor.line_endings, plan)
         store.dirsync.flush()
+        report.phases["execute"] = round(time.monotonic() - t, 3)
         if ctx.dry is not None:
             return  # nothing to record: nothing was done
 
         # 8. record, the states last
+        t = time.monotonic()
         retry = sorted({d.email_id for d in executor.failed})
         record(ctx, account_id, model, paths, plan, partial, pre_stamp, removed_foreign, retry)
+        report.phases["record"] = round(time.monotonic() - t, 3)
         report.email_state = model.email_state
         if executor.error is not None:
             # Recorded, everything else done: the pass still says it failed
@@ -374,14 +405,34 @@ async def sync_accounts(
     *,
     force_deletes: bool = False,
     dry_run: bool = False,
+    secrets: Mapping[str, Secret] | None = None,
+    cache_failed: Mapping[str, str] | None = None,
+    answers: dict[str, tuple[list[Invocation], Responses]] | None = None,
 ) -> dict[str, SyncReport | JmapsyncError]:
-    """Sync the named (or all) accounts concurrently; errors are returned, not raised."""
+    """Sync the named (or all) accounts concurrently; errors are returned, not raised.
+    `secrets`, `cache_failed`, `answers`: what sync/quick.py learnt (its
+    Handover), by account."""
     accounts = config.select(names)
+    known = secrets or {}
+    failed = cache_failed or {}
+    first = answers if answers is not None else {}
+
+    def client(account: AccountConfig) -> JmapClient:
+        c = JmapClient(account, secret=known.get(account.name))
+        if account.name in first:  # for the first attempt's client only
+            c.preload(*first.pop(account.name))
+        return c
 
     async def one(account: AccountConfig) -> SyncReport | JmapsyncError:
         try:
             engine = Engine(
-                config, account, progress=progress, force_deletes=force_deletes, dry_run=dry_run
+                config,
+                account,
+                client_factory=client,
+                progress=progress,
+                force_deletes=force_deletes,
+                dry_run=dry_run,
+                cache_failed=failed.get(account.name),
             )
             report = await engine.sync()
         except JmapsyncError as exc:
@@ -390,7 +441,9 @@ async def sync_accounts(
             )
             return exc
         # After the account lock is released: a hook may run `jmapsync status`.
-        if not dry_run:  # a dry run changed nothing to announce
+        if not dry_run and account.post_sync_command is not None:  # (dry: nothing to announce)
+            from jmapsync import hooks
+
             await hooks.after_pass(config, account, report)
         return report
 

@@ -97,6 +97,8 @@ class Executor:
         # them: see run) and the error the pass ends with once recorded.
         self.failed: list[Download] = []
         self.error: DownloadsFailed | None = None
+        self._first_failure = ""
+        self._attempted = 0  # downloads over every run() (a streamed pass runs many)
 
     async def run(self, plan: FilePlan, settled: Callable[[set[str]], None] | None = None) -> None:
         """Carry out the plan.  `settled(ids)` is told, right after the renames
@@ -149,6 +151,7 @@ class Executor:
         for d in downloads:
             queue.put_nowait(d)
         failed: list[str] = []
+        self._attempted += len(downloads)
 
         async def worker() -> None:
             while True:
@@ -186,12 +189,15 @@ class Executor:
                 raise
         finally:
             progress.close()
-        if failed:
+        if failed and not self._first_failure:
+            self._first_failure = failed[0]
+        if self.failed:  # over every run() so far
             self.error = DownloadsFailed(
-                f"{len(failed)} of {len(downloads)} downloads failed (first: {failed[0]});"
+                f"{len(self.failed)} of {self._attempted} downloads failed"
+                f" (first: {self._first_failure});"
                 " the others are in place, the next pass fetches the rest",
-                failed=len(failed),
-                total=len(downloads),
+                failed=len(self.failed),
+                total=self._attempted,
             )
 
     async def _download_one(self, d: Download) -> int:
@@ -274,10 +280,11 @@ class Executor:
         mode = ctx.account.line_endings
         if ctx.db.get_meta("line_endings") == mode and ctx.db.get_meta("contents_complete") == "1":
             return  # new downloads were written in the right form already
-        known = ctx.db.contents()
         paths: dict[str, list[str]] = defaultdict(list)
         for rel, eid in plan.owned():
             paths[eid].append(rel)
+        # Only the records of these Emails: a streamed pass asks per chunk.
+        known = ctx.db.contents_of(e for e in paths if e not in ctx.new_contents)
         dry = ctx.dry
         if dry is not None:
             # Downloads would arrive in their final form; the rest is read

@@ -124,13 +124,19 @@ def was_mirrored(db: StateDB, known: Iterable[MailboxId]) -> frozenset[MailboxId
 
 
 def stamped(
-    store: MaildirStore, paths: Mapping[MailboxId, str], folder_of: Mapping[MailboxId, str]
+    store: MaildirStore,
+    paths: Mapping[MailboxId, str],
+    folder_of: Mapping[MailboxId, str],
+    layout: str,
 ) -> list[str]:
-    """The folders whose times the fast path watches: the mirrored ones, and
+    """The folders whose times the fast path watches: the mirrored ones,
     those of unmirrored mailboxes that exist on disk (a file moved into one
-    must be seen: it is refused, not taken for a delete)."""
+    must be seen: it is refused, not taken for a delete), and every other
+    folder on disk (another tool's leftover: a message put there later is
+    the user's, and must be seen -- the root's time shows only new folders)."""
     mine = set(folder_of.values())
-    return sorted(mine | {p for p in paths.values() if p not in mine and store.is_folder(p)})
+    on_disk = set(store.folders(layout))
+    return sorted(mine | on_disk | {p for p in paths.values() if p not in mine and p in on_disk})
 
 
 def refuse_deselected(ctx: PassContext, held: Mapping[str, int], gone: list[str]) -> None:

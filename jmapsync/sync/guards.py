@@ -14,9 +14,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Set
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jmapsync.jmap.types import Email, EmailId, MailboxId
-from jmapsync.sync.twoway import PushPlan
+
+if TYPE_CHECKING:  # a pull pass does not load the two-way planner
+    from jmapsync.sync.twoway import PushPlan
 
 # A folder (or mailbox) that held at least this many messages and lost them
 # all in one pass looks like an accident.

@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from sqlite3 import Connection
 
-from jmapsync.jmap.types import Email, EmailId, MailboxId
+from jmapsync.jmap.types import Email, MailboxId
 from jmapsync.maildir import keyword_file
 from jmapsync.maildir.keywords import FILE_NAME, LETTERS, Letters, Slots, is_mappable, mapped
 from jmapsync.maildir.keywords import allocate as allocate_slots
@@ -62,17 +62,16 @@ def _slots_of(letters: Mapping[str, str]) -> Slots:
     return {LETTERS.index(letter): kw for letter, kw in letters.items()}
 
 
-def allocate(
-    ctx: PassContext, emails: Mapping[EmailId, Email], folder_of: Mapping[MailboxId, str]
-) -> None:
+def allocate(ctx: PassContext, emails: Iterable[Email], folder_of: Mapping[MailboxId, str]) -> None:
     """Give every keyword of `emails` a letter in each folder it is in, where
-    a slot is free; write the folders' files first."""
+    a slot is free; write the folders' files first.  `emails` is read once
+    (sync/stream.py hands a stream of a million)."""
     server_only = ctx.account.server_only_keywords
     needed: dict[str, set[str]] = defaultdict(set)
     # Keyword sets are interned (jmap/types.py): few distinct ones among
     # 100 000 Emails, so each is checked once.
     custom_of: dict[frozenset[str], list[str]] = {}
-    for e in emails.values():
+    for e in emails:
         custom = custom_of.get(e.keywords)
         if custom is None:
             custom = custom_of[e.keywords] = [k for k in e.keywords if is_mappable(k, server_only)]

@@ -46,16 +46,21 @@ class RemoteModel:
             self.touched |= destroyed | set(changed)
 
 
-async def read_changes(ctx: PassContext, client: JmapClient, *, full: bool) -> changes.Delta | None:
+async def read_changes(
+    ctx: PassContext, client: JmapClient, *, full: bool, cache_failed: str | None = None
+) -> changes.Delta | None:
     """The session (cached from the last run when we have it, so that a pass
     with nothing new is ONE request) and the remote changes; None when a full
-    reconcile is due."""
+    reconcile is due.  `cache_failed`: why a request with the cached session
+    failed already this run (sync/quick.py): ask afresh at once."""
     db, account = ctx.db, ctx.account
     # The session is per URL AND user: another user on the same URL has
     # another accountId, and often other URLs and capabilities.
     key = {"for": account.session_url, "user": account.credentials.username}
     cached = db.get_meta("session")
-    if cached is not None:
+    if cache_failed is not None:
+        ctx.log.info("session-refetch", reason=cache_failed)
+    elif cached is not None:
         entry = json.loads(cached)
         if all(entry.get(k) == v for k, v in key.items()):
             try:

@@ -45,7 +45,8 @@ class SyncReport:
     # Items this pass could not take and left for a later one (a mailbox whose
     # name cannot become a folder); `jmapsync status` shows them.
     skipped: list[str] = field(default_factory=list)
-    phases: dict[str, float] = field(default_factory=dict)  # seconds per step
+    # Seconds per stage: remote, folders, scan_plan, execute, record (sync/engine.py)
+    phases: dict[str, float] = field(default_factory=dict)
     dry_run: bool = False  # counts and `would` say what the pass would have done
     would: list[dict[str, str]] = field(default_factory=list)  # dry run: each action
 

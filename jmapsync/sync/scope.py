@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -38,24 +39,23 @@ from typing import cast
 from jmapsync.config import AccountConfig
 from jmapsync.jmap.changes import Delta
 from jmapsync.jmap.types import Email, EmailId, MailboxId
-from jmapsync.maildir.files import TRASHED, LocalFile, Subdir, split_rel
+from jmapsync.maildir.files import TRASHED, LocalFile, Subdir, join, split_rel
 from jmapsync.maildir.flags import parse_name
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import JOURNAL_IMPORT, StateDB
 from jmapsync.sync import guards
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.plan import FilePlan
+from jmapsync.sync.prints import Print, Prints, listing
+from jmapsync.sync.prints import parse as parse_prints
+from jmapsync.sync.stamp import ROOT_KEY, Times, local_times, recorded_times
 
-ROOT_KEY = "/"  # the Maildir root's own time in the stamp (never a folder path)
 # Touched right after the times are read (see _marker_places for where).
 MARKER = ".jmapsync-marker"
 # A pass that wrote waits (up to about this long in all) for the file
 # system clock to pass its last write, so that the next pass may skip the
 # folders it wrote: ~10 ms on ext4, up to a second or two on coarse clocks.
 _SETTLE_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.5, 0.5)
-_MASK = (1 << 64) - 1
-
-Times = dict[str, list[int] | None]
 
 
 @dataclass
@@ -86,26 +86,6 @@ def retry_downloads(db: StateDB) -> frozenset[EmailId]:
     again by every pass until they arrive."""
     raw = db.get_meta("retry_downloads")
     return frozenset(EmailId(e) for e in json.loads(raw)) if raw else frozenset()
-
-
-def local_times(store: MaildirStore, folders: list[str]) -> Times:
-    """mtime_ns of each folder's directory and of its cur/ and new/, and of
-    the root (a new top-level folder changes only its time); None where a
-    directory is missing."""
-    out: Times = {}
-    try:
-        out[ROOT_KEY] = [store.root.stat().st_mtime_ns]
-    except OSError:
-        out[ROOT_KEY] = None
-    for folder in folders:
-        base = store.path(folder)
-        try:
-            out[folder] = [base.stat().st_mtime_ns] + [
-                (base / sub).stat().st_mtime_ns for sub in ("cur", "new")
-            ]
-        except OSError:
-            out[folder] = None
-    return out
 
 
 def _marker_places(ctx: PassContext, folders: list[str]) -> list[Path]:
@@ -145,7 +125,7 @@ def local_stamp(ctx: PassContext, folders: list[str]) -> Times:
     """The times of `folders` (and the root) that may be recorded: each read
     before the marker is touched, and None where it is not older than the
     marker ("racy": a change in the same clock tick would not show)."""
-    times = local_times(ctx.store, folders)
+    times = local_times(ctx.store.root, folders)
     if ctx.dry is not None:
         return times  # a dry run records nothing and must not touch a marker
     marker = _marker_time(ctx, folders)
@@ -162,40 +142,12 @@ def _settled_stamp(ctx: PassContext, folders: list[str]) -> Times:
     if not ctx.store.root.is_dir():
         return stamp
     for pause in _SETTLE_S:
-        raw = local_times(ctx.store, folders)
+        raw = local_times(ctx.store.root, folders)
         if not any(stamp[k] is None and raw[k] is not None for k in stamp):
             break
         time.sleep(pause)
         stamp = local_stamp(ctx, folders)
     return stamp
-
-
-def recorded_times(db: StateDB, account: AccountConfig) -> Times | None:
-    """The folder times the last pass recorded, if they are for this
-    Maildir root and layout."""
-    raw = db.get_meta("local_stamp")
-    if raw is None:
-        return None
-    recorded = json.loads(raw)
-    if recorded.get("layout") != account.layout or recorded.get("root") != str(account.maildir):
-        return None
-    folders: Times = recorded.get("folders", {})
-    return folders
-
-
-def local_unchanged(db: StateDB, account: AccountConfig, store: MaildirStore) -> bool:
-    """True when no folder changed since the last pass recorded its stamp,
-    and the settings that shape the files are the same."""
-    folders = recorded_times(db, account)
-    if folders is None or db.get_meta("line_endings") != account.line_endings:
-        return False
-    if (db.get_meta("folders") or "*") != " ".join(account.folders):
-        return False  # `folders =` changed: folders come or go
-    if ROOT_KEY not in folders or any(v is None for v in folders.values()):
-        return False
-    # The recorded times were older than a marker touched after they were
-    # read: any later change has a newer time.  No marker needed to compare.
-    return local_times(store, sorted(f for f in folders if f != ROOT_KEY)) == folders
 
 
 def compute(
@@ -250,6 +202,7 @@ def stamp_to_record(
     plan: FilePlan,
     scope: Scope | None,
     removed_foreign: set[str],
+    conn: sqlite3.Connection,
 ) -> str:
     """The folders' times for the next pass's fast path (JSON) -- only
     where the state being recorded is known to be what is on disk.
@@ -257,58 +210,99 @@ def stamp_to_record(
     A folder whose times did not move since just before the scan holds
     what the scan saw, plus nothing.  One whose times moved during the
     pass (our own writes, or the user's mutt at the same moment) is listed
-    again and compared with what this pass leaves there: equal -> its new
-    times are recorded; different, or not listable from this pass's plan
-    -> None, scanned next time.  Racy times are never recorded; a pass that
-    wrote waits them out (`_settled_stamp`)."""
-    store = ctx.store
+    again and compared with what this pass leaves there (sync/prints.py):
+    equal -> its new times are recorded; different -> None, scanned next
+    time.  What the pass leaves there: in a folder it scanned, the plan's
+    files and the foreign ones seen; in a folder a partial pass did not scan
+    (its times had not moved: it held what the state said) but wrote to,
+    the fingerprint recorded with the folder plus this pass's actions there
+    -- or, from a stamp without fingerprints, the files table as this
+    transaction leaves it (`conn`).  Without this, the pass after every
+    download would scan the folders it wrote to instead of finding nothing
+    to do.  Racy times are never recorded; a pass that wrote waits them out
+    (`_settled_stamp`)."""
+    scanned = set(folders) if scope is None else set(scope.dirty)
+    planned = Prints()
+    for rel, _eid in plan.owned():
+        if split_rel(rel)[0] in scanned:
+            planned.add(rel)
+    planned.add_all(
+        f.relpath for f in plan.foreign if f.folder in scanned and f.relpath not in removed_foreign
+    )
+    old = recorded_prints(ctx.db, ctx.account)
+    delta = Prints()
+    for r in plan.renames:
+        delta.add(r.src, -1)
+        delta.add(r.dst)
+    delta.add_all(lk.dst for lk in plan.links)
+    delta.add_all(p for d in plan.downloads for p in (d.dst, *d.links))
+    for rm in plan.removes:
+        delta.add(rm.path, -1)
+    for rel in removed_foreign:
+        delta.add(rel, -1)
+
+    def expected(folder: str, moved: bool) -> Print | None:
+        if folder in scanned:
+            return planned.of(folder)
+        if folder in old:
+            if not moved:
+                return old[folder]
+            base, d = old[folder], delta.of(folder)
+            return (base[0] + d[0], base[1] + d[1], base[2] + d[2])
+        if not moved:
+            return None
+        table = Prints()
+        table.add_all(
+            join(folder, name)
+            for (name,) in conn.execute("SELECT name FROM files WHERE folder=?", (folder,))
+        )
+        return table.of(folder)
+
+    return _stamp(ctx, folders, pre, expected)
+
+
+def stamp_streamed(ctx: PassContext, folders: list[str], pre: Times, planned: Prints) -> str:
+    """stamp_to_record for a streamed pass (sync/stream.py): every folder was
+    scanned, and `planned` holds what the pass leaves in each."""
+    return _stamp(ctx, folders, pre, lambda folder, _moved: planned.of(folder))
+
+
+def _stamp(
+    ctx: PassContext,
+    folders: list[str],
+    pre: Times,
+    expected: Callable[[str, bool], Print | None],
+) -> str:
     times = _settled_stamp(ctx, folders)
-    moved = [f for f in folders if times[f] is not None and pre.get(f) != times[f]]
-    if moved:
-        checkable = set(folders) if scope is None else set(scope.dirty)
-        expected = _expected_files(plan, [f for f in moved if f in checkable], removed_foreign)
-        for f in moved:
-            if f not in expected or _fingerprint(x.relpath for x in store.scan([f])) != expected[f]:
-                times[f] = None
+    kept: dict[str, Print] = {}
+    for f in folders:
+        if times[f] is None:
+            continue
+        moved = pre.get(f) != times[f]
+        want = expected(f, moved)
+        if moved and (want is None or listing(ctx.store.path(f)) != want):
+            times[f] = None
+        elif want is not None:
+            kept[f] = want
     for f in ctx.unsettled & set(times):
         times[f] = None  # new letters reached only some of its files: plan it all next time
+        kept.pop(f, None)
     if pre.get(ROOT_KEY) != times.get(ROOT_KEY):
         times[ROOT_KEY] = None  # folders came or went: the next pass lists them
     for f in ctx.kept_folders:
         times[f] = None  # holds a file of a mail program: the next pass syncs it
-    stamp = {"layout": ctx.account.layout, "root": str(ctx.account.maildir), "folders": times}
+        kept.pop(f, None)
+    stamp = {
+        "layout": ctx.account.layout,
+        "root": str(ctx.account.maildir),
+        "folders": times,
+        "prints": {f: list(p) for f, p in kept.items()},
+    }
     return json.dumps(stamp, sort_keys=True)
 
 
-def _expected_files(
-    plan: FilePlan, folders: list[str], removed_foreign: set[str]
-) -> dict[str, tuple[int, int]]:
-    """folder -> fingerprint of every file this pass leaves there (ours
-    and others'): a count and a hash sum, so that 100 000 names are not
-    held twice at the end of a first sync."""
-    if not folders:
+def recorded_prints(db: StateDB, account: AccountConfig) -> dict[str, Print]:
+    """The folder fingerprints the last pass recorded with its stamp."""
+    if recorded_times(db, account) is None:
         return {}
-    acc: dict[str, list[int]] = {f: [0, 0] for f in folders}
-
-    def add(folder: str, rel: str) -> None:
-        a = acc.get(folder)
-        if a is not None:
-            a[0] += 1
-            a[1] = (a[1] + hash(rel)) & _MASK
-
-    for rel, _eid in plan.owned():
-        add(split_rel(rel)[0], rel)
-    for f in plan.foreign:
-        if f.relpath not in removed_foreign:
-            add(f.folder, f.relpath)
-    return {f: (a[0], a[1]) for f, a in acc.items()}
-
-
-def _fingerprint(relpaths: Iterable[str]) -> tuple[int, int]:
-    """(count, sum of hashes) of a set of paths: equal sets, equal prints; a
-    rename, a new or a missing file changes it."""
-    n = total = 0
-    for rel in relpaths:
-        n += 1
-        total = (total + hash(rel)) & _MASK
-    return n, total
+    return parse_prints(json.loads(db.get_meta("local_stamp") or "{}").get("prints"))

@@ -42,9 +42,7 @@ def test_encoded_folder_moves_file_by_file_into_a_folder_with_mail(
     mirror = Mirror(account, tmp_path, direction="two-way")
     mirror.sync()
     state = account.jmap().state("Email")
-    put(
-        mirror.maildir, "Reisen &Jwg- &ANw-bersicht", "1.mbsync,U=1:2,", mutt_copy(make_message(1))
-    )
+    put(mirror.maildir, "Reisen &Jwg- &ANw-bersicht", "1.mbsync,U=1:2,", mutt_copy(make_message(1)))
     report = mirror.sync()
     assert "Reisen &Jwg- &ANw-bersicht" not in mailbox_names(account)
     assert report.superseded == 1 and report.imported == 0

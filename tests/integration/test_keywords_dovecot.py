@@ -144,6 +144,9 @@ def test_existing_numbering_is_kept(account: Account, tmp_path: Path) -> None:
     text = (mirror.maildir / "INBOX" / "dovecot-keywords").read_text()
     assert text == "0 $Junk\n4 project-x\n7 other\n"
     assert_exact_mirror(mirror)
+    # the keywords file is part of the mirror, not a stray file
+    done = mirror.cli("verify")
+    assert done.stdout.splitlines() == ["account test: 1 files checked: OK"], done.stdout
 
 
 def test_more_than_26_keywords_stay_server_only_and_are_logged_once(

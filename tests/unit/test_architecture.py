@@ -28,6 +28,7 @@ PURE = {
     "jmapsync.maildir.lineendings",
     "jmapsync.maildir.message",
     "jmapsync.maildir.names",
+    "jmapsync.maildir.paths",
     "jmapsync.restore.arrival",
     "jmapsync.restore.folders",
     "jmapsync.maildir.mutf7",

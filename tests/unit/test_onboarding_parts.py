@@ -349,13 +349,12 @@ def test_pip_install_puts_the_man_pages_where_man_finds_them(tmp_path: Path) -> 
     """`pip install .` into a prefix (as into a venv): <prefix>/share/man/man1
     and man5; man, with <prefix>/bin on $PATH and no MANPATH, finds both."""
     prefix = tmp_path / "prefix"
+    # --ignore-installed: else pip first uninstalls the test environment's own
+    # (editable) jmapsync, and its `jmapsync` command is gone for what follows.
     done = subprocess.run(
-        # --ignore-installed: without it pip UNINSTALLS the jmapsync of the
-        # running environment before installing into the prefix, and every
-        # later test that runs the console script finds it gone.
         [
-            *[sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed"],
-            *["--prefix", str(prefix), "."],
+            *(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed"),
+            *("--prefix", str(prefix), "."),
         ],
         cwd=ROOT,
         capture_output=True,
