@@ -17,6 +17,7 @@ from typing import Any
 from jmapsync import log
 from jmapsync.errors import MethodError, ProtocolError
 from jmapsync.jmap.client import Invocation, JmapClient
+from jmapsync.jmap.mail import query_ended
 from jmapsync.jmap.types import MAX_MESSAGE_BYTES, State, parse_id, parse_state
 
 _MAX_PAGES = 100_000
@@ -77,6 +78,7 @@ async def list_messages(
     page = min(client.session.limits.max_objects_in_get, 4096)
     found: dict[str, RemoteMessage] = {}
     anchor: str | None = None
+    total: int | None = None
     for _ in range(_MAX_PAGES):
         query: dict[str, Any] = {
             "accountId": aid,
@@ -85,6 +87,7 @@ async def list_messages(
             "sort": [{"property": "receivedAt", "isAscending": True}],
             "collapseThreads": False,
             "limit": page,
+            "calculateTotal": True,  # the end of a list a server clamped (mail.py)
         }
         if anchor is not None:
             query["anchor"] = anchor
@@ -103,15 +106,18 @@ async def list_messages(
         ]
         r = await client.call(calls)
         try:
-            ids = r.result("q").get("ids")
+            qres = r.result("q")
         except MethodError as exc:
             if exc.type != "anchorNotFound":
                 raise
             log.get().info("query-anchor-vanished", anchor=anchor)
             anchor = None  # start over; what was seen merges
             continue
+        ids = qres.get("ids")
         if not isinstance(ids, list):
             raise ProtocolError("Email/query: ids is not an array")
+        if isinstance(qres.get("total"), int):
+            total = qres["total"]
         items = r.result("g").get("list")
         if not isinstance(items, list):
             raise ProtocolError("Email/get: list is not an array")
@@ -120,7 +126,7 @@ async def list_messages(
             found[m.id] = m
         if progress is not None:
             progress(len(items))
-        if len(ids) < page:
+        if query_ended(qres, ids, page, total):  # a page shorter than asked may not be the end
             break
         anchor = parse_id(ids[-1], "email")
     else:  # pragma: no cover - needs a server that never ends a query

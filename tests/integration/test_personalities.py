@@ -377,3 +377,20 @@ def test_check_notes_stalwarts_habits(stalwart: JmapServer, tmp_path: Path) -> N
     assert "Email/query clamps limit to 3" in out
     assert "no state event within" in out  # Stalwart pushes only on a change
     assert "another host" not in out and "READ-ONLY" not in out
+
+
+def test_restore_lists_a_clamping_servers_account_to_the_end(
+    stalwart: JmapServer, tmp_path: Path
+) -> None:
+    """The restore's inventory pages as the full read does (mail.py
+    query_ended).  Stopping at the first page shorter than asked saw 3 of
+    10 Emails, and on a server that does not deduplicate imports the
+    restore then made the 7 others twice."""
+    for i in range(10):
+        stalwart.deliver(make_message(i))
+    mirror = memory_mirror(stalwart, tmp_path)
+    mirror.sync()
+    stalwart.knobs.query_max = 3
+    out = mirror.cli("restore", "--account", "test").stdout
+    assert len(stalwart.emails()) == 10, out
+    assert not [s for s in stalwart.seen if "Email/import" in s.calls]
