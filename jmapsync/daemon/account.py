@@ -48,7 +48,7 @@ from jmapsync.jmap import push
 from jmapsync.jmap.client import JmapClient
 from jmapsync.maildir.tree import make_dirs
 from jmapsync.send.command import flush_in_daemon
-from jmapsync.send.spool import outbox_dir
+from jmapsync.send.spool import has_waiting, outbox_dir
 from jmapsync.state.db import StateDB
 from jmapsync.sync import stamp
 from jmapsync.sync.engine import Engine
@@ -292,7 +292,11 @@ class AccountRunner:
         """Did no folder's time move since the last pass recorded them (the
         engine's own "unchanged" test, sync/stamp.py)?  Then the events were
         the pass's own writes, or changed nothing that shows.  False when
-        the database cannot be read: one pass too many, no harm."""
+        the database cannot be read: one pass too many, no harm.  False
+        when a message waits in the outbox (its watch shares the hint): the
+        pass sends it."""
+        if has_waiting(outbox_dir(self.config.state_dir, self.account.name)):
+            return False
         try:
             db = StateDB.for_account(self.config.state_dir, self.account.name)
             try:

@@ -22,6 +22,7 @@ from jmapsync.sync import archive, letters
 from jmapsync.sync import folders as local_folders
 from jmapsync.sync import scope as local_scope
 from jmapsync.sync.context import PassContext
+from jmapsync.sync.local_to_remote.adoption import META as LEFTOVERS
 from jmapsync.sync.plan import FilePlan
 from jmapsync.sync.prints import Prints
 from jmapsync.sync.remote import RemoteModel
@@ -113,6 +114,12 @@ def record_streamed(
         letters.record(ctx, conn, None)
         stamped = local_folders.stamped(ctx.store, paths, folder_of, ctx.account.layout)
         stamp = local_scope.stamp_streamed(ctx, stamped, pre_stamp, prints)
+        if ctx.two_way and ctx.db.get_meta(LEFTOVERS) is None:
+            # A streamed two-way pass is a first sync into a Maildir without
+            # folders: nothing there to adopt, and a folder made from now
+            # on is the user's (adoption.py learns of the first two-way
+            # pass from this key, which the unstreamed pass's stage writes).
+            ctx.db.set_meta(conn, LEFTOVERS, "{}")
         _meta(ctx, conn, account_id, model, selected, stamp, retry)
 
 
