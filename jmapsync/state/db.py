@@ -239,6 +239,17 @@ class StateDB:
             )
         return out
 
+    def holds_mailbox(self, mailbox_id: str, besides: Iterable[str]) -> bool:
+        """Does an Email recorded in this mailbox remain once `besides` (the
+        Emails a pass changed or lost) are left out?  Reads at most
+        len(besides) + 1 rows."""
+        skip = set(besides)
+        rows = self.conn.execute(
+            "SELECT id FROM emails WHERE ' ' || mailbox_ids || ' ' LIKE ? LIMIT ?",
+            (f"% {mailbox_id} %", len(skip) + 1),
+        )
+        return any(eid not in skip for (eid,) in rows)
+
     def files_per_folder(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT folder, count(*) FROM files GROUP BY folder"))
 

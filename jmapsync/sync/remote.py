@@ -136,6 +136,8 @@ async def _model(
             emails.pop(eid, None)
         emails.update(delta.changed)
         emptied = guards.emptied_remotely(emails.values(), left)
+        if scope is not None:
+            emptied -= scope.holding  # it saw the rest of each one (scope.py)
         if emptied:
             # A mailbox we held many messages of is suddenly empty: check
             # with a full read before any local file is removed.

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from mailtools import Account, make_message
 from mirror import Mirror, assert_exact_mirror, assert_files_table, message_files
+from structlog.testing import capture_logs
 
 from jmapsync.errors import DeletionRefused
 
@@ -360,6 +361,32 @@ def test_server_side_emptied_mailbox_is_rechecked_by_a_full_read(
     account.jmap().destroy(*ids)
     report = mirror.sync()
     assert report.mode == "full" and report.removed == 12
+    assert_exact_mirror(mirror)
+
+
+def test_many_moved_out_of_a_mailbox_that_still_holds_mail_is_a_partial_pass(
+    account: Account, tmp_path: Path
+) -> None:
+    """A batch of moves out of the inbox (a filter, "archive all") is no
+    emptied mailbox: the state says another Email stays there.  Before,
+    any 10 leaving one mailbox made the pass read and scan everything --
+    26 s at 300 000 messages for 170 changes."""
+    mirror, ids = setup(account, tmp_path, n=13)
+    mirror.set("direction", "pull")
+    time.sleep(0.2)  # racy folder times settle
+    mirror.sync()
+    j = account.jmap()
+    for eid in ids[:12]:
+        j.move(eid, j.mailbox_id("INBOX"), j.mailbox_id("Archive"))
+    with capture_logs() as logs:
+        report = mirror.sync()
+    assert not [e for e in logs if e["event"] == "mailbox-emptied-remotely"]
+    assert report.mode == "incremental" and report.partial and report.renamed == 12
+    assert_exact_mirror(mirror)
+    # ...while Archive losing all 12 is the emptied mailbox: a full read
+    j.destroy(*ids[:12])
+    report = mirror.sync()
+    assert report.mode == "full"
     assert_exact_mirror(mirror)
 
 
