@@ -22,11 +22,14 @@ from jmapsync.sync import archive, letters
 from jmapsync.sync import folders as local_folders
 from jmapsync.sync import scope as local_scope
 from jmapsync.sync.context import PassContext
-from jmapsync.sync.local_to_remote.adoption import META as LEFTOVERS
 from jmapsync.sync.plan import FilePlan
 from jmapsync.sync.prints import Prints
 from jmapsync.sync.remote import RemoteModel
 from jmapsync.sync.stamp import Times
+
+# The meta key of local_to_remote/adoption.py (which imports it from here):
+# a pull-only pass must not load the two-way stages to name it.
+LEFTOVERS = "leftover_folders"
 
 
 def record(

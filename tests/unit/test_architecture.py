@@ -126,3 +126,20 @@ def test_no_file_holds_two_stages() -> None:
         if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}, f"files over {MAX_LINES} lines: {long}"
+
+
+def test_a_pull_pass_does_not_load_the_two_way_stages() -> None:
+    """The engine and its stages load local_to_remote/ and twoway.py only
+    when a pass is two-way (~25 ms of start-up on every pull, and on every
+    daemon-less cron run).  Broken once by a record.py import of a meta-key
+    constant."""
+    code = (
+        "import sys\n"
+        "import jmapsync.sync.engine, jmapsync.sync.execute, jmapsync.sync.stream\n"
+        "print(' '.join(m for m in sys.modules"
+        " if 'local_to_remote' in m or m == 'jmapsync.sync.twoway'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent
+    )
+    assert done.stdout.strip() == ""

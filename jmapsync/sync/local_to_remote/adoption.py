@@ -33,8 +33,9 @@ from jmapsync.maildir.files import LocalFile
 from jmapsync.maildir.lineendings import server_bytes
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.local_to_remote.mua_files import by_message_id
+from jmapsync.sync.record import LEFTOVERS
 
-META = "leftover_folders"  # folder -> [file count, hash of names]; absent: no two-way pass yet
+META = LEFTOVERS  # folder -> [file count, hash of names]; absent: no two-way pass yet
 
 
 def _fingerprint(files: list[LocalFile]) -> list[int]:
