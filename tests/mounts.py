@@ -32,7 +32,7 @@ def skip_reason() -> str | None:
     if os.geteuid() != 0:
         return "mounting test file systems needs root (run the suite as root, as CI does)"
     if shutil.which("mount") is None:
-        return "no mount(8) on this machine"
+        return "no mount(8) on this machine (Debian: apt-get install mount)"
     return None
 
 

@@ -71,14 +71,20 @@ def ensure_installed() -> None:
         if attempt == 0:
             subprocess.run(["apt-get", "update", "-q"], capture_output=True, check=False)
     else:
-        pytest.skip(f"apt-get download dovecot-imapd={core} failed: {done.stderr[-300:]}")
+        pytest.skip(
+            f"apt-get download dovecot-imapd={core} failed (runs when a Debian mirror"
+            f" is reachable): {done.stderr[-300:]}"
+        )
     [deb] = sorted(IMAPD_DIR.glob("dovecot-imapd_*.deb"))[-1:]
     subprocess.run(["dpkg-deb", "-x", str(deb), str(IMAPD_DIR)], check=True)
 
 
 def _apt_install(package: str) -> None:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip(f"{package} is not installed and this is not root on Debian")
+        pytest.skip(
+            f"{package} is not installed and this is not root on Debian"
+            " (apt-get install it, or run as root)"
+        )
     added_policy = False
     if not POLICY.exists():
         # Install without starting Debian's system-wide dovecot service.
@@ -93,7 +99,10 @@ def _apt_install(package: str) -> None:
             run(["apt-get", "update", "-q"], env=env, capture_output=True, check=False)
             done = run(cmd, env=env, capture_output=True, text=True, check=False)
             if done.returncode != 0:
-                pytest.skip(f"apt-get install {package} failed: {done.stderr[-300:]}")
+                pytest.skip(
+                    f"apt-get install {package} failed (runs when a Debian mirror is"
+                    f" reachable): {done.stderr[-300:]}"
+                )
     finally:
         if added_policy:
             POLICY.unlink(missing_ok=True)

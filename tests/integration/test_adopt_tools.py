@@ -31,14 +31,17 @@ def ensure_tool(binary: str, package: str) -> None:
     if shutil.which(binary):
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip(f"{binary} missing and this is not root on Debian")
+        pytest.skip(f"{binary} missing and this is not root on Debian (apt-get install {package})")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
     if subprocess.run(cmd, env=env, capture_output=True, check=False).returncode != 0:
         subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=False)
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            pytest.skip(f"apt-get install {package} failed: {done.stderr[-300:]}")
+            pytest.skip(
+                f"apt-get install {package} failed (runs when a Debian mirror is reachable):"
+                f" {done.stderr[-300:]}"
+            )
 
 
 def seed(account: Account, n: int) -> None:

@@ -33,7 +33,10 @@ def ensure_tool(program: str, package: str) -> str:
     if found:
         return found
     if os.geteuid() != 0:
-        pytest.skip(f"{program} (Debian package {package}) is not installed and we are not root")
+        pytest.skip(
+            f"{program} (Debian package {package}) is not installed and we are not root"
+            f" (apt-get install {package}, or run as root)"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
     if subprocess.run(cmd, capture_output=True, env=env, check=False).returncode != 0:

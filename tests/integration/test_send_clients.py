@@ -183,7 +183,7 @@ def git_email() -> None:
         return (Path(where.stdout.strip()) / "git-send-email").exists() and perl.returncode == 0
 
     if not shutil.which("git") or not shutil.which("perl"):
-        pytest.skip("needs git and perl")
+        pytest.skip("needs git and perl (Debian: apt-get install git perl)")
     if not have():
         _apt_install("git-email", "libmailtools-perl")
     if not have():
