@@ -94,11 +94,23 @@ class Executor:
         self.progress = progress
         self.commits = Commits(ctx.store)
         # Downloads that failed after their retries (the pass goes on without
-        # them: see run) and the error the pass ends with once recorded.
+        # them: see run), why, and how many were tried -- over every run() (a
+        # streamed pass runs one per chunk).
         self.failed: list[Download] = []
-        self.error: DownloadsFailed | None = None
-        self._first_failure = ""
-        self._attempted = 0  # downloads over every run() (a streamed pass runs many)
+        self._why: list[str] = []
+        self._attempted = 0
+
+    @property
+    def error(self) -> DownloadsFailed | None:
+        """What the pass ends with once it has recorded everything else."""
+        if not self.failed:
+            return None
+        return DownloadsFailed(
+            f"{len(self.failed)} of {self._attempted} downloads failed (first: {self._why[0]});"
+            " the others are in place, the next pass fetches the rest",
+            failed=len(self.failed),
+            total=self._attempted,
+        )
 
     async def run(self, plan: FilePlan, settled: Callable[[set[str]], None] | None = None) -> None:
         """Carry out the plan.  `settled(ids)` is told, right after the renames
@@ -150,7 +162,6 @@ class Executor:
         queue: asyncio.Queue[Download] = asyncio.Queue()
         for d in downloads:
             queue.put_nowait(d)
-        failed: list[str] = []
         self._attempted += len(downloads)
 
         async def worker() -> None:
@@ -166,7 +177,7 @@ class Executor:
                     # 404, a size it lied about, a redirect loop): a poison
                     # item must not block the account.  Anything else
                     # (credentials, the disk) stops the pass at once.
-                    failed.append(str(exc))
+                    self._why.append(str(exc))
                     self.failed.append(d)
                     self.ctx.log.warning(
                         "download-failed", email_id=d.email_id, blob_id=d.blob_id, error=str(exc)
@@ -189,16 +200,6 @@ class Executor:
                 raise
         finally:
             progress.close()
-        if failed and not self._first_failure:
-            self._first_failure = failed[0]
-        if self.failed:  # over every run() so far
-            self.error = DownloadsFailed(
-                f"{len(self.failed)} of {self._attempted} downloads failed"
-                f" (first: {self._first_failure});"
-                " the others are in place, the next pass fetches the rest",
-                failed=len(self.failed),
-                total=self._attempted,
-            )
 
     async def _download_one(self, d: Download) -> int:
         if d.size <= IN_MEMORY_BYTES:
