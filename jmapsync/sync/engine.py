@@ -179,7 +179,7 @@ class Engine:
             delta is not None
             and delta.empty
             and not ctx.rewrite_files  # archive released: every folder is looked at
-            and not scope.retry_downloads(db)  # failed downloads wait for a pass
+            and not stamp.retry_downloads(db)  # failed downloads wait for a pass
             and stamp.local_unchanged(db, self.account)
         ):
             # Nothing new on either side: no need to read 100 000 records

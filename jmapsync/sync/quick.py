@@ -15,7 +15,7 @@ For each account it checks, before any network:
 3. what the engine's fast path needs: no file kept by `direction = archive`
    under another direction (archive.refuse_switch refuses or releases
    them), arrival times stamped (arrival.needs_full), no download left
-   to retry (sync/scope.py `retry_downloads`), stored Email and
+   to retry (`stamp.retry_downloads`), stored Email and
    Mailbox states, a session cached for this session URL AND user, the
    same account id, and `stamp.local_unchanged` -- no folder's time moved
    since the last pass recorded it (the marker rule of sync/scope.py);
@@ -143,8 +143,8 @@ def _unchanged(account: AccountConfig, db: StateDB, handover: Handover) -> tuple
         raise _Engine("files kept by direction = archive")
     if arrival.needs_full(db):
         raise _Engine("arrival times not stamped yet")
-    if db.get_meta("retry_downloads"):
-        raise _Engine("downloads that failed wait for a pass")  # sync/scope.py
+    if stamp.retry_downloads(db):
+        raise _Engine("downloads that failed wait for a pass")
     email_state, mailbox_state = db.email_state, db.mailbox_state
     session = _cached_session(account, db)
     if not (email_state and mailbox_state) or db.get_meta("account_id") not in (

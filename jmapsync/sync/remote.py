@@ -18,7 +18,8 @@ from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import Email, EmailId, Mailbox, MailboxId, State
 from jmapsync.sync import guards
 from jmapsync.sync.context import PassContext
-from jmapsync.sync.scope import Scope, retry_downloads
+from jmapsync.sync.scope import Scope
+from jmapsync.sync.stamp import retry_downloads
 
 
 @dataclass
@@ -173,5 +174,5 @@ async def _full(client: JmapClient) -> RemoteModel:
 def _base(ctx: PassContext, records: dict[EmailId, Email]) -> dict[EmailId, Email]:
     """The base of the three-way merge: Emails as last synced -- except those
     whose download failed: they have no file here, which is no local delete."""
-    waiting = retry_downloads(ctx.db)  # sync/scope.py
+    waiting = retry_downloads(ctx.db)
     return {e: r for e, r in records.items() if e not in waiting} if waiting else dict(records)

@@ -48,7 +48,7 @@ from jmapsync.sync.context import PassContext
 from jmapsync.sync.plan import FilePlan
 from jmapsync.sync.prints import Print, Prints, listing
 from jmapsync.sync.prints import parse as parse_prints
-from jmapsync.sync.stamp import ROOT_KEY, Times, local_times, recorded_times
+from jmapsync.sync.stamp import ROOT_KEY, Times, local_times, recorded_times, retry_downloads
 
 # Touched right after the times are read (see _marker_places for where).
 MARKER = ".jmapsync-marker"
@@ -82,13 +82,6 @@ class Scope:
 
     def scan(self, store: MaildirStore) -> list[LocalFile]:
         return list(store.scan(self.dirty)) + self.clean_files
-
-
-def retry_downloads(db: StateDB) -> frozenset[EmailId]:
-    """Emails whose download failed in an earlier pass (record.py): planned
-    again by every pass until they arrive."""
-    raw = db.get_meta("retry_downloads")
-    return frozenset(EmailId(e) for e in json.loads(raw)) if raw else frozenset()
 
 
 def _marker_places(ctx: PassContext, folders: list[str]) -> list[Path]:

@@ -6,7 +6,7 @@ root, each older than a marker touched just after they were read; a folder
 whose times are all the same now holds exactly what that pass recorded.
 
 This module is what the "nothing changed" check needs and nothing more
-(os, json): the engine's fast path and the no-change fast path of
+(os, json, the id types): the engine's fast path and the no-change fast path of
 sync/quick.py, which must answer without importing the engine, ask the same
 `local_unchanged()`.
 """
@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jmapsync.jmap.types import EmailId
 from jmapsync.maildir.paths import inside
 
 if TYPE_CHECKING:
@@ -59,6 +60,14 @@ def recorded_times(db: StateDB, account: AccountConfig) -> Times | None:
         return None
     folders: Times = recorded.get("folders", {})
     return folders
+
+
+def retry_downloads(db: StateDB) -> frozenset[EmailId]:
+    """Emails whose download failed in an earlier pass (record.py): planned
+    again by every pass until they arrive -- so no pass is "unchanged"
+    while one waits (the engine's fast path and sync/quick.py)."""
+    raw = db.get_meta("retry_downloads")
+    return frozenset(EmailId(e) for e in json.loads(raw)) if raw else frozenset()
 
 
 def local_unchanged(db: StateDB, account: AccountConfig) -> bool:

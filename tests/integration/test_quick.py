@@ -339,3 +339,23 @@ def proxied(account: Account, base: Path, proxy: FaultProxy) -> Mirror:
     text = mirror.config_path.read_text().replace(account.session_url, proxy.url())
     mirror.config_path.write_text(text + "timeout = 2\n")
     return mirror
+
+
+def test_a_download_waiting_for_retry_goes_to_the_engine(synced: Mirror, tmp_path: Path) -> None:
+    """An Email whose download failed is planned by every pass until it
+    arrives (record.py `retry_downloads`): nothing changed on either side is
+    no reason to skip it."""
+    db = StateDB.for_account(synced.state_dir, "test")
+    try:
+        eid = next(iter(db.emails()))
+        with db.transaction() as conn:
+            db.set_meta(conn, "retry_downloads", json.dumps([eid]))
+    finally:
+        db.close()
+    done, modules, events = run(synced, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert engine_loaded(modules)
+    assert done_event(events)["mode"] != "unchanged"
+    _, modules, events = run(synced, tmp_path)  # the engine's pass cleared it
+    assert not engine_loaded(modules)
+    assert done_event(events)["mode"] == "unchanged"
