@@ -179,8 +179,9 @@ def compute(
     ids.update(f.email_id for f in dirty_files if f.email_id is not None)
     records = db.emails_by_id(ids)
     left = guards.left_by_mailbox(records, delta.changed, delta.destroyed, ctx.selected)
-    holding = frozenset(_still_holding(db, guards.many_left(left), delta))
-    if holding != guards.many_left(left):
+    many = guards.many_left(left)
+    holding = frozenset(_still_holding(db, many, delta))
+    if holding != many:
         return None  # perhaps emptied: the emptied-mailbox check reads everything
     clean = [
         LocalFile(r.folder, cast(Subdir, sub), name, r.email_id, parse_name(name).flags)
