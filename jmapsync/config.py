@@ -12,9 +12,9 @@ import configparser
 import os
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal, NamedTuple, cast
 
 from jmapsync import config_values as values
 from jmapsync import log, scrub
@@ -59,8 +59,7 @@ class Secret:
         return hash(self._value)
 
 
-@dataclass(frozen=True)
-class Credentials:
+class Credentials(NamedTuple):
     """How to authenticate: exactly one of password, password_command, token_command."""
 
     username: str | None
@@ -144,13 +143,12 @@ class AccountConfig:
     addresses: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     """The whole file."""
 
     path: Path | None
     state_dir: Path
-    accounts: tuple[AccountConfig, ...] = field(default_factory=tuple)
+    accounts: tuple[AccountConfig, ...] = ()
     poll_interval_s: float = 300.0
     full_sync_interval_s: float = 86400.0
     log_format: LogFormat = "auto"

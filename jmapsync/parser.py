@@ -9,11 +9,56 @@ other commands do not load jmapsync/init.py.
 from __future__ import annotations
 
 import argparse
+import functools
+import os
+import sys
 from pathlib import Path
 from typing import Any, get_args
 
 from jmapsync import __version__
 from jmapsync.config import Direction, Layout
+
+
+@functools.cache
+def _columns() -> int:
+    """The terminal width, as shutil.get_terminal_size() finds it ($COLUMNS,
+    then standard output's terminal, else 80), asked once per run."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, minus its start-up cost: argparse builds one
+    for every add_argument() (to check the metavar), and each imports shutil
+    (with bz2 and lzma) and asks the terminal's size -- ~5 ms of every
+    `jmapsync` start for help that is rarely printed (issue 16)."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        if width is None:
+            width = _columns() - 2  # as HelpFormatter does with shutil's answer
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose subcommands' parsers (type(self)) use _Formatter too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
 
 def _add_init_parser(sub: Any) -> None:
@@ -61,7 +106,7 @@ def _add_init_parser(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="jmapsync", description="Mirror JMAP mail accounts into local Maildir folders."
     )
     p.add_argument(

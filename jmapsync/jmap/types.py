@@ -11,7 +11,7 @@ import datetime as dt
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, NewType
+from typing import Any, NamedTuple, NewType
 from urllib.parse import urljoin
 
 from jmapsync.errors import ProtocolError
@@ -71,8 +71,7 @@ def _int(value: object, what: str, *, minimum: int = 0, maximum: int = 2**53 - 1
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
+class Limits(NamedTuple):
     """The core capability's limits that shape our requests."""
 
     max_concurrent_requests: int = 4
@@ -203,8 +202,7 @@ def websocket_url(value: str, session_url: str) -> str:
     return resolved
 
 
-@dataclass(frozen=True, slots=True)
-class Mailbox:
+class Mailbox(NamedTuple):
     """A Mailbox as far as the mirror cares."""
 
     id: MailboxId
@@ -235,8 +233,7 @@ class Mailbox:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
+class Identity(NamedTuple):
     """An Identity (RFC 8621 6): who the user may send as.
 
     `email` may be `*@domain` (any address of that domain) or, as Cyrus 3.6
@@ -262,8 +259,7 @@ EMAIL_PROPERTIES = ["id", "blobId", "mailboxIds", "keywords", "size", "receivedA
 MAILBOX_PROPERTIES = ["id", "name", "parentId", "role", "totalEmails"]
 
 
-@dataclass(frozen=True, slots=True)
-class Email:
+class Email(NamedTuple):
     """An Email's sync-relevant properties (RFC 8621 4.1)."""
 
     id: EmailId
@@ -345,8 +341,7 @@ def intern_set(value: frozenset[Any]) -> frozenset[Any]:
     return _SETS.setdefault(value, value)
 
 
-@dataclass(frozen=True, slots=True)
-class Changes:
+class Changes(NamedTuple):
     """One */changes answer (RFC 8620 5.2)."""
 
     old_state: State

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from jmapsync import log
 from jmapsync.errors import ProtocolError, RateLimited
@@ -134,8 +134,7 @@ async def _set_once(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ImportItem:
+class ImportItem(NamedTuple):
     blob_id: str
     mailbox_ids: frozenset[str]
     keywords: frozenset[str]

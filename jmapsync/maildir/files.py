@@ -14,8 +14,7 @@ paths, checking that they stay inside the root.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from jmapsync.maildir.flags import STANDARD_FLAGS, format_name
 
@@ -78,8 +77,7 @@ def wanted_name(email_id: str, flags: str, subdir: str | None = None) -> tuple[s
     return subdir, format_name(base, flags)
 
 
-@dataclass(frozen=True, slots=True)
-class LocalFile:
+class LocalFile(NamedTuple):
     """One message file found by a scan."""
 
     folder: str  # relative folder path ("" is the root in maildir++)

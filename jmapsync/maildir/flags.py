@@ -26,7 +26,7 @@ names parse as having no info.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # RFC 8621 4.1.1: keywords are case-insensitive and servers return them
 # lowercased, so the keys here are lowercase and lookups lowercase first.
@@ -66,8 +66,7 @@ def keywords_from_flags(flags: str) -> frozenset[str]:
     return frozenset(KEYWORD_OF_FLAG[c] for c in flags if c in KEYWORD_OF_FLAG)
 
 
-@dataclass(frozen=True)
-class MaildirName:
+class MaildirName(NamedTuple):
     """A Maildir file name split into the unique part and the info field.
 
     ``info`` is the text after the last ``:2,`` (possibly empty), or None when

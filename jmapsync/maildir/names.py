@@ -69,9 +69,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 from jmapsync.errors import ProtocolError
 
@@ -91,8 +90,7 @@ class UnsafeName(ProtocolError):
     """A mailbox name or tree that cannot become a safe, unique folder path."""
 
 
-@dataclass(frozen=True)
-class MailboxNode:
+class MailboxNode(NamedTuple):
     """The part of a JMAP Mailbox that decides its folder path."""
 
     id: str

@@ -35,9 +35,8 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from jmapsync.errors import StateError
 from jmapsync.jmap.types import BlobId, Email, EmailId, Mailbox, MailboxId, State, intern_set
@@ -57,8 +56,7 @@ JOURNAL_WRITE = "write"
 _CHUNK = 500  # ids per "IN (...)" query (SQLite allows 999 parameters)
 
 
-@dataclass(frozen=True, slots=True)
-class Content:
+class Content(NamedTuple):
     """The server bytes of one Email, and the form its local files hold."""
 
     sha256: str
@@ -67,8 +65,7 @@ class Content:
     form: Form
 
 
-@dataclass(frozen=True, slots=True)
-class FileRecord:
+class FileRecord(NamedTuple):
     folder: str
     name: str  # "cur/<file>" or "new/<file>"
     email_id: str

@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from jmapsync.jmap.types import Email, EmailId, MailboxId
 from jmapsync.maildir.files import TRASHED, LocalFile, join, wanted_name
@@ -46,23 +47,20 @@ from jmapsync.maildir.flags import merge_flags
 from jmapsync.maildir.keywords import NO_LETTERS, Letters
 
 
-@dataclass(frozen=True, slots=True)
-class Rename:
+class Rename(NamedTuple):
     src: str  # relative path "folder/cur/name"
     dst: str
     email_id: str
     reason: str  # "flags" | "move"
 
 
-@dataclass(frozen=True, slots=True)
-class Link:
+class Link(NamedTuple):
     src: str
     dst: str
     email_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Download:
+class Download(NamedTuple):
     email_id: str
     blob_id: str
     size: int
@@ -71,8 +69,7 @@ class Download:
     received_at: float | None = None  # the file's mtime
 
 
-@dataclass(frozen=True, slots=True)
-class Remove:
+class Remove(NamedTuple):
     path: str
     email_id: str
     reason: str  # "destroyed" | "left-mailbox" | "duplicate"
@@ -292,8 +289,7 @@ def _keep(plan: FilePlan, f: LocalFile, flags: str, letters: Letters, email_id: 
     return dst
 
 
-@dataclass(frozen=True, slots=True)
-class FolderPlan:
+class FolderPlan(NamedTuple):
     create: tuple[str, ...]
     moves: tuple[tuple[str, str], ...]  # (old path, new path) of renamed mailboxes
     remove_if_empty: tuple[str, ...]  # folders of mailboxes that are gone

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from jmapsync.jmap.types import Mailbox, MailboxId
 
@@ -61,8 +61,7 @@ def _inbox_folded(path: str) -> str:
     return INBOX + sep + rest if head.upper() == INBOX else path
 
 
-@dataclass(frozen=True, slots=True)
-class Pattern:
+class Pattern(NamedTuple):
     """One entry of `folders =`."""
 
     text: str
@@ -91,8 +90,7 @@ class Pattern:
         return self.rest.fullmatch(path[len(base) :]) is not None
 
 
-@dataclass(frozen=True, slots=True)
-class Selection:
+class Selection(NamedTuple):
     """The parsed `folders =` of one account."""
 
     patterns: tuple[Pattern, ...]

@@ -25,7 +25,6 @@ from a fresh read.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Set
 
@@ -173,7 +172,7 @@ class LocalToRemote:
                 if then is not None:  # letters the user changed since: as the file has them
                     since = set(f.flags) ^ set(then)
                     flags = "".join(sorted((set(flags) - since) | (set(f.flags) & since)))
-                local[e.id].append(dataclasses.replace(f, email_id=e.id, flags=flags))
+                local[e.id].append(f._replace(email_id=e.id, flags=flags))
             elif f.email_id is not None:
                 local[f.email_id].append(f)
         return base, local
