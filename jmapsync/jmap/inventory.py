@@ -12,15 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from jmapsync import log
-from jmapsync.errors import MethodError, ProtocolError
-from jmapsync.jmap.client import Invocation, JmapClient
-from jmapsync.jmap.mail import query_ended
+from jmapsync.errors import ProtocolError
+from jmapsync.jmap.client import JmapClient
+from jmapsync.jmap.mail import every_email
 from jmapsync.jmap.types import MAX_MESSAGE_BYTES, State, parse_id, parse_state
 
-_MAX_PAGES = 100_000
 _PROPERTIES = ["id", "blobId", "messageId", "size", "mailboxIds"]
 
 
@@ -74,61 +71,14 @@ async def list_messages(
     """Every Email of the account (RemoteMessage properties only)."""
     if client.session is None:
         raise RuntimeError("connect first")
-    aid = client.session.account_id
-    page = min(client.session.limits.max_objects_in_get, 4096)
     found: dict[str, RemoteMessage] = {}
-    anchor: str | None = None
-    total: int | None = None
-    for _ in range(_MAX_PAGES):
-        query: dict[str, Any] = {
-            "accountId": aid,
-            # Page by anchor, not position: an Email deleted between two
-            # pages would shift positions and hide another.
-            "sort": [{"property": "receivedAt", "isAscending": True}],
-            "collapseThreads": False,
-            "limit": page,
-            "calculateTotal": True,  # the end of a list a server clamped (mail.py)
-        }
-        if anchor is not None:
-            query["anchor"] = anchor
-            query["anchorOffset"] = 1
-        calls: list[Invocation] = [
-            ("Email/query", query, "q"),
-            (
-                "Email/get",
-                {
-                    "accountId": aid,
-                    "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
-                    "properties": _PROPERTIES,
-                },
-                "g",
-            ),
-        ]
-        r = await client.call(calls)
-        try:
-            qres = r.result("q")
-        except MethodError as exc:
-            if exc.type != "anchorNotFound":
-                raise
-            log.get().info("query-anchor-vanished", anchor=anchor)
-            anchor = None  # start over; what was seen merges
-            continue
-        ids = qres.get("ids")
-        if not isinstance(ids, list):
-            raise ProtocolError("Email/query: ids is not an array")
-        if isinstance(qres.get("total"), int):
-            total = qres["total"]
-        items = r.result("g").get("list")
+    async for result, _total in every_email(client, _PROPERTIES):
+        items = result.get("list")
         if not isinstance(items, list):
             raise ProtocolError("Email/get: list is not an array")
         for item in items:
             m = RemoteMessage.parse(item)
-            found[m.id] = m
+            found[m.id] = m  # a query started over repeats Emails: the last one counts
         if progress is not None:
             progress(len(items))
-        if query_ended(qres, ids, page, total):  # a page shorter than asked may not be the end
-            break
-        anchor = parse_id(ids[-1], "email")
-    else:  # pragma: no cover - needs a server that never ends a query
-        raise ProtocolError("Email/query paging did not end")
     return list(found.values())

@@ -6,7 +6,7 @@ Reads pack as many calls into one request as back-references allow.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,7 +132,6 @@ async def fetch_all(
     started over): the sink keeps the last of each id.
     """
     aid = account_id(client)
-    assert client.session is not None  # noqa: S101 - _aid checked it
     r = await client.call(
         [
             ("Email/get", {"accountId": aid, "ids": [], "properties": ["id"]}, "s"),
@@ -144,16 +143,41 @@ async def fetch_all(
     mailbox_state = parse_state(mailbox_result.get("state"), "Mailbox")
     mailboxes = _mailboxes(mailbox_result)
 
-    page = min(client.session.limits.max_objects_in_get, 4096)
     emails: dict[EmailId, Email] = {}
     seen = 0
+    async for result, total in every_email(client, EMAIL_PROPERTIES):
+        got = emails_in(result)
+        seen += len(got)
+        if sink is not None:
+            sink(got)
+        else:
+            for e in got:
+                emails[e.id] = e
+        if progress:
+            progress(len(emails) if sink is None else seen, total)
+    return Snapshot(mailbox_state, email_state, mailboxes, emails)
+
+
+async def every_email(
+    client: JmapClient, properties: list[str]
+) -> AsyncIterator[tuple[dict[str, Any], int | None]]:
+    """Every Email of the account, a page at a time: each page's Email/get
+    result (its `list` holds `properties`) and the total the server counted.
+
+    The one paging loop of the full read (fetch_all) and of restore's
+    inventory (jmap/inventory.py).  Pages go by anchor, not position: a
+    deletion between two pages would shift positions and skip an Email.  An
+    anchor that vanished meanwhile starts the query over, so a page may
+    repeat Emails of an earlier one: the caller keeps the last of each id.
+    """
+    aid = account_id(client)
+    assert client.session is not None  # noqa: S101 - account_id checked it
+    page = min(client.session.limits.max_objects_in_get, 4096)
     anchor: str | None = None
     total: int | None = None
     for _ in range(_MAX_PAGES):
         query: dict[str, Any] = {
             "accountId": aid,
-            # Page by anchor, not position: a deletion between pages would
-            # shift positions and skip an Email.
             "sort": [{"property": "receivedAt", "isAscending": True}],
             "collapseThreads": False,
             "limit": page,
@@ -171,7 +195,7 @@ async def fetch_all(
                 {
                     "accountId": aid,
                     "#ids": result_ref("q", "Email/query", "/ids"),
-                    "properties": EMAIL_PROPERTIES,
+                    "properties": properties,
                 },
                 "g",
             ),
@@ -182,8 +206,6 @@ async def fetch_all(
         except MethodError as exc:
             if exc.type != "anchorNotFound":
                 raise
-            # The anchor Email vanished meanwhile: start over; ids already
-            # seen are merged, nothing is lost.
             log.get().info("query-anchor-vanished", anchor=anchor)
             anchor = None
             continue
@@ -192,21 +214,11 @@ async def fetch_all(
             raise ProtocolError("Email/query: ids is not an array")
         if isinstance(qres.get("total"), int):
             total = qres["total"]
-        got = emails_in(r.result("g"))
-        seen += len(got)
-        if sink is not None:
-            sink(got)
-        else:
-            for e in got:
-                emails[e.id] = e
-        if progress:
-            progress(len(emails) if sink is None else seen, total)
+        yield r.result("g"), total
         if query_ended(qres, ids, page, total):
-            break
+            return
         anchor = parse_id(ids[-1], "email")
-    else:  # pragma: no cover - needs a server that never ends a query
-        raise ProtocolError("Email/query paging did not end")
-    return Snapshot(mailbox_state, email_state, mailboxes, emails)
+    raise ProtocolError("Email/query paging did not end")  # pragma: no cover
 
 
 def query_ended(result: dict[str, Any], ids: list[Any], asked: int, total: int | None) -> bool:
