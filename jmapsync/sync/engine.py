@@ -38,7 +38,7 @@ from jmapsync.errors import JmapsyncError, MethodError, disk_error
 from jmapsync.jmap import changes
 from jmapsync.jmap.api import Invocation, Responses
 from jmapsync.jmap.client import JmapClient
-from jmapsync.jmap.types import EmailId, Mailbox, MailboxId
+from jmapsync.jmap.types import EmailId
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import StateDB, db_error
 from jmapsync.state.lock import account_lock
@@ -235,14 +235,13 @@ class Engine:
                 started=started,
                 old_paths=old_paths,
                 was=was,
-                folders_of=self._folders,
                 progress=self.progress,
             )
             return
         model = await remote.read_model(ctx, client, delta, partial)
         report.phases["remote"] = round(time.monotonic() - started, 3)
         t_folders = time.monotonic()
-        paths, folder_of = self._folders(ctx, model.mailboxes)
+        paths, folder_of = folders.mapped(ctx, model.mailboxes)
         # Mirrored last time and not now: their files go (never a server write).
         # (A mailbox whose name cannot become a folder is neither: left alone.)
         deselected = sorted(
@@ -270,7 +269,7 @@ class Engine:
                 model.mailbox_state, model.mailboxes = await to_remote.mailboxes(
                     model.mailbox_state, model.mailboxes
                 )
-                paths, folder_of = self._folders(ctx, model.mailboxes)
+                paths, folder_of = folders.mapped(ctx, model.mailboxes)
         fplan = planner.plan_folders(was_paths, folder_of)
         folders.apply_before(ctx, fplan)
         letters.load(ctx, sorted(set(folder_of.values())), fplan.moves)
@@ -354,25 +353,6 @@ class Engine:
             # Recorded, everything else done: the pass still says it failed
             # (exit 1, `status`), and the next one fetches the rest.
             raise executor.error
-
-    def _folders(
-        self, ctx: PassContext, mailboxes: dict[MailboxId, Mailbox]
-    ) -> tuple[dict[MailboxId, str], dict[MailboxId, str]]:
-        """Every mailbox's folder path, and those of the mailboxes mirrored
-        (`folders =`); sets `ctx.selected`, `ctx.unmapped` (mailboxes whose
-        name cannot become a folder: skipped, said, retried every pass) and
-        the dry run's names."""
-        paths, ctx.unmapped = folders.folder_map(mailboxes, self.account.layout)
-        ctx.selected = folders.mirrored(mailboxes, self.account) - ctx.unmapped.keys()
-        for mid, why in sorted(ctx.unmapped.items()):
-            name = mailboxes[mid].name if mid in mailboxes else mid
-            msg = f"mailbox {name!r:.60} ({mid}) is not synced: {why}"
-            if msg not in ctx.report.skipped:
-                ctx.report.skipped.append(msg)
-                ctx.warn("mailbox-skipped", msg, mailbox=mid, reason=why)
-        if ctx.dry is not None:
-            ctx.dry.names = paths
-        return paths, {m: p for m, p in paths.items() if m in ctx.selected}
 
 
 def _as_error(exc: BaseException, db_path: Path) -> JmapsyncError | None:

@@ -230,3 +230,23 @@ def apply_after(ctx: PassContext, fplan: FolderPlan, removed_foreign: set[str]) 
                 folder=folder,
                 reason="not empty",
             )
+
+
+def mapped(
+    ctx: PassContext, mailboxes: Mapping[MailboxId, Mailbox]
+) -> tuple[dict[MailboxId, str], dict[MailboxId, str]]:
+    """Every mailbox's folder path, and those of the mailboxes mirrored
+    (`folders =`); sets `ctx.selected`, `ctx.unmapped` (mailboxes whose
+    name cannot become a folder: skipped, said, retried every pass) and
+    the dry run's names."""
+    paths, ctx.unmapped = folder_map(mailboxes, ctx.account.layout)
+    ctx.selected = mirrored(mailboxes, ctx.account) - ctx.unmapped.keys()
+    for mid, why in sorted(ctx.unmapped.items()):
+        name = mailboxes[mid].name if mid in mailboxes else mid
+        msg = f"mailbox {name!r:.60} ({mid}) is not synced: {why}"
+        if msg not in ctx.report.skipped:
+            ctx.report.skipped.append(msg)
+            ctx.warn("mailbox-skipped", msg, mailbox=mid, reason=why)
+    if ctx.dry is not None:
+        ctx.dry.names = paths
+    return paths, {m: p for m, p in paths.items() if m in ctx.selected}

@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from jmapsync.jmap import changes, mail
-from jmapsync.jmap.types import Mailbox, MailboxId
+from jmapsync.jmap.types import MailboxId
 from jmapsync.maildir.files import split_rel
 from jmapsync.state.db import JOURNAL_IMPORT, FileRecord
 from jmapsync.state.staging import Staging
@@ -49,10 +49,6 @@ if TYPE_CHECKING:
     from jmapsync.jmap.client import JmapClient
 
 CHUNK = 4096  # Emails planned and carried out at a time
-
-Folders = Callable[
-    [PassContext, dict[MailboxId, Mailbox]], tuple[dict[MailboxId, str], dict[MailboxId, str]]
-]
 
 
 def applies(ctx: PassContext, partial: scope.Scope | None) -> bool:
@@ -79,7 +75,6 @@ async def run(
     started: float,
     old_paths: Mapping[MailboxId, str],
     was: frozenset[MailboxId],
-    folders_of: Folders,
     progress: ProgressFactory | None,
 ) -> None:
     """Steps 4-8 of the engine's pass, streamed."""
@@ -89,7 +84,7 @@ async def run(
         model = await _read(ctx, client, delta, staging)
         report.phases["remote"] = round(time.monotonic() - started, 3)
         t = time.monotonic()
-        paths, folder_of = folders_of(ctx, model.mailboxes)
+        paths, folder_of = folders.mapped(ctx, model.mailboxes)
         deselected = sorted(
             old_paths[m]
             for m in was - (ctx.selected or frozenset())
