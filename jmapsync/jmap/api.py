@@ -11,8 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from jmapsync import scrub
 from jmapsync.errors import ProtocolError, method_error
@@ -83,8 +82,7 @@ def auth_header(credentials: Credentials, secret: Secret) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
 
 
-@dataclass
-class Responses:
+class Responses(NamedTuple):
     """The method responses of one request, addressable by call id."""
 
     items: list[tuple[str, dict[str, Any], str]]

@@ -36,8 +36,7 @@ import json
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 from jmapsync import log
@@ -63,8 +62,7 @@ _MAX_ERROR_BODY = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
-@dataclass
-class Answer:
+class Answer(NamedTuple):
     """A 2xx answer: its status, headers (lower-case names), final URL and
     body (empty when it went to a sink)."""
 
