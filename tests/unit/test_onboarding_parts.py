@@ -379,3 +379,26 @@ def test_pip_install_puts_the_man_pages_where_man_finds_them(tmp_path: Path) -> 
     ]
     installed = (prefix / "share" / "man" / "man1" / "jmapsync.1").read_text()
     assert installed == (ROOT / "man" / "jmapsync.1").read_text()
+
+
+@pytest.mark.parametrize("columns", ["50", "120", ""])
+def test_help_is_what_argparse_would_print(columns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """parser._Formatter asks the width as shutil does ($COLUMNS first), once
+    per run, instead of importing shutil for every option (start-up): the
+    help reads the same as with argparse's own formatter."""
+    from jmapsync import parser
+
+    def helps() -> list[str]:
+        top = parser.build_parser()
+        subs = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+        return [top.format_help(), subs.choices["sync"].format_help()]
+
+    monkeypatch.setenv("COLUMNS", columns)
+    parser._columns.cache_clear()
+    try:
+        ours = helps()
+        monkeypatch.setattr(parser, "_Formatter", argparse.HelpFormatter)
+        theirs = helps()
+    finally:
+        parser._columns.cache_clear()
+    assert ours == theirs
