@@ -1303,6 +1303,13 @@ def _prefix(args: argparse.Namespace) -> str:
     return "compare-small" if args.loader == "small" else "compare"
 
 
+def _short(n: int) -> str:
+    """2000 -> 2k, 1000000 -> 1M: tick labels that do not run into each other."""
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
 def draw_chart(prefix: str = "compare") -> Path | None:
     """Median time vs N per tool (min-max as error bars), from every compare-*.json."""
     docs = []
@@ -1347,7 +1354,7 @@ def draw_chart(prefix: str = "compare") -> Path | None:
             ax.set_xlim(ns[0] * 0.9, ns[0] * 1.1)
             ax.set_ylim(bottom=0)
         ax.set_xticks(ns)
-        ax.set_xticklabels([str(n) for n in ns])
+        ax.set_xticklabels([_short(n) for n in ns])
         ax.set_xlabel("messages (N)")
         ax.set_ylabel("wall time, s (median, min-max)")
         ax.set_title(TITLES[measure])
