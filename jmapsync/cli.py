@@ -176,6 +176,7 @@ def cmd_sync(
         results = fast.sync(config, names, handover)
     rest = [a.name for a in config.select(names) if a.name not in results]
     if rest:
+        handover.engine_loaded()  # (a preload started while the server answered)
         import asyncio
 
         from jmapsync.send import spool

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import time
 from collections.abc import Callable
@@ -220,8 +221,13 @@ def exchange(
     what: str,
     ssl_context: Callable[[], ssl.SSLContext],
     limit: int,
+    while_waiting: tuple[float, Callable[[], None]] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """One request on a fresh connection, blocking: (status, headers, body).
+
+    `while_waiting` (seconds, callback): when the answer has not begun that
+    long after the request was sent, the callback is called (once) before
+    waiting on -- sync/quick.py starts loading the engine then.
 
     Raises TransportError (sent=False when the request provably never left;
     final=True for a refused connection or a rejected certificate;
@@ -233,6 +239,12 @@ def exchange(
     try:
         try:
             conn.send(head + (body or b""))
+            if while_waiting is not None:
+                patience, callback = while_waiting
+                assert conn.sock is not None  # noqa: S101 - connected above
+                wait = min(patience, conn.budget())  # (never past the progress timeout)
+                if not conn.buf and not select.select([conn.sock], [], [], wait)[0]:
+                    callback()
             status, resp = parse_head(conn.read_until(b"\r\n\r\n", MAX_HEADER_BYTES), what)
             while 100 <= status < 200 and status != 101:  # 100 Continue, 103 Early Hints
                 status, resp = parse_head(conn.read_until(b"\r\n\r\n", MAX_HEADER_BYTES), what)

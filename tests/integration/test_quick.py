@@ -76,8 +76,13 @@ HEAVY = (
     "email.parser",
 )
 
+# QUICK_PATIENCE: how late the server's answer may be before the engine is
+# preloaded (quick.PATIENCE_S); by default never here, so that which modules
+# a pass loads does not depend on how fast Cyrus answers on a busy machine.
 DRIVER = """
 import json, os, sys
+import jmapsync.sync.quick
+jmapsync.sync.quick.PATIENCE_S = float(os.environ.get("QUICK_PATIENCE", "3600"))
 from jmapsync.cli import main
 try:
     rc = main(sys.argv[1:])
@@ -196,6 +201,27 @@ def test_a_server_change_goes_to_the_engine(
     done, modules, events = run(synced, tmp_path)
     assert not engine_loaded(modules)
     assert done_event(events)["mode"] == "unchanged"
+
+
+def test_an_answer_late_enough_preloads_the_engine_and_changes_nothing_else(
+    synced: Mirror, account: Account, tmp_path: Path
+) -> None:
+    """QUICK_PATIENCE=0: every answer is "late", so the engine is imported on
+    a thread while the server answers.  With nothing new the pass is still
+    the no-change one (the preload is wasted, nothing else); with a change
+    the engine takes over with its modules already loaded."""
+    late = {**os.environ, "QUICK_PATIENCE": "0"}
+    done, modules, events = run(synced, tmp_path, env=late)
+    assert done.returncode == 0, done.stderr
+    assert done_event(events)["mode"] == "unchanged"
+    assert engine_loaded(modules)  # by the preload: the no-change path never imports it
+    assert [e["event"] for e in events] == ["sync-done"]
+
+    account.append("INBOX", make_message(5))
+    done, modules, events = run(synced, tmp_path, env=late)
+    assert done.returncode == 0, done.stderr
+    assert done_event(events)["downloaded"] == 1
+    assert_exact_mirror(synced)
 
 
 def test_a_keyword_change_on_the_server_goes_to_the_engine(
