@@ -109,16 +109,21 @@ def test_pure_modules_import_only_pure_modules(name: str) -> None:
     assert all(not GRAPH[p] for p in packages), f"{name}: a package imports more"
 
 
+def _child(code: str) -> str:
+    """What `code` prints, run by a fresh interpreter (nothing imported yet)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent
+    )
+    return done.stdout.strip()
+
+
 def test_importing_pure_code_loads_nothing_with_side_effects() -> None:
     code = (
         "import sys\n"
         + "".join(f"import {m}\n" for m in sorted(PURE))
         + f"print(' '.join(m for m in {NOT_PURE!r} if m in sys.modules))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent
-    )
-    assert done.stdout.strip() == ""
+    assert _child(code) == ""
 
 
 def test_no_file_holds_two_stages() -> None:
@@ -141,10 +146,7 @@ def test_a_pull_pass_does_not_load_the_two_way_stages() -> None:
         "print(' '.join(m for m in sys.modules"
         " if 'local_to_remote' in m or m == 'jmapsync.sync.twoway'))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent
-    )
-    assert done.stdout.strip() == ""
+    assert _child(code) == ""
 
 
 # Frozen dataclasses a sync pass may still load, and why they are not NamedTuples.
@@ -175,7 +177,4 @@ def test_a_sync_pass_defines_few_frozen_dataclasses() -> None:
         "            found.add(f'{name}.{value.__qualname__}')\n"
         "print(' '.join(sorted(found)))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent
-    )
-    assert set(done.stdout.split()) <= FROZEN_DATACLASSES_KEPT
+    assert set(_child(code).split()) <= FROZEN_DATACLASSES_KEPT
