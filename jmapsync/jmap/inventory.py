@@ -69,8 +69,6 @@ async def list_messages(
     client: JmapClient, progress: Callable[[int], None] | None = None
 ) -> list[RemoteMessage]:
     """Every Email of the account (RemoteMessage properties only)."""
-    if client.session is None:
-        raise RuntimeError("connect first")
     found: dict[str, RemoteMessage] = {}
     async for result, _total in every_email(client, _PROPERTIES):
         items = result.get("list")

@@ -1,7 +1,8 @@
 """RFC 8621 reads of the whole account (full reconcile); the writes (jmap/writes.py).
 
 What changed since a state is read by jmap/changes.py (re-exported here).
-Reads pack as many calls into one request as back-references allow.
+The whole account is read by `every_email`: large Email/query pages, their
+properties in Email/get pages (why: there).
 """
 
 from __future__ import annotations
@@ -43,12 +44,12 @@ __all__ = [
     "create_mailboxes",
     "destroy_mailbox",
     "emails_in",
+    "every_email",
     "fetch_all",
     "fetch_mailboxes",
     "import_emails",
     "message_ids",
     "query_ended",
-    "result_ref",
     "set_emails",
 ]
 
@@ -64,10 +65,6 @@ class Snapshot:
     email_state: State
     mailboxes: dict[MailboxId, Mailbox]
     emails: dict[EmailId, Email]
-
-
-def result_ref(call_id: str, name: str, path: str) -> dict[str, str]:
-    return {"resultOf": call_id, "name": name, "path": path}
 
 
 _warned_keywords: set[str] = set()

@@ -25,7 +25,8 @@ Mailbox/changes, Email/changes and its two Email/get) through the blocking
 exchange of jmap/wire.py, and accepts only an answer with no change, no
 more changes, and the cached session's state.  Then, as the engine does,
 the new states and the result are recorded (one transaction) and
-`sync-done` is logged with mode "unchanged".
+`sync-done` is logged with mode "unchanged".  An answer PATIENCE_S late
+starts loading the engine on a thread meanwhile (`Handover.preload_engine`).
 
 Anything else -- a changed side, a check that does not hold, an HTTP status
 other than 2xx, a broken connection or answer -- leaves the account to the
