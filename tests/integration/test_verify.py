@@ -64,9 +64,7 @@ def test_missing_files_among_many_emails_are_each_named(account: Account, tmp_pa
     assert sorted(lines) == want
 
 
-def test_download_finds_a_state_the_server_does_not_match(
-    account: Account, tmp_path: Path
-) -> None:
+def test_download_finds_a_state_the_server_does_not_match(account: Account, tmp_path: Path) -> None:
     with account.imap() as i:
         for n in range(3):
             i.append("INBOX", make_message(n))
