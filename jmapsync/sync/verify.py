@@ -35,12 +35,13 @@ from pathlib import Path
 from typing import cast
 
 from jmapsync.config import AccountConfig
+from jmapsync.errors import StateError
 from jmapsync.jmap.client import JmapClient
 from jmapsync.jmap.types import MailboxId
 from jmapsync.maildir.keywords import FILE_NAME as KEYWORDS_FILE
 from jmapsync.maildir.lineendings import Form, server_bytes
 from jmapsync.maildir.store import MaildirStore
-from jmapsync.state.db import StateDB
+from jmapsync.state.db import StateDB, db_error
 from jmapsync.sync.folders import was_mirrored
 
 
@@ -111,7 +112,27 @@ def check(account: AccountConfig, db: StateDB) -> Findings:
     mirrored = was_mirrored(db, boxes)  # `folders =`: the others have no folder
     folder_of = {mid: path for mid, (_, path) in boxes.items() if mid in mirrored}
     folders = sorted(set(store.folders(account.layout)) | set(folder_of.values()))
-    conn = db.conn
+    try:
+        _compare(db.conn, store, folders, folder_of, findings)
+    except sqlite3.Error as exc:
+        # Reading the state, or writing the scan into SQLite's temporary
+        # directory ($SQLITE_TMPDIR, else /var/tmp or /tmp): one line either way.
+        err = db_error(db.path, exc)
+        raise StateError(f"{err} (verify keeps its scan in SQLite's temporary directory)") from None
+    findings.extra.extend(
+        f"{p} (stray file outside cur/ new/)" for p in _stray_files(store, folders)
+    )
+    return findings
+
+
+def _compare(
+    conn: sqlite3.Connection,
+    store: MaildirStore,
+    folders: list[str],
+    folder_of: Mapping[MailboxId, str],
+    findings: Findings,
+) -> None:
+    """The scan into the temp table, then both comparisons (see `check`)."""
     conn.executescript(_SCAN_TABLE)
     try:
         batch: list[tuple[str, str, str]] = []
@@ -130,10 +151,6 @@ def check(account: AccountConfig, db: StateDB) -> Findings:
         _check_missing(conn, folder_of, findings)
     finally:
         conn.executescript(_SCAN_TABLE.split("CREATE", maxsplit=1)[0])
-    findings.extra.extend(
-        f"{p} (stray file outside cur/ new/)" for p in _stray_files(store, folders)
-    )
-    return findings
 
 
 def _expected(mailbox_ids: str, folder_of: Mapping[MailboxId, str]) -> set[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import sqlite3
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,7 @@ import structlog
 from fakeserver import FakeEmail, FakeServer, account_config, client_factory
 
 from jmapsync.config import Config, Credentials
-from jmapsync.errors import AuthError, DownloadsFailed, ProtocolError
+from jmapsync.errors import AuthError, DownloadsFailed, ProtocolError, StateError
 from jmapsync.state.db import StateDB
 from jmapsync.sync.engine import Engine, SyncReport
 
@@ -320,3 +321,35 @@ def test_a_keyword_jmapsync_cannot_take_is_skipped_not_blocking(tmp_path: Path) 
     os.rename(cur / "M1.jmapsync:2,S", cur / "M1.jmapsync:2,FS")
     assert sync().pushed == 1
     assert sorted(server.emails[0].keywords) == sorted(["$seen", "$flagged", *bad])
+
+
+class _TempFull:
+    """A state connection whose temp database is on a full file system."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def executescript(self, sql: str) -> sqlite3.Cursor:
+        if "CREATE TEMP TABLE" in sql:
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.executescript(sql)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+def test_verify_whose_scan_cannot_be_written_says_so_in_one_line(tmp_path: Path) -> None:
+    """verify keeps its scan in a temp table (SQLite's temporary directory):
+    a full one is a StateError naming it, not a traceback."""
+    from jmapsync.sync import verify
+
+    account = account_config(tmp_path, server_with())
+    db = StateDB(tmp_path / "state.sqlite3")
+    real = db.conn
+    try:
+        db.conn = _TempFull(real)  # type: ignore[assignment]
+        with pytest.raises(StateError, match=r"disk is full.*temporary directory"):
+            verify.check(account, db)
+    finally:
+        db.conn = real
+        db.close()
