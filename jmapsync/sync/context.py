@@ -24,6 +24,7 @@ from jmapsync.sync.report import SyncReport
 if TYPE_CHECKING:  # a dry run's module is loaded by a dry run only
     from jmapsync.log import Logger
     from jmapsync.sync.dryrun import DryRun
+    from jmapsync.sync.watched import Watch
 
 
 FETCHED_MAX = 64 * 1024 * 1024  # blobs kept for reuse in one pass, in bytes
@@ -71,6 +72,9 @@ class PassContext:
     unmapped: dict[MailboxId, str] = field(default_factory=dict)
     # A dry run (sync/dryrun.py): every write is listed there instead of done.
     dry: DryRun | None = None
+    # inotify on the folders a partial pass may write without scanning
+    # (sync/watched.py; closed when the attempt ends).
+    watch: Watch | None = None
 
     @property
     def two_way(self) -> bool:

@@ -162,6 +162,8 @@ class Engine:
                 await self._in_session(ctx, client, started)
             finally:
                 remote.store_session(ctx, client)  # one the client fetched mid-pass
+                if ctx.watch is not None:
+                    ctx.watch.close()
         report.seconds = round(time.monotonic() - started, 3)
         if ctx.dry is not None:
             report.would = [w.as_dict() for w in ctx.dry.actions]

@@ -59,9 +59,13 @@ class Prints:
     def add(self, rel: str, sign: int = 1) -> None:
         """Count the file at relative path `rel` (sign -1: uncount it)."""
         folder, sub, name = split_rel(rel)
+        self.add_name(folder, sub, os.fsencode(name), sign)
+
+    def add_name(self, folder: str, sub: str, raw: bytes, sign: int = 1) -> None:
+        """Count the entry `raw` of the folder's `sub` (as os.listdir(bytes)
+        names it); only cur/ and new/ count."""
         if sub not in _CRC:
             return
-        raw = os.fsencode(name)
         a = self._acc.setdefault(folder, [0, 0, 0])
         a[0] += sign
         a[1] += sign * zlib.crc32(raw, _CRC[sub])

@@ -43,7 +43,7 @@ from jmapsync.maildir.files import TRASHED, LocalFile, Subdir, join, split_rel
 from jmapsync.maildir.flags import parse_name
 from jmapsync.maildir.store import MaildirStore
 from jmapsync.state.db import JOURNAL_IMPORT, StateDB
-from jmapsync.sync import guards
+from jmapsync.sync import guards, watched
 from jmapsync.sync.context import PassContext
 from jmapsync.sync.plan import FilePlan
 from jmapsync.sync.prints import Print, Prints, listing
@@ -168,8 +168,11 @@ def compute(
     if known is None:
         return None
     known.pop(ROOT_KEY, None)  # new folders are found by listing them below
+    _watch(ctx, known)  # before the times are read: see sync/watched.py
     now = local_stamp(ctx, sorted(known))
     dirty = {f for f, times in known.items() if times is None or now[f] != times}
+    if ctx.watch is not None:
+        ctx.watch.forget(dirty)
     dirty |= set(store.folders(account.layout)) - set(known)
     dirty_files = list(store.scan(sorted(dirty)))
     if ctx.two_way and any(f.email_id is None and TRASHED not in f.flags for f in dirty_files):
@@ -191,6 +194,15 @@ def compute(
     ]
     ctx.log.debug("partial-pass", dirty=len(dirty), emails=len(ids))
     return Scope(sorted(dirty), ids, records, dirty_files, clean, now, holding)
+
+
+def _watch(ctx: PassContext, known: Times) -> None:
+    """Watch the folders a pass may write into without scanning (sync/watched.py),
+    when listing them again at the end would cost more than the watch."""
+    base = {f: p for f, p in recorded_prints(ctx.db, ctx.account).items() if known.get(f)}
+    if ctx.dry is not None or sum(p[0] for p in base.values()) < watched.WATCH_FROM:
+        return
+    ctx.watch = watched.Watch.start({f: ctx.store.path(f) for f in base}, base)
 
 
 def _still_holding(db: StateDB, many: set[MailboxId], delta: Delta) -> set[MailboxId]:
@@ -288,7 +300,7 @@ def _stamp(
             continue
         moved = pre.get(f) != times[f]
         want = expected(f, moved)
-        if moved and (want is None or listing(ctx.store.path(f)) != want):
+        if moved and (want is None or _holds(ctx, f) != want):
             times[f] = None
         elif want is not None:
             kept[f] = want
@@ -307,6 +319,13 @@ def _stamp(
         "prints": {f: list(p) for f, p in kept.items()},
     }
     return json.dumps(stamp, sort_keys=True)
+
+
+def _holds(ctx: PassContext, folder: str) -> Print:
+    """The fingerprint of what `folder` holds now: from the watch when it can
+    tell (a folder the pass did not scan), else by listing it."""
+    seen = ctx.watch.now(folder) if ctx.watch is not None else None
+    return seen if seen is not None else listing(ctx.store.path(folder))
 
 
 def recorded_prints(db: StateDB, account: AccountConfig) -> dict[str, Print]:

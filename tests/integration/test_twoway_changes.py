@@ -449,11 +449,66 @@ def test_incremental_passes_look_only_at_changed_folders_and_emails(
     assert_files_table(mirror)
 
 
+@pytest.fixture(params=["watched", "listed"])
+def listings(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """How a pass learns what a folder it wrote to without scanning holds at
+    the end: an inotify watch (sync/watched.py; on here for any size) or
+    listing it again (below watched.WATCH_FROM names).  Returns the folders
+    listed at the end of passes."""
+    from jmapsync.sync import prints, scope, watched
+
+    monkeypatch.setattr(watched, "WATCH_FROM", 0 if request.param == "watched" else 10**9)
+    listed: list[str] = []
+
+    def spy(path: Path) -> prints.Print:
+        listed.append(path.name)
+        return prints.listing(path)
+
+    monkeypatch.setattr(scope, "listing", spy)
+    return listed
+
+
+@pytest.mark.parametrize("direction", ["pull", "two-way"])
+def test_a_pass_that_wrote_into_a_folder_it_did_not_scan_leaves_it_unchanged(
+    account: Account,
+    tmp_path: Path,
+    listings: list[str],
+    request: pytest.FixtureRequest,
+    direction: str,
+) -> None:
+    """A remote flag, move and delivery: the pass writes into INBOX and
+    Archive without scanning them, and the next pass finds nothing to do --
+    learnt from the watch's events, or by listing both folders."""
+    j = account.jmap()
+    inbox = j.mailbox_id("INBOX")
+    ids = [j.import_message(make_message(i), [inbox], keywords={"$seen": True}) for i in (1, 2)]
+    mirror = Mirror(account, tmp_path, direction=direction)
+    mirror.sync()
+    time.sleep(0.2)
+    mirror.sync()
+    j.add_keyword(ids[0], "$flagged")
+    j.move(ids[1], j.mailbox_id("INBOX"), j.mailbox_id("Archive"))
+    j.import_message(make_message(9), [j.mailbox_id("Archive")])
+    listings.clear()
+    report = mirror.sync()
+    assert report.partial and (report.renamed, report.downloaded) == (2, 1)
+    watched = request.node.callspec.params["listings"] == "watched"
+    assert sorted(listings) == ([] if watched else ["Archive", "INBOX"])
+    assert mirror.sync().mode == "unchanged"
+    assert_exact_mirror(mirror)
+    assert_files_table(mirror)
+
+
 def test_a_change_made_while_a_pass_runs_is_seen_by_the_next_pass(
-    account: Account, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    account: Account,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    listings: list[str],
+    request: pytest.FixtureRequest,
 ) -> None:
     """mutt renames a file after our scan but before our commit: the folder's
-    recorded times must not hide that change from the next pass."""
+    recorded times must not hide that change from the next pass (whether the
+    pass learns what the folder holds from its watch or by listing it)."""
     from jmapsync.sync.execute import Executor
     from jmapsync.sync.plan import FilePlan
 
@@ -468,9 +523,11 @@ def test_a_change_made_while_a_pass_runs_is_seen_by_the_next_pass(
         os.rename(victim, victim.with_name(victim.name.replace(":2,S", ":2,RS")))
         await real(self, plan, **kw)
 
+    listings.clear()
     with monkeypatch.context() as m:
         m.setattr(Executor, "run", execute_with_mutt)
         mirror.sync()
+    assert listings == ([] if request.node.callspec.params["listings"] == "watched" else ["INBOX"])
     time.sleep(0.2)
     report = mirror.sync()
     assert report.pushed == 1
