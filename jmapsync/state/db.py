@@ -107,13 +107,34 @@ def db_error(path: Path, exc: sqlite3.Error) -> StateError:
     if name in _BROKEN:
         return StateError(f"state database {path} is unusable: {exc}")
     hint = ""
-    try:
-        st = os.statvfs(path.parent)
-        if st.f_bavail == 0 or st.f_favail == 0:
-            hint = " (No space left on device: the file system holding it is full)"
-    except OSError:
-        pass
+    if _full(path.parent):
+        hint = " (No space left on device: the file system holding it is full)"
+    elif (tmp := _sqlite_tmpdir()) is not None and _full(tmp):
+        hint = f" (No space left on device: {tmp}, where SQLite keeps temporary tables, is full)"
     return StateError(f"state database {path}: {exc}{hint}", retry_hint=name)
+
+
+def _full(directory: Path) -> bool:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail == 0 or st.f_favail == 0
+
+
+def _sqlite_tmpdir() -> Path | None:
+    """The directory SQLite writes temporary tables to on Unix: the first
+    of $SQLITE_TMPDIR, $TMPDIR, /var/tmp, /usr/tmp, /tmp that is a writable
+    directory (os_unix.c, unixTempFileDir).  A streamed pass and verify
+    keep their temporary tables there.  (Only read, to name it in an error.)"""
+    env = [os.environ.get("SQLITE_TMPDIR"), os.environ.get("TMPDIR")]
+    for d in [*env, *_SQLITE_TMP_DEFAULTS]:
+        if d and Path(d).is_dir() and os.access(d, os.W_OK | os.X_OK):
+            return Path(d)
+    return None
+
+
+_SQLITE_TMP_DEFAULTS = ("/var/tmp", "/usr/tmp", "/tmp")  # noqa: S108 -- SQLite's, named only
 
 
 class StateDB:

@@ -7,6 +7,7 @@ made to return on demand, through the one OS call that reports it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -226,3 +227,22 @@ def test_verify_on_a_vanished_folder_and_root_reports(account: Account, tmp_path
     done = mirror.cli("verify", check=False)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "missing" in done.stdout
+
+
+def test_a_full_sqlite_temporary_directory_is_named(
+    small_fs: mounts.Mount, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streamed pass and verify keep temporary tables in SQLite's
+    temporary directory; when that is full (measured: SQLite says "database
+    or disk is full" once a temp table spills there), the one line says
+    which directory -- the state's own file system has room."""
+    from jmapsync.state.db import db_error
+
+    with contextlib.suppress(OSError):
+        (small_fs.path / "fill").write_bytes(b"\0" * 2 * 1024 * 1024)
+    monkeypatch.setenv("SQLITE_TMPDIR", str(small_fs.path))
+    err = db_error(tmp_path / "a.sqlite3", sqlite3.OperationalError("database or disk is full"))
+    assert f"{small_fs.path}, where SQLite keeps temporary tables, is full" in str(err)
+    monkeypatch.setenv("SQLITE_TMPDIR", str(tmp_path))
+    err = db_error(tmp_path / "a.sqlite3", sqlite3.OperationalError("database or disk is full"))
+    assert "No space" not in str(err)
