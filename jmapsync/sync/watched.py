@@ -18,7 +18,10 @@ moved, deleted or unmounted, a watch could not be added, or two folders are
 one directory.  A rename onto an existing name reports no removal of the old
 entry; the sum then counts one name more than the listing would, and the
 folder's fingerprint differs from the state's -- scanned next time, never
-the other way round.
+the other way round.  (The kernel merges an event into the one before it
+only if both are identical, cookie included -- every rename has its own
+cookie, and a name cannot be created twice without a removal between: no
+count is lost that way.)
 
 Linux only (inotify_init1 and inotify_add_watch from libc by ctypes, loaded
 only when a watch is worth it: `WATCH_FROM`); elsewhere every folder is
