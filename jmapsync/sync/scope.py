@@ -192,7 +192,8 @@ def compute(
         if r.folder not in dirty
         for sub, name in [r.name.split("/", 1)]
     ]
-    ctx.log.debug("partial-pass", dirty=len(dirty), emails=len(ids))
+    watched_now = ctx.watch is not None  # sync/watched.py: the written folders are not listed
+    ctx.log.debug("partial-pass", dirty=len(dirty), emails=len(ids), watched=watched_now)
     return Scope(sorted(dirty), ids, records, dirty_files, clean, now, holding)
 
 
