@@ -39,13 +39,24 @@ def copy_fd(src: int, dst: int, transform: Callable[[bytes], bytes], carry: byte
         os.write(dst, transform(pending))
 
 
-def _syncfs() -> Callable[[int], None] | None:
-    """syncfs(2) from libc on Linux; None elsewhere (then: fsync per file)."""
+def _libc() -> ctypes.CDLL | None:
+    """The C library on Linux (for syncfs here, inotify in sync/watched.py);
+    None elsewhere."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        fn = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+LIBC = _libc()
+
+
+def _syncfs() -> Callable[[int], None] | None:
+    """syncfs(2) from libc on Linux; None elsewhere (then: fsync per file)."""
+    fn = getattr(LIBC, "syncfs", None)  # (None: not Linux, or a libc without it)
+    if fn is None:
         return None
     fn.argtypes = [ctypes.c_int]
     fn.restype = ctypes.c_int

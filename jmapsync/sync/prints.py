@@ -31,15 +31,15 @@ from pathlib import Path
 from jmapsync.maildir.files import split_rel
 
 Print = tuple[int, int, int]  # names, sum of CRC-32s, sum of Adler-32s
-_SUBS = ("cur", "new")
-_CRC = {sub: zlib.crc32(f"{sub}/".encode()) for sub in _SUBS}
-_ADLER = {sub: zlib.adler32(f"{sub}/".encode()) for sub in _SUBS}
+SUBS = ("cur", "new")  # what a fingerprint counts (and sync/watched.py watches)
+_CRC = {sub: zlib.crc32(f"{sub}/".encode()) for sub in SUBS}
+_ADLER = {sub: zlib.adler32(f"{sub}/".encode()) for sub in SUBS}
 
 
 def listing(folder_path: Path) -> Print:
     """The fingerprint of what is on disk in a folder's cur/ and new/."""
     n = crc = adler = 0
-    for sub in _SUBS:
+    for sub in SUBS:
         try:
             names = os.listdir(os.fsencode(folder_path / sub))
         except FileNotFoundError:

@@ -4,11 +4,11 @@ the one listing the folder gives -- or the watch says it does not know."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+from jmapsync.maildir import durable
 from jmapsync.sync import watched
 from jmapsync.sync.prints import listing
 
@@ -103,5 +103,5 @@ def test_two_folders_that_are_one_directory_are_unknown(tmp_path: Path) -> None:
 
 def test_no_inotify_means_no_watch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     a = _folder(tmp_path, "A", ["1"])
-    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(durable, "LIBC", None)  # as maildir/durable.py finds it off Linux
     assert watched.Watch.start({"A": a}, {"A": listing(a)}) is None
